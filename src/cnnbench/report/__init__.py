@@ -1,0 +1,1 @@
+"""Everything a person reads: terminal tables, result files and figures. Never trains."""

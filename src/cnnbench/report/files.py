@@ -1,0 +1,82 @@
+"""Result files: ``results.json`` in the notebook's schema, and the history as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..study import ModelResult
+from .table import describe_batchnorm, describe_dropout
+
+HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file, fsync, rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def results_document(results: Sequence[ModelResult], dataset: dict[str, Any],
+                     env: dict[str, Any]) -> dict[str, Any]:
+    """The schema of ``shared/seed/results.json``, with settings and environment added."""
+    models: dict[str, Any] = {}
+    for r in results:
+        res = r.result
+        models[r.spec.name] = {
+            "test_loss": res.test_loss,
+            "test_accuracy_percent": round(100 * res.test_accuracy, 4),
+            "history": {k: list(res.history[k]) for k in HISTORY_KEYS},
+            "status": res.status,
+            "diverged_at": list(res.diverged_at) if res.diverged_at else None,
+            "parameters": r.spec.params,
+            "trainable_parameters": r.spec.trainable_params,
+            "batch_normalization": describe_batchnorm(r.spec),
+            "dropout": describe_dropout(r.spec),
+            "train_flops_per_image": r.spec.train_flops_per_image,
+            "wall_seconds": r.wall_seconds,
+            "spec": r.spec.raw,
+        }
+    config = results[0].config if results else None
+    return {
+        "source": f"cnnbench {env.get('cnnbench', '')}",
+        "training": {
+            "optimizer": (f"Adadelta(lr={config.lr}, rho={config.rho}, "
+                          f"epsilon={config.epsilon})") if config else None,
+            "loss": "categorical_crossentropy",
+            **(config.to_dict() if config else {}),
+            "validation": "test set, every epoch",
+        },
+        "dataset": dataset,
+        "environment": env,
+        "models": models,
+    }
+
+
+def write_results(out: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``history.csv`` into ``out``; return their paths."""
+    json_path, csv_path = out / "results.json", out / "history.csv"
+    atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("model", "epoch") + HISTORY_KEYS)
+    for name, m in doc["models"].items():
+        for i in range(len(m["history"]["loss"])):
+            writer.writerow([name, i + 1] + [m["history"][k][i] for k in HISTORY_KEYS])
+    atomic_write_text(csv_path, buf.getvalue())
+    return json_path, csv_path

@@ -1,0 +1,86 @@
+"""Terminal tables: the study's summary, a Keras-style model summary, the model list."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from ..spec import ModelSpec
+
+
+def describe_batchnorm(spec: ModelSpec) -> str:
+    return "Yes" if spec.uses_batchnorm else "No"
+
+
+def describe_dropout(spec: ModelSpec) -> str:
+    """The notebook's wording: ``Yes (0.5)`` or ``No``."""
+    rates = spec.dropout_rates
+    return f"Yes ({', '.join(f'{r:g}' for r in rates)})" if rates else "No"
+
+
+def summary_table(rows: Sequence[dict]) -> Table:
+    """The notebook's summary columns, derived from the specs, plus parameters and time.
+
+    Each row: spec, test_loss, test_accuracy (fraction), seconds, status.
+    """
+    t = Table(title="Summary", title_justify="left")
+    for col in ("Model", "Batch Normalization", "Dropout"):
+        t.add_column(col)
+    for col in ("Test Loss", "Test Accuracy", "Params", "Train time"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        spec = r["spec"]
+        acc = f"{100 * r['test_accuracy']:.2f} %" if r["status"] == "finished" else r["status"]
+        t.add_row(spec.name, describe_batchnorm(spec), describe_dropout(spec),
+                  f"{r['test_loss']:.4f}", acc, f"{spec.params:,}", f"{r['seconds']:.0f} s")
+    return t
+
+
+def _keras_layer_names(spec: ModelSpec) -> list[str]:
+    """conv2d, conv2d_1, max_pooling2d, ... as Keras names a Sequential model's layers."""
+    seen: Counter[str] = Counter()
+    names = []
+    for layer in spec.layers:
+        base = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", layer.kind).lower()
+        names.append(base if seen[base] == 0 else f"{base}_{seen[base]}")
+        seen[base] += 1
+    return names
+
+
+def _fmt_mb(n_params: int) -> str:
+    return f"{n_params * 4 / 2**20:.2f} MB"
+
+
+def model_summary(spec: ModelSpec) -> tuple[Table, list[str]]:
+    """Keras' ``model.summary()``: layer, output shape, parameters; with MACs per image."""
+    t = Table(title=f'Model: "{spec.name}"', title_justify="left")
+    t.add_column("Layer (type)")
+    t.add_column("Output Shape")
+    t.add_column("Param #", justify="right")
+    t.add_column("MACs / image", justify="right")
+    for name, layer in zip(_keras_layer_names(spec), spec.layers, strict=True):
+        shape = "(None, " + ", ".join(map(str, layer.output_shape)) + ")"
+        t.add_row(f"{name} ({layer.kind})", shape, f"{layer.params:,}",
+                  f"{layer.macs:,}" if layer.macs else "0")
+    totals = [
+        f"Total params: {spec.params:,} ({_fmt_mb(spec.params)})",
+        f"Trainable params: {spec.trainable_params:,} ({_fmt_mb(spec.trainable_params)})",
+        f"Non-trainable params: {spec.non_trainable_params:,} "
+        f"({_fmt_mb(spec.non_trainable_params)})",
+        f"Forward MACs per image: {spec.macs:,}; training FLOPs per image: "
+        f"{spec.train_flops_per_image / 1e6:.1f} M",
+    ]
+    return t, totals
+
+
+def models_table(specs: Sequence[ModelSpec]) -> Table:
+    t = Table(box=None, pad_edge=False)
+    t.add_column("Model")
+    t.add_column("Layers")
+    t.add_column("Params", justify="right")
+    for spec in specs:
+        t.add_row(spec.name, spec.shorthand(), f"{spec.params:,}")
+    return t
