@@ -139,6 +139,9 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         # Sums stay on the device: one host sync an epoch instead of one a step.
         loss_sum = torch.zeros((), dtype=torch.float64, device=x_train.device)
         correct = torch.zeros((), dtype=torch.int64, device=x_train.device)
+        # First step with a non-finite loss (0: none), kept on the device so that the step
+        # reported is the one that diverged, not the next progress sync up to 24 steps later.
+        first_bad = torch.zeros((), dtype=torch.int64, device=x_train.device)
         for step in range(steps):
             idx = perm[step * bs:(step + 1) * bs]
             xb, yb = x_train[idx], y_train[idx]
@@ -149,12 +152,14 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == yb).sum()
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
+                                    step + 1, first_bad)
             running = None
             if step % 25 == 24 or step == steps - 1:  # an occasional sync for the progress bar
                 seen = min((step + 1) * bs, n)
                 running = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
                 if not math.isfinite(running["loss"]):
-                    result.status, result.diverged_at = "diverged", (epoch, step + 1)
+                    result.status, result.diverged_at = "diverged", (epoch, int(first_bad))
                     return result
             for cb in callbacks:
                 cb.on_step_end(step + 1, running)
