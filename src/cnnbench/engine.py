@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .nn import clipped_categorical_crossentropy, make_optimizer
+from .optim import describe_optimizer, resolve_optimizer
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class TrainConfig:
     seed: int = 0
     train_limit: int | None = None  # train on the first N images; the test set stays whole
     eval_batch_size: int = 500  # does not change results, only speed
+    # Adadelta takes lr/rho/epsilon above; any other optimizer (SGD, Adam, AdamW, RMSprop)
+    # takes its Keras-named arguments here, e.g. (("learning_rate", 0.01), ("momentum", 0.9)).
+    optimizer: str = "Adadelta"
+    optimizer_args: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -39,6 +44,17 @@ class TrainConfig:
                 raise ValueError(f"'{name}' must be a positive integer. Got {v!r}.")
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"'train_limit' must be a positive integer. Got {self.train_limit!r}.")
+        if self.optimizer == "Adadelta" and self.optimizer_args:
+            raise ValueError("Adadelta takes 'lr', 'rho' and 'epsilon' of TrainConfig, "
+                             f"not optimizer_args. Got {self.optimizer_args!r}.")
+        resolve_optimizer(self.optimizer, dict(self.optimizer_args), "TrainConfig")
+
+    def optimizer_label(self) -> str:
+        """E.g. ``Adadelta(lr=1.0, rho=0.95, epsilon=1e-07)``, every argument shown."""
+        if self.optimizer == "Adadelta":
+            return f"Adadelta(lr={self.lr}, rho={self.rho}, epsilon={self.epsilon})"
+        return describe_optimizer(self.optimizer,
+                                  resolve_optimizer(self.optimizer, dict(self.optimizer_args), ""))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,7 +142,8 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
     n = len(x_train)
     bs = config.batch_size
     steps = math.ceil(n / bs)
-    optimizer = make_optimizer(model, config.lr, config.rho, config.epsilon)
+    optimizer = make_optimizer(model, config.lr, config.rho, config.epsilon, config.optimizer,
+                               config.optimizer_args)
     shuffle = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
 
