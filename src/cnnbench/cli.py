@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "classes.txt in DIR, else 0..N-1)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
 
+    imp = sub.add_parser("import-keras", help="turn Keras Sequential models in Python or "
+                                              "notebook source into spec files",
+                         description="Parse a .py, .ipynb or notebook text (fenced code "
+                                     "blocks) without running it; write one spec file per "
+                                     "Sequential model found.")
+    imp.add_argument("file", type=Path, help="a .py, .ipynb or .md file")
+    imp.add_argument("--out", type=Path, default=Path("."),
+                     help="folder for the spec files (default: the current folder)")
+
     sub.add_parser("models", help="list the built-in models")
 
     summary = sub.add_parser("summary", help="a Keras-style summary of a model")
@@ -206,7 +215,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary}
+def cmd_import_keras(args: argparse.Namespace) -> int:
+    from .keras_import import import_keras, write_specs
+    result = import_keras(args.file)
+    console = _console()
+    written = {p.stem: p for p in write_specs(result, args.out)}
+    for m in result.models:
+        if m.spec is not None:
+            console.print(f"{m.name} ({m.where}): {len(m.spec.layers)} layers, "
+                          f"{m.spec.params:,} parameters -> {written[m.name]}")
+        else:
+            console.print(f"{m.name} ({m.where}): not translated")
+        for line in m.problems:
+            console.print(f"  cannot translate: {line}")
+        for line in m.notes:
+            console.print(f"  note: {line}")
+    for line in result.problems:
+        console.print(f"cannot translate: {line}")
+    if result.skipped_blocks:
+        console.print(f"skipped {len(result.skipped_blocks)} code block(s) that are not Python "
+                      f"(outputs?): {', '.join(result.skipped_blocks)}")
+    if not result.models:
+        print(f"cnnbench import-keras: error: {args.file}: no Sequential model found "
+              f"(looked for 'model = Sequential()' and 'Sequential([...])').", file=sys.stderr)
+        return EXIT_USAGE
+    return 0 if len(written) == len(result.models) and not result.problems else 1
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary,
+            "import-keras": cmd_import_keras}
 
 
 def main(argv: list[str] | None = None) -> int:
