@@ -74,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", type=Path, default=Path("."),
                      help="folder for the spec files (default: the current folder)")
 
+    pred = sub.add_parser("predict", help="classify your own images with trained weights",
+                          description="Turn each image (PNG/JPEG, any size, light or dark "
+                                      "background) into a 28x28 MNIST-like input and print the "
+                                      "model's top classes.")
+    pred.add_argument("weights", type=Path, metavar="WEIGHTS",
+                      help="a .safetensors file written by 'cnnbench run' or 'export'")
+    pred.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    pred.add_argument("--top", type=_positive_int, default=3, help="classes shown (default 3)")
+    pred.add_argument("--show", action="store_true",
+                      help="save the 28x28 input the model saw beside each image "
+                           "(NAME.cnnbench.png)")
+
     sub.add_parser("models", help="list the built-in models")
 
     summary = sub.add_parser("summary", help="a Keras-style summary of a model")
@@ -170,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .report.table import summary_table
     from .spec import check_classes, check_input_shape
     from .study import environment, run_study
+    from .weights import save_weights
 
     console, err = _console(), _console(stderr=True)
     dataset = _load_data(plan["dataset"], plan["data_dir"], args.class_names,
@@ -212,6 +225,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"Results: {json_path}\nHistory: {csv_path}")
         for p in plots:
             console.print(f"Plot:    {p}")
+        for r in results:
+            if r.model is not None and r.result.status == "finished":
+                w = save_weights(out / f"{r.spec.name}.safetensors", r.model, r.spec,
+                                 dataset.info.classes, dataset.info.name)
+                console.print(f"Weights: {w}")
     return 0
 
 
@@ -242,7 +260,36 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
     return 0 if len(written) == len(result.models) and not result.problems else 1
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary,
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .predict import ImageError, predict, preprocess_image, save_preview
+    from .weights import load_weights
+    loaded = load_weights(args.weights)
+    if tuple(loaded.spec.input_shape) != (28, 28, 1):
+        raise ValueError(f"{args.weights}: the model takes {list(loaded.spec.input_shape)} "
+                         f"inputs; predict makes 28x28 grayscale ones.")
+    console = _console()
+    console.print(f"{loaded.spec.name} ({loaded.dataset or 'unknown dataset'}, "
+                  f"{len(loaded.classes)} classes) from {args.weights}")
+    failed = 0
+    for path in args.images:
+        try:
+            pre = preprocess_image(path)
+        except ImageError as e:
+            print(f"cnnbench predict: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        (ranked,) = predict(loaded.model, np.stack([pre.image]), loaded.classes, args.top)
+        shown = ", ".join(f"{name} {100 * p:.1f} %" for name, p in ranked)
+        console.print(f"{path}: {shown}" + ("  (light background inverted)"
+                                            if pre.inverted else ""))
+        if args.show:
+            console.print(f"  input seen: {save_preview(pre, path)}")
+    return 1 if failed else 0
+
+
+COMMANDS = {"run": cmd_run, "predict": cmd_predict, "models": cmd_models, "summary": cmd_summary,
             "import-keras": cmd_import_keras}
 
 
