@@ -75,27 +75,6 @@ def test_blank_image_and_non_image_are_errors(tmp_path):
         preprocess_image(text)
 
 
-@pytest.fixture(scope="module")
-def mnist_weights(mnist, tmp_path_factory):
-    """CNN_MNIST_1 after one epoch on 10000 real MNIST images (batch 64), saved as run does."""
-    import torch
-
-    from cnnbench.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
-    from cnnbench.nn import build_model
-    from cnnbench.spec import get_spec
-    from cnnbench.weights import save_weights
-
-    spec = get_spec("CNN_MNIST_1")
-    torch.manual_seed(0)
-    model = build_model(spec)
-    x, y = images_to_tensor(mnist.x_train[:10000]), labels_to_tensor(mnist.y_train[:10000])
-    xt, yt = images_to_tensor(mnist.x_test[:500]), labels_to_tensor(mnist.y_test[:500])
-    result = fit(model, x, y, xt, yt, TrainConfig(epochs=1, batch_size=64))
-    assert result.test_accuracy > 0.9
-    return save_weights(tmp_path_factory.mktemp("w") / "CNN_MNIST_1.safetensors", model, spec,
-                        mnist.info.classes, "mnist")
-
-
 @pytest.mark.slow
 def test_predict_reads_drawn_digits(mnist_weights, tmp_path, capsys):
     images = [draw_digit(tmp_path / "seven.png", "7"),

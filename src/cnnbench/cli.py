@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="save the 28x28 input the model saw beside each image "
                            "(NAME.cnnbench.png)")
 
+    exp = sub.add_parser("export", help="export trained weights to ONNX, TorchScript or "
+                                        "safetensors",
+                         description="The exported model outputs class probabilities for "
+                                     "float32 N x 1 x 28 x 28 inputs in [0, 1].")
+    exp.add_argument("weights", type=Path, metavar="WEIGHTS",
+                     help="a .safetensors file written by 'cnnbench run'")
+    exp.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    exp.add_argument("--out", type=Path, metavar="PATH",
+                     help="output file (default: beside WEIGHTS, with the format's suffix)")
+
     sub.add_parser("models", help="list the built-in models")
 
     summary = sub.add_parser("summary", help="a Keras-style summary of a model")
@@ -289,8 +299,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"run": cmd_run, "predict": cmd_predict, "models": cmd_models, "summary": cmd_summary,
-            "import-keras": cmd_import_keras}
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+    from .weights import load_weights
+    path = export(load_weights(args.weights), args.format, args.out)
+    _console().print(f"{args.format}: {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary,
+            "import-keras": cmd_import_keras, "predict": cmd_predict, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
