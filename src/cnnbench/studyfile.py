@@ -72,13 +72,13 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def is_study_file(path: str | Path) -> bool:
-    """A YAML mapping with a 'models' or 'training' field (a model spec has 'layers')."""
+def is_model_spec(path: str | Path) -> bool:
+    """A readable YAML mapping with 'layers': a model spec rather than a study file."""
     try:
         data = read_yaml(path, "study file")
     except SpecError:
-        return False
-    return isinstance(data, dict) and "layers" not in data
+        return False  # let the study loader report what is wrong
+    return isinstance(data, dict) and "layers" in data
 
 
 def _optimizer(value: Any, where: str) -> tuple[str, dict[str, Any]]:
