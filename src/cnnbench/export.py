@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,10 +42,12 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = 18) -> Path:
     import onnx
     wrapper = Probabilities(loaded.model).eval()
     # The torch.export-based exporter (needs onnxscript); the TorchScript one is deprecated.
-    torch.onnx.export(wrapper, (_example(loaded),), str(path), input_names=["image"],
-                      output_names=["probabilities"], opset_version=opset,
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                      external_data=False, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
+        torch.onnx.export(wrapper, (_example(loaded),), str(path), input_names=["image"],
+                          output_names=["probabilities"], opset_version=opset,
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                          external_data=False, verbose=False)
     proto = onnx.load(str(path))
     for key, value in (("cnnbench.spec_yaml", spec_to_yaml(loaded.spec)),
                        ("cnnbench.classes", json.dumps(list(loaded.classes), ensure_ascii=False)),
