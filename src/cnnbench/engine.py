@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .nn import clipped_categorical_crossentropy, make_optimizer
+from .optim import describe_optimizer, resolve_optimizer
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -53,6 +54,10 @@ class TrainConfig:
     train_limit: int | None = None  # train on the first N images; the test set stays whole
     precision: str = "fp32"  # fp32 (faithful), bf16 (autocast; CPU with bf16 units, or CUDA)
     eval_batch_size: int = 500  # does not change results, only speed
+    # Adadelta takes lr/rho/epsilon above; any other optimizer (SGD, Adam, AdamW, RMSprop)
+    # takes its Keras-named arguments here, e.g. (("learning_rate", 0.01), ("momentum", 0.9)).
+    optimizer: str = "Adadelta"
+    optimizer_args: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -64,6 +69,17 @@ class TrainConfig:
                              f"Got {self.precision!r}.")
         if self.train_limit is not None and self.train_limit < 1:
             raise ValueError(f"'train_limit' must be a positive integer. Got {self.train_limit!r}.")
+        if self.optimizer == "Adadelta" and self.optimizer_args:
+            raise ValueError("Adadelta takes 'lr', 'rho' and 'epsilon' of TrainConfig, "
+                             f"not optimizer_args. Got {self.optimizer_args!r}.")
+        resolve_optimizer(self.optimizer, dict(self.optimizer_args), "TrainConfig")
+
+    def optimizer_label(self) -> str:
+        """E.g. ``Adadelta(lr=1.0, rho=0.95, epsilon=1e-07)``, every argument shown."""
+        if self.optimizer == "Adadelta":
+            return f"Adadelta(lr={self.lr}, rho={self.rho}, epsilon={self.epsilon})"
+        return describe_optimizer(self.optimizer,
+                                  resolve_optimizer(self.optimizer, dict(self.optimizer_args), ""))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,7 +182,8 @@ def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bo
     """
     device = next(model.parameters()).device
     prepare_model(model)
-    optimizer = make_optimizer(model, config.lr, config.rho, config.epsilon)
+    optimizer = make_optimizer(model, config.lr, config.rho, config.epsilon, config.optimizer,
+                               config.optimizer_args)
     step_optimizer = optimizer_step(optimizer, compile=compile_optimizer)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

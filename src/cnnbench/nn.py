@@ -11,10 +11,14 @@ so training is distributed identically; only a weight import/export from Keras w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .optim import torch_optimizer
 from .spec import Layer, ModelSpec
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Adadelta's epsilon and the loss clip
@@ -164,6 +168,13 @@ def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def make_optimizer(model: nn.Module, lr: float = 1.0, rho: float = 0.95,
-                   epsilon: float = KERAS_EPSILON) -> torch.optim.Optimizer:
-    """Keras 2.2's ``Adadelta()``: torch's update rule is the same formula."""
-    return torch.optim.Adadelta(model.parameters(), lr=lr, rho=rho, eps=epsilon)
+                   epsilon: float = KERAS_EPSILON, name: str = "Adadelta",
+                   args: Sequence[tuple[str, Any]] = ()) -> torch.optim.Optimizer:
+    """Keras 2.2's ``Adadelta()`` by default: torch's update rule is the same formula.
+
+    ``name`` picks another optimizer (SGD, Adam, AdamW, RMSprop) with its Keras-named
+    ``args``; see :mod:`cnnbench.optim`.
+    """
+    if name == "Adadelta" and not args:
+        return torch.optim.Adadelta(model.parameters(), lr=lr, rho=rho, eps=epsilon)
+    return torch_optimizer(model.parameters(), name, dict(args))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -233,6 +234,12 @@ def _layer_entry(entry: Any, where: str) -> tuple[str, dict[str, Any]]:
         if not isinstance(args, dict):
             raise SpecError(f"{where}: the arguments of {kind} must be a mapping. Got {args!r}.")
         return str(kind), dict(args)
+    if isinstance(entry, dict) and entry and next(iter(entry.values())) is None:
+        kind = next(iter(entry))
+        others = ", ".join(str(k) for k in list(entry)[1:])
+        raise SpecError(f"{where} ({kind}): its arguments ({others}) are not indented under "
+                        f"'{kind}:'; indent them further, or write "
+                        f"'- {kind}: {{argument: value, ...}}' on one line.")
     raise SpecError(
         f"{where}: a layer must be written as 'Kind: {{argument: value, ...}}'. Got {entry!r}."
     )
@@ -368,18 +375,58 @@ def build_spec(data: Any, source: str = "<memory>") -> ModelSpec:
                      layers=tuple(layers), source=source, raw=data)
 
 
-def load_spec(path: str | Path) -> ModelSpec:
-    """Read and validate a YAML model spec file."""
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and reads ``1e-7`` as a number (YAML 1.2)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} appears twice in one mapping (first on line "
+                            f"{seen[key]}); YAML would keep only the last", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+# PyYAML follows YAML 1.1, where 1e-7 (no dot) is a string: a trap for optimizer epsilons.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text; a syntax error names the file, line and column."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        what = e.problem or e.context or "syntax error"
+        if e.context and e.context_mark and e.problem_mark:
+            what += f" ({e.context}, which starts on line {e.context_mark.line + 1})"
+        raise SpecError(f"{where}: not valid YAML: {what}.") from e
+    except yaml.YAMLError as e:
+        raise SpecError(f"{source}: not valid YAML: {e}") from e
+
+
+def read_yaml(path: str | Path, what: str = "model spec") -> Any:
+    """Read and parse a YAML file; every error names the file."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
-        raise SpecError(f"{path}: cannot read the model spec ({e.strerror}).") from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from e
-    return build_spec(data, source=str(path))
+        raise SpecError(f"{path}: cannot read the {what} ({e.strerror}).") from e
+    return parse_yaml(text, str(path))
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate a YAML model spec file."""
+    return build_spec(read_yaml(path), source=str(path))
 
 
 def check_classes(spec: ModelSpec, num_classes: int) -> None:
@@ -387,7 +434,15 @@ def check_classes(spec: ModelSpec, num_classes: int) -> None:
     if spec.num_classes != num_classes:
         last = spec.layers[-1]
         raise SpecError(f"{spec.source}: layer {last.index} ({last.label()}) has "
-                        f"{spec.num_classes} units but the dataset has {num_classes} classes.")
+                        f"{spec.num_classes} units but the dataset has {num_classes} classes; "
+                        f"set its units to {num_classes}.")
+
+
+def check_input_shape(spec: ModelSpec, image_shape: tuple[int, int, int]) -> None:
+    """The spec's input_shape must be the dataset's (height, width, channels)."""
+    if tuple(spec.input_shape) != tuple(image_shape):
+        raise SpecError(f"{spec.source}: input_shape {list(spec.input_shape)} does not match "
+                        f"the dataset's images, {list(image_shape)} (height, width, channels).")
 
 
 # --- the registry of built-in models -------------------------------------------------------
@@ -408,7 +463,7 @@ def get_spec(name: str) -> ModelSpec:
     files = _builtin_files()
     if name in files:
         f = files[name]
-        return build_spec(yaml.safe_load(f.read_text()), source=f"{name}.yaml")
+        return build_spec(parse_yaml(f.read_text(), f"{name}.yaml"), source=f"{name}.yaml")
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
         return load_spec(name)
     # Compared case-insensitively: 'cnn_mnist_1' should suggest CNN_MNIST_1.

@@ -23,6 +23,7 @@ class ModelResult:
     config: TrainConfig
     result: TrainResult
     wall_seconds: float
+    model: torch.nn.Module | None = None  # the trained model, for saving its weights
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -55,5 +56,5 @@ def run_study(specs: Sequence[ModelSpec], dataset: Dataset, config: TrainConfig,
         model = build_model(spec).to(device)
         start = time.perf_counter()
         result = fit(model, x_train, y_train, x_test, y_test, config, callbacks(spec))
-        results.append(ModelResult(spec, config, result, time.perf_counter() - start))
+        results.append(ModelResult(spec, config, result, time.perf_counter() - start, model))
     return results

@@ -56,10 +56,11 @@ def results_document(results: Sequence[ModelResult], dataset: dict[str, Any],
     return {
         "source": f"cnnbench {env.get('cnnbench', '')}",
         "training": {
-            "optimizer": (f"Adadelta(lr={config.lr}, rho={config.rho}, "
-                          f"epsilon={config.epsilon})") if config else None,
+            "optimizer": config.optimizer_label() if config else None,
             "loss": "categorical_crossentropy",
-            **(config.to_dict() if config else {}),
+            # TrainConfig's own 'optimizer' (a bare name) must not replace the full label.
+            **{k: v for k, v in (config.to_dict() if config else {}).items()
+               if k != "optimizer"},
             "validation": "test set, every epoch",
         },
         "dataset": dataset,

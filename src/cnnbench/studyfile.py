@@ -1,0 +1,194 @@
+"""Study files: which models, which data, which training settings, in one YAML file.
+
+::
+
+    name: fashion-study                  # optional; default: the file's name
+    models: [CNN_MNIST_1, my_model.yaml] # built-in names or spec files (relative to this file)
+    dataset: fashion-mnist               # mnist | fashion-mnist | kmnist (default mnist)
+    data_dir: data/                      # optional: idx files to use (relative to this file)
+    training:
+      optimizer: {SGD: {learning_rate: 0.01, momentum: 0.9}}   # or just: Adadelta
+      loss: categorical_crossentropy
+      batch_size: 128
+      epochs: 12
+      seeds: [0, 1, 2]
+      train_limit: null                  # train on the first N images
+
+Everything is validated before any data is loaded; errors name the file and the field.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .optim import OptimizerError, describe_optimizer, resolve_optimizer
+from .spec import ModelSpec, SpecError, get_spec, read_yaml
+
+LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")  # the same function
+TOP_FIELDS = ("name", "description", "models", "dataset", "data_dir", "training")
+TRAINING_FIELDS = ("optimizer", "loss", "batch_size", "epochs", "seeds", "seed", "train_limit")
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """A validated study file."""
+
+    name: str
+    source: str
+    specs: tuple[ModelSpec, ...]
+    dataset: str | None = None  # None: mnist, or the dataset in data_dir
+    data_dir: Path | None = None
+    optimizer: str = "Adadelta"
+    optimizer_args: dict[str, Any] = field(default_factory=dict)  # resolved, Keras names
+    loss: str = "categorical_crossentropy"
+    batch_size: int = 128
+    epochs: int = 12
+    seeds: tuple[int, ...] = (0,)
+    train_limit: int | None = None
+
+    def optimizer_label(self) -> str:
+        return describe_optimizer(self.optimizer, self.optimizer_args)
+
+    def train_config_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``engine.TrainConfig`` (add ``seed``)."""
+        kw: dict[str, Any] = {"epochs": self.epochs, "batch_size": self.batch_size,
+                              "train_limit": self.train_limit}
+        a = self.optimizer_args
+        if self.optimizer == "Adadelta":
+            kw.update(lr=a["learning_rate"], rho=a["rho"], epsilon=a["epsilon"])
+        else:
+            kw.update(optimizer=self.optimizer, optimizer_args=tuple(a.items()))
+        return kw
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_model_spec(path: str | Path) -> bool:
+    """A readable YAML mapping with 'layers': a model spec rather than a study file."""
+    try:
+        data = read_yaml(path, "study file")
+    except SpecError:
+        return False  # let the study loader report what is wrong
+    return isinstance(data, dict) and "layers" in data
+
+
+def _optimizer(value: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(value, str):
+        name, args = value, {}
+    elif isinstance(value, dict) and len(value) == 1:
+        name, args = next(iter(value.items()))
+        args = {} if args is None else args
+        if not isinstance(args, dict):
+            raise SpecError(f"{where}: the arguments of {name} must be a mapping, e.g. "
+                            f"{{{name}: {{learning_rate: 0.01}}}}. Got {args!r}.")
+    else:
+        raise SpecError(f"{where}: write the optimizer as a name (Adadelta) or as "
+                        f"{{Name: {{argument: value}}}}. Got {value!r}.")
+    try:
+        return name, resolve_optimizer(name, args, where)
+    except OptimizerError as e:
+        raise SpecError(str(e)) from e
+
+
+def build_study(data: Any, source: str, base: Path) -> StudyFile:
+    """Validate a parsed study file; model and data paths are relative to ``base``."""
+    from .data import DATASETS  # numpy only
+
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a study file must be a mapping with 'models', 'dataset' "
+                        f"and 'training'. Got {type(data).__name__}.")
+    for key in data:
+        if key not in TOP_FIELDS:
+            raise SpecError(f"{source}: unknown field '{key}'. A study file has: "
+                            f"{', '.join(TOP_FIELDS)}.")
+    name = data.get("name") or Path(source).stem
+    if not isinstance(name, str):
+        raise SpecError(f"{source}: 'name' must be a string. Got {name!r}.")
+
+    models = data.get("models")
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or not models:
+        raise SpecError(f"{source}: 'models' must be a non-empty list of built-in model names "
+                        f"or spec files. Got {models!r}.")
+    specs = []
+    for i, m in enumerate(models, start=1):
+        if not isinstance(m, str):
+            raise SpecError(f"{source}: models[{i}] must be a model name or a file path. "
+                            f"Got {m!r}.")
+        path = base / m
+        try:
+            specs.append(get_spec(str(path)) if m.endswith((".yaml", ".yml")) or path.is_file()
+                         else get_spec(m))
+        except SpecError as e:
+            msg = str(e)
+            # Errors from a spec file already name it; name the study's entry for the others.
+            raise SpecError(msg if msg.startswith(str(path)) else
+                            f"{source}: models[{i}]: {msg}") from e
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"{source}: models: the name(s) {dupes} appear twice; results are "
+                        f"keyed by model name, give each spec its own 'name'.")
+
+    dataset = data.get("dataset")
+    if dataset is not None and dataset not in DATASETS:
+        raise SpecError(f"{source}: dataset: unknown dataset {dataset!r}. Known: "
+                        f"{', '.join(DATASETS)}; for your own idx files set 'data_dir'.")
+    data_dir = data.get("data_dir")
+    if data_dir is not None:
+        if not isinstance(data_dir, str):
+            raise SpecError(f"{source}: data_dir must be a folder path. Got {data_dir!r}.")
+        data_dir = base / data_dir
+
+    training = data.get("training") or {}
+    where = f"{source}: training"
+    if not isinstance(training, dict):
+        raise SpecError(f"{where} must be a mapping. Got {training!r}.")
+    for key in training:
+        if key not in TRAINING_FIELDS:
+            raise SpecError(f"{where}: unknown field '{key}'. Its fields: "
+                            f"{', '.join(TRAINING_FIELDS)}.")
+    opt_name, opt_args = _optimizer(training.get("optimizer", "Adadelta"),
+                                    f"{where}.optimizer")
+    loss = training.get("loss", "categorical_crossentropy")
+    if loss not in LOSSES:
+        raise SpecError(f"{where}.loss: unknown loss {loss!r}. Known: {', '.join(LOSSES)} "
+                        f"(on a softmax output, clipped as Keras does).")
+    values = {}
+    for key, default in (("batch_size", 128), ("epochs", 12)):
+        v = training.get(key, default)
+        if not _positive_int(v):
+            raise SpecError(f"{where}.{key} must be a positive integer. Got {v!r}.")
+        values[key] = v
+    limit = training.get("train_limit")
+    if limit is not None and not _positive_int(limit):
+        raise SpecError(f"{where}.train_limit must be a positive integer or null. Got {limit!r}.")
+    if "seed" in training and "seeds" in training:
+        raise SpecError(f"{where}: give 'seed' or 'seeds', not both.")
+    seeds = training.get("seeds", training.get("seed", 0))
+    seeds = [seeds] if _int(seeds) else seeds
+    if not isinstance(seeds, list) or not seeds or not all(_int(s) for s in seeds):
+        raise SpecError(f"{where}.seeds must be an integer or a non-empty list of integers. "
+                        f"Got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}.seeds: {seeds} repeats a seed.")
+    return StudyFile(name=name, source=source, specs=tuple(specs), dataset=dataset,
+                     data_dir=data_dir, optimizer=opt_name, optimizer_args=opt_args, loss=loss,
+                     batch_size=values["batch_size"], epochs=values["epochs"],
+                     seeds=tuple(seeds), train_limit=limit)
+
+
+def load_study(path: str | Path) -> StudyFile:
+    """Read and validate a study file."""
+    path = Path(path)
+    return build_study(read_yaml(path, "study file"), str(path), path.parent)

@@ -1,0 +1,74 @@
+"""Trained weights as one safetensors file that also carries the spec and the class names.
+
+The metadata holds everything needed to rebuild the model without the run that made it:
+``spec_yaml`` (the model spec), ``classes`` (JSON list), ``dataset`` and ``cnnbench`` version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from . import __version__
+from .spec import ModelSpec, SpecError, build_spec, parse_yaml
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module  # in eval mode, on the CPU
+    spec: ModelSpec
+    classes: tuple[str, ...]
+    dataset: str
+    path: Path
+
+
+def spec_to_yaml(spec: ModelSpec) -> str:
+    data = spec.raw or {"name": spec.name, "input_shape": list(spec.input_shape),
+                        "layers": [{layer.kind: {}} for layer in spec.layers]}
+    return yaml.safe_dump({**data, "name": spec.name}, sort_keys=False)
+
+
+def save_weights(path: str | Path, model: nn.Module, spec: ModelSpec,
+                 classes: tuple[str, ...] | list[str], dataset: str = "") -> Path:
+    """Write the model's state (parameters and BatchNorm statistics) with its spec."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={
+        "format": "cnnbench-weights-1", "spec_yaml": spec_to_yaml(spec),
+        "classes": json.dumps(list(classes), ensure_ascii=False), "dataset": dataset,
+        "cnnbench": __version__})
+    return path
+
+
+def load_weights(path: str | Path) -> LoadedModel:
+    """Rebuild the model from a weights file; refuses a file whose tensors do not fit its spec."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    from .nn import build_model
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise SpecError(f"{path}: cannot read as a safetensors weights file ({e}).") from e
+    if "spec_yaml" not in meta:
+        raise SpecError(f"{path}: a safetensors file without cnnbench metadata (spec_yaml); "
+                        f"it was not written by cnnbench.")
+    spec = build_spec(parse_yaml(meta["spec_yaml"], f"{path} (spec_yaml)"), source=str(path))
+    classes = tuple(json.loads(meta.get("classes", "[]"))) or tuple(
+        str(i) for i in range(spec.num_classes))
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise SpecError(f"{path}: the tensors do not fit the spec {spec.name}: "
+                        f"{str(e).splitlines()[0]}") from e
+    return LoadedModel(model.eval(), spec, classes, meta.get("dataset", ""), path)

@@ -1,0 +1,113 @@
+"""predict: own images made MNIST-like, and a model trained on real MNIST reads drawn digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from cnnbench.cli import main
+from cnnbench.predict import ImageError, preprocess_array, preprocess_image
+
+STROKES = {  # on a 200 x 200 canvas, as someone would draw them
+    "7": [[(50, 40), (150, 40), (90, 170)]],
+    "1": [[(100, 30), (100, 175)]],
+    "0": "ellipse",
+}
+
+
+def draw_digit(path: Path, digit: str, dark: bool = False) -> Path:
+    paper, ink = (0, 255) if dark else (255, 0)
+    im = Image.new("L", (200, 200), paper)
+    d = ImageDraw.Draw(im)
+    if STROKES[digit] == "ellipse":
+        d.ellipse([60, 30, 140, 170], outline=ink, width=14)
+    else:
+        for line in STROKES[digit]:
+            d.line(line, fill=ink, width=14)
+    im.convert("RGB").save(path)
+    return path
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.indices(a.shape)
+    w = a.astype(float)
+    return (ys * w).sum() / w.sum(), (xs * w).sum() / w.sum()
+
+
+def test_light_background_is_inverted_fitted_into_20x20_and_centred(tmp_path):
+    pre = preprocess_image(draw_digit(tmp_path / "seven.png", "7"))
+    assert pre.inverted and pre.image.shape == (28, 28) and pre.image.dtype == np.uint8
+    assert pre.image.max() == 255 and pre.image[0].max() == 0  # white ink on black
+    ink = np.argwhere(pre.image > 0)
+    height = ink[:, 0].max() - ink[:, 0].min() + 1
+    assert 19 <= height <= 22  # the taller side fills the 20x20 box (Lanczos ringing: +1)
+    cy, cx = centre_of_mass(pre.image)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5  # where MNIST's centres lie
+
+
+def test_dark_background_is_kept(tmp_path):
+    pre = preprocess_image(draw_digit(tmp_path / "one.jpg", "1", dark=True))
+    assert not pre.inverted
+    # A thin "1" keeps its aspect ratio: 20 px tall, only a few px wide.
+    ink = np.argwhere(pre.image > 64)
+    assert ink[:, 1].max() - ink[:, 1].min() + 1 <= 4
+
+
+def test_a_blown_up_mnist_digit_comes_back_close_to_itself(mnist):
+    original = mnist.x_test[0]  # a 7
+    big = np.asarray(Image.fromarray(original).resize((280, 280), Image.Resampling.BICUBIC))
+    again = preprocess_array(255 - big.astype(np.float64)).image  # drawn dark on light
+    r = np.corrcoef(again.ravel().astype(float), original.ravel().astype(float))[0, 1]
+    assert r > 0.9
+
+
+def test_blank_image_and_non_image_are_errors(tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(blank)
+    with pytest.raises(ImageError, match="blank.png: no ink found"):
+        preprocess_image(blank)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.png: cannot read as an image"):
+        preprocess_image(text)
+
+
+@pytest.mark.slow
+def test_predict_reads_drawn_digits(mnist_weights, tmp_path, capsys):
+    images = [draw_digit(tmp_path / "seven.png", "7"),
+              draw_digit(tmp_path / "one.jpg", "1", dark=True),
+              draw_digit(tmp_path / "zero.png", "0")]
+    rc = main(["predict", str(mnist_weights), *map(str, images), "--show"])
+    out = capsys.readouterr().out
+    print(out)  # the report quotes it
+    assert rc == 0
+    for path, digit in zip(images, "710", strict=True):
+        line = next(x for x in out.splitlines() if x.startswith(f"{path}: "))
+        assert line.split(": ", 1)[1].startswith(f"{digit} ")  # top-1 is the drawn digit
+        preview = path.with_name(f"{path.stem}.cnnbench.png")
+        assert Image.open(preview).size == (224, 224)
+
+
+@pytest.mark.slow
+def test_weights_round_trip_gives_the_same_predictions(mnist_weights, mnist):
+    from cnnbench.predict import predict
+    from cnnbench.weights import load_weights
+    loaded = load_weights(mnist_weights)
+    assert loaded.spec.name == "CNN_MNIST_1" and loaded.classes[7] == "7"
+    top = predict(loaded.model, mnist.x_test[:5], loaded.classes, top=1)
+    assert [t[0][0] for t in top] == [str(v) for v in mnist.y_test[:5]]
+
+
+def test_a_foreign_safetensors_file_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from cnnbench.spec import SpecError
+    from cnnbench.weights import load_weights
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(SpecError, match="without cnnbench metadata"):
+        load_weights(path)

@@ -1,0 +1,114 @@
+"""Study files: models, dataset and training settings, validated with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cnnbench.engine import TrainConfig
+from cnnbench.spec import SpecError
+from cnnbench.studyfile import load_study
+
+TINY = """\
+name: tiny
+layers:
+  - Conv2D: {filters: 4, kernel_size: 3, activation: relu}
+  - GlobalAveragePooling2D
+  - Dense: {units: 10, activation: softmax}
+"""
+
+
+def study(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / "tiny.yaml").write_text(TINY)
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(SpecError) as e:
+        load_study(path)
+    return str(e.value)
+
+
+def test_full_study_file_resolves_models_relative_to_itself(tmp_path):
+    s = load_study(study(tmp_path, """\
+name: fashion
+models: [CNN_MNIST_1, models/tiny.yaml]
+dataset: fashion-mnist
+training:
+  optimizer: {SGD: {learning_rate: 0.05, momentum: 0.9}}
+  loss: categorical_crossentropy
+  batch_size: 64
+  epochs: 2
+  seeds: [0, 1]
+"""))
+    assert [m.name for m in s.specs] == ["CNN_MNIST_1", "tiny"]
+    assert s.dataset == "fashion-mnist" and s.seeds == (0, 1)
+    assert s.optimizer_args == {"learning_rate": 0.05, "momentum": 0.9, "nesterov": False,
+                                "weight_decay": 0.0}
+    config = TrainConfig(seed=1, **s.train_config_kwargs())
+    assert config.optimizer_label() == ("SGD(learning_rate=0.05, momentum=0.9, "
+                                        "nesterov=False, weight_decay=0.0)")
+    assert (config.epochs, config.batch_size) == (2, 64)
+
+
+def test_defaults_are_the_notebooks(tmp_path):
+    s = load_study(study(tmp_path, "models: [CNN_MNIST_2]\n"))
+    config = TrainConfig(**s.train_config_kwargs())
+    assert config == TrainConfig()  # Adadelta(1.0, 0.95, 1e-7), batch 128, 12 epochs, seed 0
+    assert s.dataset is None and s.data_dir is None  # the CLI then loads MNIST
+
+
+def test_adadelta_arguments_go_to_the_config_fields(tmp_path):
+    s = load_study(study(tmp_path, "models: [CNN_MNIST_2]\ntraining:\n"
+                                   "  optimizer: {Adadelta: {lr: 0.5, epsilon: 1e-6}}\n"))
+    config = TrainConfig(**s.train_config_kwargs())
+    assert (config.lr, config.rho, config.epsilon, config.optimizer) == (0.5, 0.95, 1e-6,
+                                                                         "Adadelta")
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("models: [CNN_MNIST_9]\n",
+     "study.yaml: models[1]: unknown model 'CNN_MNIST_9'. Did you mean"),
+    ("models: [CNN_MNIST_1]\nepochs: 3\n",
+     "study.yaml: unknown field 'epochs'. A study file has: name, description, models"),
+    ("models: [CNN_MNIST_1]\ntraining: {epoch: 3}\n",
+     "study.yaml: training: unknown field 'epoch'. Its fields: optimizer, loss, batch_size"),
+    ("models: [CNN_MNIST_1]\ntraining: {epochs: 0}\n",
+     "study.yaml: training.epochs must be a positive integer. Got 0."),
+    ("models: [CNN_MNIST_1]\ntraining: {optimizer: adam}\n",
+     "study.yaml: training.optimizer: unknown optimizer 'adam'. Did you mean Adam? "
+     "Known optimizers: Adadelta, SGD, Adam, AdamW, RMSprop."),
+    ("models: [CNN_MNIST_1]\ntraining: {optimizer: {Adam: {momentum: 0.9}}}\n",
+     "study.yaml: training.optimizer: Adam has no argument 'momentum'. Its arguments: "
+     "learning_rate, beta_1, beta_2, epsilon, amsgrad."),
+    ("models: [CNN_MNIST_1]\ntraining: {optimizer: {SGD: {momentum: 1.5}}}\n",
+     "study.yaml: training.optimizer: the 'momentum' of SGD must be a number in [0, 1). "
+     "Got 1.5."),
+    ("models: [CNN_MNIST_1]\ntraining: {loss: mse}\n",
+     "study.yaml: training.loss: unknown loss 'mse'. Known: categorical_crossentropy"),
+    ("models: [CNN_MNIST_1]\ntraining: {seeds: [1, 1]}\n",
+     "study.yaml: training.seeds: [1, 1] repeats a seed."),
+    ("models: [CNN_MNIST_1]\ndataset: cifar10\n",
+     "study.yaml: dataset: unknown dataset 'cifar10'. Known: mnist, fashion-mnist, kmnist"),
+    ("models: [CNN_MNIST_1, CNN_MNIST_1]\n", "study.yaml: models: the name(s) ['CNN_MNIST_1']"),
+    ("models: []\n", "study.yaml: 'models' must be a non-empty list"),
+])
+def test_study_errors_name_the_file_and_field(tmp_path, body, expected):
+    assert expected in error_of(study(tmp_path, body))
+
+
+def test_an_error_in_a_model_file_names_that_file_and_layer(tmp_path):
+    path = study(tmp_path, "models: [models/tiny.yaml]\n")
+    (tmp_path / "models" / "tiny.yaml").write_text(TINY.replace("filters: 4", "filters: -4"))
+    msg = error_of(path)
+    assert msg.startswith(str(tmp_path / "models" / "tiny.yaml") + ": layer 1 (Conv2D): the "
+                          "'filters' of Conv2D must be a positive integer. Got -4.")
+
+
+def test_bad_yaml_in_the_study_names_its_line(tmp_path):
+    path = study(tmp_path, "models: [CNN_MNIST_1\ntraining: {}\n")
+    assert error_of(path).startswith(f"{path}:2:")
