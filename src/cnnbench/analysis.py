@@ -42,7 +42,11 @@ METHOD_NOTE = (
     "allows unequal spreads and counts. The ± after a difference is its standard error. "
     "p-values are adjusted by Holm's step-down method over all pairs; a difference is called "
     "significant when its adjusted p is below 0.05. With 3 seeds a t-test has little power: "
-    "'indistinguishable' means the data cannot separate the models, not that they are equal."
+    "'indistinguishable' means the data cannot separate the models, not that they are equal. "
+    "As secondary evidence, each multi-seed comparison also says on how many matched seeds "
+    "the better model was ahead and on how many McNemar's test (unadjusted) found the gap "
+    "beyond test-set noise; a model that sometimes gets stuck makes the t-test's spread huge, "
+    "so read such a pair together with the diagnosis."
 )
 
 
@@ -76,6 +80,12 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
         return math.nan, math.nan
     half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
     return float(v.mean() - half), float(v.mean() + half)
+
+
+def clip_interval(ci: tuple[float, float], lo: float = 0.0, hi: float = 1.0
+                  ) -> tuple[float, float]:
+    """An accuracy interval cut to what an accuracy can be (a t interval can overshoot)."""
+    return max(ci[0], lo), min(ci[1], hi)
 
 
 def _std(v: np.ndarray) -> float:
@@ -173,6 +183,16 @@ class Comparison:
     n_b: int
     detail: str  # what the test was run on, for the report
     p_holm: float = math.nan
+    # Secondary, with several seeds: on how many matched seeds a was ahead, and ahead beyond
+    # test-set noise (McNemar p < 0.05, unadjusted), out of how many.
+    seeds_matched: int = 0
+    seeds_ahead: int = 0
+    seeds_significant: int = 0
+
+    @property
+    def consistent(self) -> bool:
+        """Ahead, significantly, on every one of two or more matched seeds."""
+        return self.seeds_matched >= 2 and self.seeds_significant == self.seeds_matched
 
     def significant(self, alpha: float = ALPHA) -> bool:
         return bool(self.p_holm < alpha)
@@ -200,6 +220,24 @@ def _mcnemar_pair(a: str, b: str, ra: list[RunRecord], rb: list[RunRecord],
     return None
 
 
+def _per_seed_mcnemar(ra: list[RunRecord], rb: list[RunRecord],
+                      y_test: np.ndarray) -> tuple[int, int, int]:
+    """Secondary evidence: McNemar on each seed both models ran, unadjusted."""
+    by_seed_b = {r.seed: r for r in rb}
+    wins = sig = n = 0
+    for x in ra:
+        y = by_seed_b.get(x.seed)
+        ca = _correct(x, y_test)
+        cb = _correct(y, y_test) if y is not None else None
+        if ca is None or cb is None:
+            continue
+        m = mcnemar_exact(ca, cb)
+        n += 1
+        wins += m.b > m.c
+        sig += m.b > m.c and m.pvalue < ALPHA
+    return n, wins, sig
+
+
 def compare_pair(a: str, b: str, ra: list[RunRecord], rb: list[RunRecord],
                  y_test: np.ndarray) -> Comparison | None:
     """Welch over seeds when both have two or more finished runs, else McNemar."""
@@ -212,9 +250,10 @@ def compare_pair(a: str, b: str, ra: list[RunRecord], rb: list[RunRecord],
     if len(ra) >= 2 and len(rb) >= 2 and (va.std() > 0 or vb.std() > 0):
         t = stats.ttest_ind(va, vb, equal_var=False)
         se = math.sqrt(va.var(ddof=1) / len(va) + vb.var(ddof=1) / len(vb))
+        n, wins, sig = _per_seed_mcnemar(ra, rb, y_test)
         return Comparison(a, b, float(va.mean() - vb.mean()), se, "welch", float(t.pvalue),
-                          len(ra), len(rb),
-                          f"Welch t-test over {len(ra)} and {len(rb)} seeds")
+                          len(ra), len(rb), f"Welch t-test over {len(ra)} and {len(rb)} seeds",
+                          seeds_matched=n, seeds_ahead=wins, seeds_significant=sig)
     # One run each, or no spread at all between seeds: only the test set can tell them apart.
     return _mcnemar_pair(a, b, ra, rb, y_test)
 
@@ -260,8 +299,18 @@ def conclusions(model_stats_: Sequence[ModelStats], comparisons: Sequence[Compar
         out.append(f"Mean test accuracy {over}: " + ", ".join(parts) + ".")
     for c in comparisons:
         evidence = f"{fmt_p(c.p_holm)} Holm-adjusted ({c.detail}; raw {fmt_p(c.pvalue)})"
+        if c.seeds_matched:
+            evidence += (f"; seed by seed, {c.a} was ahead in {c.seeds_ahead} of "
+                         f"{c.seeds_matched}, beyond test-set noise in {c.seeds_significant}")
         if c.significant(alpha):
             out.append(f"{c.a} beats {c.b} by {c.diff:.2f} ± {c.se:.2f} points, {evidence}.")
+        elif c.consistent:
+            out.append(f"{c.a} was ahead of {c.b} on every one of {c.seeds_matched} seeds, "
+                       f"each time beyond test-set noise (McNemar p<{alpha:g}), but the "
+                       f"seed-to-seed spread is too large for {c.seeds_matched} seeds to "
+                       f"establish it: difference {c.diff:.2f} ± {c.se:.2f} points, "
+                       f"{fmt_p(c.p_holm)} Holm-adjusted ({c.detail}). More seeds would "
+                       f"settle it.")
         else:
             out.append(f"{c.a} and {c.b} are indistinguishable with this data "
                        f"(difference {c.diff:.2f} ± {c.se:.2f} points), {evidence}.")
