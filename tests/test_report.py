@@ -85,6 +85,7 @@ def test_report_states_conclusions_and_diagnosis_with_evidence(report):
         assert "Holm" in text and "McNemar" in text  # the method note names its tests
     assert "overfitting" in html and "unstable validation" in html  # notebook curves 1, 2/4
     assert html.count("<h3>Model summary</h3>") == 4
+    assert "<td class=num>&lt;0.001</td>" in html  # a tiny p is never printed as "0.001"
     assert "conv2d_3 (Conv2D)" in html and "Total params: 5,367,566" in html
 
 

@@ -21,6 +21,7 @@ from .records import RunRecord
 STUCK_ACC_MARGIN = 0.05  # accuracy within 5 points of always answering the commonest class
 STUCK_TOP2_SHARE = 0.90  # ... and 90 % of answers on one or two classes
 STUCK_LOSS_MARGIN = 0.15  # or the loss within 0.15 of ln(classes): a uniform softmax
+SHORT_RUN_EPOCHS = 3  # fewer epochs than this: "stuck" may only mean "not started yet"
 OVERFIT_RISE = 1.10  # last val_loss at least 10 % above its minimum ...
 OVERFIT_MEAN_RISE = 1.05  # ... and on average 5 % above it after the minimum
 OVERFIT_MIN_EPOCHS_AFTER = 2
@@ -131,8 +132,13 @@ def detect_stuck(run: RunRecord, y_test: np.ndarray | None = None,
         return None
     base = (f"always answering \"{majority_class}\" would score {100 * majority:.2f} %"
             if majority_class is not None else f"chance is {100 * majority:.0f} %")
-    evidence = (f"Test accuracy {100 * run.test_accuracy:.2f} % ({base}){answers}. Test loss "
-                f"{run.test_loss:.4f} (ln {num_classes} = {chance_loss:.4f}).")
+    evidence = (f"After {run.epochs} epoch(s): test accuracy {100 * run.test_accuracy:.2f} % "
+                f"({base}){answers}. Test loss {run.test_loss:.4f} (ln {num_classes} = "
+                f"{chance_loss:.4f}).")
+    if run.epochs < SHORT_RUN_EPOCHS:
+        evidence += (" This run was short: a network that learns slowly at first (the "
+                     "notebook's sigmoid models 2 and 4 need a few hundred steps) can still be "
+                     "at chance here without being stuck for good.")
     gradient = describe_gradient(run.grad_norms, _sigmoids(run)) if run.grad_norms else None
     if gradient:
         evidence += " " + gradient

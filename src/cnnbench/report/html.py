@@ -118,8 +118,8 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
     ]
     if c.comparisons:
         rows = [{"A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
-                 "Test": x.detail, "p": analysis.fmt_p(x.pvalue)[2:],
-                 "p (Holm)": analysis.fmt_p(x.p_holm)[2:],
+                 "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
+                 "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
                  "Significant": "yes" if x.significant() else "no"} for x in c.comparisons]
         parts += ["<h3>Pairwise comparisons</h3>",
                   _table(rows, numeric=("A − B (points)", "p", "p (Holm)"),
