@@ -1,0 +1,77 @@
+"""One trained run as the analysis and the report see it: plain data, no torch.
+
+The run store (or ``cnnbench run`` directly) turns whatever it keeps into a list of
+:class:`RunRecord`; :mod:`cnnbench.analysis`, :mod:`cnnbench.diagnosis` and
+:mod:`cnnbench.report.html` read nothing else, so a report can be regenerated without training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .spec import ModelSpec
+
+HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+
+
+@dataclass
+class RunRecord:
+    """One model trained from one seed, evaluated on the test set.
+
+    ``test_predictions`` holds the predicted class of every test image (uint8, in test-set
+    order); it may be ``None`` for a run that diverged before its final evaluation.
+    ``grad_norms`` maps Keras layer names (``conv2d``, ``dense_1``, ...) to the gradient norm
+    measured early in training (see :func:`cnnbench.diagnosis.gradient_norms`).
+    """
+
+    model: str
+    spec: ModelSpec
+    seed: int
+    history: dict[str, list[float]]
+    test_loss: float
+    test_accuracy: float  # fraction in [0, 1]
+    test_predictions: np.ndarray | None = None
+    status: str = "finished"  # or "diverged"
+    train_seconds: float = math.nan
+    grad_norms: dict[str, float] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)  # study.environment()
+    config: dict[str, Any] = field(default_factory=dict)  # TrainConfig.to_dict()
+    diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        missing = [k for k in ("loss", "acc", "val_loss", "val_acc") if k not in self.history]
+        if missing:
+            raise ValueError(f"RunRecord {self.model} seed {self.seed}: history lacks "
+                             f"{missing}; expected the keys {list(HISTORY_KEYS)}.")
+        if self.test_predictions is not None:
+            self.test_predictions = np.asarray(self.test_predictions, dtype=np.uint8)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history["val_acc"])
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished" and math.isfinite(self.test_accuracy)
+
+    @classmethod
+    def from_model_result(cls, result: Any, environment: Mapping[str, Any] | None = None,
+                          grad_norms: Mapping[str, float] | None = None,
+                          run_id: str | None = None) -> RunRecord:
+        """From a :class:`cnnbench.study.ModelResult` (duck-typed: no torch import here)."""
+        res = result.result
+        config = result.config.to_dict()
+        return cls(
+            model=result.spec.name, spec=result.spec, seed=int(config["seed"]),
+            history={k: list(v) for k, v in res.history.items()},
+            test_loss=float(res.test_loss), test_accuracy=float(res.test_accuracy),
+            test_predictions=res.test_predictions, status=res.status,
+            train_seconds=float(result.wall_seconds), grad_norms=dict(grad_norms or {}) or None,
+            environment=dict(environment or {}), config=config,
+            diverged_at=tuple(res.diverged_at) if res.diverged_at else None, run_id=run_id)

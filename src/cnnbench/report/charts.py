@@ -1,0 +1,153 @@
+"""The report's figures as PNG bytes (for embedding): curves over seeds, confusion matrices,
+misclassified digits, gradient norms. The notebook's published curves are drawn faintly behind.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..records import RunRecord
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _curves(runs: Sequence[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean over the runs that reached every epoch (diverged runs end early)."""
+    series = [r.history[key] for r in runs if r.history.get(key)]
+    if not series:
+        return None
+    n = max(len(s) for s in series)
+    full = np.array([s for s in series if len(s) == n], dtype=float)
+    if not len(full):
+        return None
+    return np.arange(1, n + 1), full.mean(axis=0)
+
+
+def history_png(name: str, runs: Sequence[RunRecord],
+                reference: Mapping[str, Sequence[float]] | None = None) -> bytes:
+    """The notebook's figure: accuracy and loss, train vs test; thin lines per seed, bold
+    mean, and the notebook's own curves faint and wide behind."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, key, title in ((axes[0], "acc", "Model Accuracy"), (axes[1], "loss", "Model Loss")):
+        for k, color, label in ((key, "C0", "train"), (f"val_{key}", "C1", "test")):
+            if reference and reference.get(k):
+                ref = reference[k]
+                ax.plot(range(1, len(ref) + 1), ref, color=color, alpha=0.2, lw=5,
+                        label=f"notebook {label}")
+            for r in runs:
+                ys = r.history.get(k) or []
+                ax.plot(range(1, len(ys) + 1), ys, color=color, alpha=0.35, lw=0.8)
+            mean = _curves(runs, k)
+            if mean is not None:
+                suffix = f" (mean of {len(runs)})" if len(runs) > 1 else ""
+                ax.plot(*mean, "o-", color=color, ms=3, label=label + suffix)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if key == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(name)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def val_acc_overlay_png(groups: Mapping[str, Sequence[RunRecord]],
+                        reference: Mapping[str, Mapping[str, Sequence[float]]] | None = None
+                        ) -> bytes:
+    """Every model's mean test (validation) accuracy per epoch on one axis."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    for i, (model, runs) in enumerate(groups.items()):
+        color = f"C{i % 10}"
+        ref = ((reference or {}).get(model) or {}).get("history", {}).get("val_acc")
+        if ref:
+            ax.plot(range(1, len(ref) + 1), ref, color=color, alpha=0.2, lw=5)
+        if len(runs) > 1:  # seeds thin: a mean alone would hide a seed that got stuck
+            for r in runs:
+                ys = r.history.get("val_acc") or []
+                ax.plot(range(1, len(ys) + 1), ys, color=color, alpha=0.35, lw=0.8)
+        mean = _curves(runs, "val_acc")
+        if mean is not None:
+            ax.plot(*mean, "o-", color=color, ms=3, label=model)
+    if reference:
+        ax.plot([], [], color="grey", alpha=0.3, lw=5, label="notebook (faint)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Test accuracy per epoch, all models (bold: mean over seeds; thin: each seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def confusion_png(cm: np.ndarray, title: str, classes: Sequence[str]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.imshow(np.log1p(cm), cmap="Blues")
+    k = len(cm)
+    ax.set_xticks(range(k), classes)
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = cm.max() or 1
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6.5,
+                        color="white" if np.log1p(cm[i, j]) > 0.6 * np.log1p(top) else "black")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def misclassified_png(x_test: np.ndarray, y_test: np.ndarray, preds: np.ndarray, title: str,
+                      max_images: int = 32, cols: int = 8) -> bytes | None:
+    """The first test digits the run gets wrong, each titled 'predicted / true'."""
+    wrong = np.flatnonzero(preds != y_test)[:max_images]
+    if not len(wrong):
+        return None
+    plt = _plt()
+    rows = -(-len(wrong) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.75, rows * 0.9 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong, strict=False):
+        ax.imshow(x_test[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"{preds[i]} / {y_test[i]}", fontsize=8, color="C3")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def gradient_png(norms: Mapping[str, Mapping[str, float]]) -> bytes:
+    """Gradient norm per parameterised layer (first layer left), one line per model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    for i, (model, g) in enumerate(norms.items()):
+        ax.semilogy(range(len(g)), list(g.values()), "o-", color=f"C{i % 10}", label=model)
+        for x, (layer, v) in enumerate(g.items()):
+            ax.annotate(layer, (x, v), fontsize=6, alpha=0.7, xytext=(2, 3),
+                        textcoords="offset points")
+    ax.set_xlabel("parameterised layer (input side left)")
+    ax.set_ylabel("gradient L2 norm")
+    ax.set_title("Gradient norm per layer, early in training")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,154 @@
+"""What the report says, computed once from run records; HTML and Markdown only render it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import analysis, diagnosis
+from ..records import RunRecord
+from .table import describe_batchnorm, describe_dropout
+
+
+@dataclass
+class ReportContent:
+    records: list[RunRecord]
+    groups: dict[str, list[RunRecord]]
+    stats: list[analysis.ModelStats]
+    comparisons: list[analysis.Comparison]
+    findings: list[diagnosis.Finding]
+    conclusions: list[str]
+    diagnosis_lines: list[str]
+    summary_rows: list[dict[str, str]]
+    method: list[tuple[str, str]]  # (label, text) pairs
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+
+def fmt_flops(f: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if f >= scale:
+            return f"{f / scale:.2f} {unit}"
+    return f"{f:.0f} FLOP"
+
+
+def _pm(mean: float, std: float, scale: float = 100, digits: int = 2) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    s = f"{scale * mean:.{digits}f}"
+    return s + (f" ± {scale * std:.{digits}f}" if not math.isnan(std) else "")
+
+
+def _n_train(runs: Sequence[RunRecord], dataset: Mapping[str, Any]) -> int | None:
+    limits = {r.config.get("train_limit") for r in runs}
+    limit = limits.pop() if len(limits) == 1 else None
+    full = dataset.get("n_train")
+    if limit and full:
+        return min(int(limit), int(full))
+    return int(limit) if limit else (int(full) if full else None)
+
+
+def _summary_rows(content_stats: Sequence[analysis.ModelStats],
+                  groups: Mapping[str, Sequence[RunRecord]],
+                  findings: Sequence[diagnosis.Finding],
+                  dataset: Mapping[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for s in content_stats:
+        runs = groups[s.model]
+        spec = runs[0].spec
+        n_train = _n_train(runs, dataset)
+        lo, hi = analysis.clip_interval(s.acc_ci)
+        flags = []
+        for kind, title in diagnosis.TITLES.items():
+            hit = {f.seed for f in findings if f.model == s.model and f.kind == kind}
+            if hit:
+                flags.append(f"{title} {len(hit)}/{len(runs)}")
+        epochs = max(r.epochs for r in runs)
+        rows.append({
+            "Model": s.model,
+            "Batch Normalization": describe_batchnorm(spec),
+            "Dropout": describe_dropout(spec),
+            "Seeds": f"{s.n}" + (f" (+{s.n_failed} failed)" if s.n_failed else ""),
+            "Test accuracy %": _pm(s.acc_mean, s.acc_std),
+            "95% CI %": "n/a" if math.isnan(lo) else f"{100 * lo:.2f} – {100 * hi:.2f}",
+            "Min – max %": "n/a" if math.isnan(s.acc_min)
+            else f"{100 * s.acc_min:.2f} – {100 * s.acc_max:.2f}",
+            "Test loss": _pm(s.loss_mean, s.loss_std, scale=1, digits=4),
+            "Params": f"{spec.params:,}",
+            "Training FLOPs / epoch": fmt_flops(spec.train_flops_per_image * n_train)
+            if n_train else f"{fmt_flops(spec.train_flops_per_image)} / image",
+            "Time / run": "n/a" if math.isnan(s.train_seconds_mean)
+            else f"{s.train_seconds_mean:.0f} s ({epochs} ep.)",
+            "Diagnosis": ", ".join(flags) or "—",
+        })
+    return rows
+
+
+def _distinct(values: Sequence[Any]) -> str:
+    seen: list[str] = []
+    for v in values:
+        if str(v) not in seen:
+            seen.append(str(v))
+    return " / ".join(seen)
+
+
+def _method(records: Sequence[RunRecord], dataset: Mapping[str, Any]) -> list[tuple[str, str]]:
+    configs = [r.config for r in records if r.config]
+    keys = sorted({k for c in configs for k in c if k != "seed"})
+    settings = ", ".join(f"{k}={_distinct([c.get(k) for c in configs])}" for k in keys)
+    seeds = sorted({r.seed for r in records})
+    envs = [r.environment for r in records if r.environment]
+    env_keys = sorted({k for e in envs for k in e})
+    env_text = ", ".join(f"{k} {_distinct([e.get(k) for e in envs])}" for k in env_keys)
+    data = ", ".join(f"{k}={v}" for k, v in dataset.items() if k != "classes") or "not given"
+    out = [
+        ("Training", "Adadelta, categorical cross-entropy, the test set as validation data "
+                     "after every epoch (the notebook's protocol). Settings: "
+         + (settings or "not recorded") + "."),
+        ("Seeds", f"{len(seeds)} seed(s): {', '.join(map(str, seeds))}; each model trained "
+                  f"once per seed. Mean ± std uses the sample standard deviation; the 95 % "
+                  f"confidence interval of the mean is Student-t over seeds."),
+        ("Data", data + "."),
+        ("Versions and machine", env_text or "not recorded"),
+        ("Statistical tests", analysis.METHOD_NOTE),
+        ("Diagnosis", (
+            f"Stuck: test accuracy within {100 * diagnosis.STUCK_ACC_MARGIN:.0f} points of "
+            f"always answering the commonest class, and either "
+            f"{100 * diagnosis.STUCK_TOP2_SHARE:.0f} % of answers on one or two classes or a "
+            f"loss within "
+            f"{diagnosis.STUCK_LOSS_MARGIN} of ln(classes). Diverged: a NaN/inf loss. "
+            f"Overfitting: validation loss at the last epoch at least "
+            f"{100 * (diagnosis.OVERFIT_RISE - 1):.0f} % above its minimum (and on average "
+            f"{100 * (diagnosis.OVERFIT_MEAN_RISE - 1):.0f} % above it afterwards, at least "
+            f"{diagnosis.OVERFIT_MIN_EPOCHS_AFTER} epochs later) while the training loss fell. "
+            f"Unstable: test accuracy falling by {100 * diagnosis.UNSTABLE_DROP:.1f} points or "
+            f"more between two epochs while the test error grows "
+            f"{diagnosis.UNSTABLE_ERROR_RATIO}x or more. Gradient norms: the L2 norm of the "
+            f"loss gradient per parameterised layer on one training batch, early in training.")),
+        ("Reference", "Faint wide curves are the notebook's published runs (Keras 2.2, 2019, "
+                      "one run per model, full 60k training set)."),
+    ]
+    return out
+
+
+def collect(records: Sequence[RunRecord], y_test: np.ndarray,
+            dataset: Mapping[str, Any] | None = None) -> ReportContent:
+    """Statistics, comparisons, findings and sentences for a set of runs."""
+    if not records:
+        raise ValueError("write_report: no run records given; expected at least one run.")
+    dataset = dict(dataset or {})
+    classes = dataset.get("classes") or [str(i) for i in range(10)]
+    records = list(records)
+    groups = analysis.group_by_model(records)
+    stats = analysis.model_stats(records)
+    comparisons = analysis.compare_models(records, y_test)
+    findings = diagnosis.diagnose(records, y_test, len(classes))
+    return ReportContent(
+        records=records, groups=groups, stats=stats, comparisons=comparisons,
+        findings=findings, conclusions=analysis.conclusions(stats, comparisons),
+        diagnosis_lines=diagnosis.summarise(records, findings),
+        summary_rows=_summary_rows(stats, groups, findings, dataset),
+        method=_method(records, dataset), dataset=dataset)

@@ -1,0 +1,197 @@
+"""``report.html``: one self-contained page (inline CSS, figures as base64 PNG, no requests).
+
+Entry point: :func:`write_report` writes ``report.html`` and ``report.md`` from run records.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import analysis
+from ..records import RunRecord
+from . import charts
+from .content import ReportContent, collect
+from .figures import notebook_reference
+from .markdown import render_markdown
+from .table import model_summary
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+ color:#1d2330;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:20px 28px 60px;background:#fff}
+h1{font-size:26px;margin:8px 0 2px}h2{font-size:20px;margin:32px 0 8px;
+ border-bottom:2px solid #e3e6ea;padding-bottom:4px}h3{font-size:16px;margin:22px 0 6px}
+.sub{color:#5b6472;margin:0 0 12px}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:12.5px}
+th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.sig td{background:#eefaf0}
+ul.conc li{margin:4px 0}.find{border-left:4px solid #d9822b;background:#fff8f0;
+ padding:6px 12px;margin:8px 0}.find.stuck,.find.diverged{border-color:#c23030;
+ background:#fdf1f1}.find b{text-transform:capitalize}.find ul{margin:4px 0 6px;padding-left:20px}
+.fix{color:#2b5d2b}img{max-width:100%;height:auto}.row{display:flex;gap:12px;
+ flex-wrap:wrap;align-items:flex-start}.muted{color:#6b7380;font-size:12px}
+dl.method dt{font-weight:600;margin-top:8px}dl.method dd{margin:2px 0 0 0}
+"""
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if not png:
+        return ""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(rows: Sequence[Mapping[str, str]], numeric: Sequence[str] = (),
+           row_class: Sequence[str] | None = None) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f' class="{row_class[i]}"' if row_class and row_class[i] else ""
+        cells = "".join(
+            f'<td{" class=num" if c in numeric else ""}>{escape(str(r[c]))}</td>' for c in cols)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _model_summary_html(run: RunRecord) -> str:
+    """Keras' model.summary() as an HTML table (from report.table.model_summary)."""
+    table, totals = model_summary(run.spec)
+    headers = [str(c.header) for c in table.columns]
+    columns = [[str(x) for x in c.cells] for c in table.columns]
+    rows = [dict(zip(headers, cells, strict=True)) for cells in zip(*columns, strict=True)]
+    return (_table(rows, numeric=headers[2:]) + "<p class=muted>"
+            + "<br>".join(escape(t) for t in totals) + "</p>")
+
+
+def _findings_html(c: ReportContent, model: str) -> str:
+    """One box per kind of finding: the evidence of each seed, then explanation and fix once."""
+    by_kind: dict[str, list] = {}
+    for f in c.findings:
+        if f.model == model:
+            by_kind.setdefault(f.kind, []).append(f)
+    n = len(c.groups[model])
+    out = []
+    for kind, fs in by_kind.items():
+        seeds = ", ".join(str(f.seed) for f in fs)
+        head = f"{escape(fs[0].title)}</b> in {len(fs)} of {n} run(s) (seed {seeds})"
+        evidence = "".join(f"<li>seed {f.seed}: {escape(f.evidence)}</li>" for f in fs)
+        out.append(f'<div class="find {kind}"><b>{head}<ul>{evidence}</ul>'
+                   f"{escape(fs[0].explanation)}<br>"
+                   f'<span class=fix>Usual fix: {escape(fs[0].fix)}</span></div>')
+    return "".join(out) or "<p class=muted>No failure detected in any run.</p>"
+
+
+def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
+                reference: Mapping[str, Any] | None = None, title: str = "cnnbench report"
+                ) -> str:
+    classes = c.dataset.get("classes") or [str(i) for i in range(10)]
+    n_runs, n_models = len(c.records), len(c.groups)
+    seeds = sorted({r.seed for r in c.records})
+    ref = reference or {}
+    parts = [
+        f"<h1>{escape(title)}</h1>",
+        f"<p class=sub>{n_models} model(s) × {len(seeds)} seed(s) = {n_runs} run(s) on "
+        f"{escape(str(c.dataset.get('name', 'the dataset')))}; generated "
+        f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
+        "<h2>Conclusions</h2><ul class=conc>"
+        + "".join(f"<li>{escape(s)}</li>" for s in c.conclusions) + "</ul>",
+        "<h3>Diagnosis</h3><ul class=conc>"
+        + ("".join(f"<li>{escape(s)}</li>" for s in c.diagnosis_lines)
+           or "<li>No run shows a failure the detectors look for.</li>") + "</ul>",
+        "<h2>Summary</h2>",
+        _table(c.summary_rows, numeric=("Test accuracy %", "95% CI %", "Min – max %",
+                                        "Test loss", "Params", "Training FLOPs / epoch",
+                                        "Time / run")),
+    ]
+    if c.comparisons:
+        rows = [{"A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
+                 "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
+                 "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
+                 "Significant": "yes" if x.significant() else "no"} for x in c.comparisons]
+        parts += ["<h3>Pairwise comparisons</h3>",
+                  _table(rows, numeric=("A − B (points)", "p", "p (Holm)"),
+                         row_class=["sig" if x.significant() else "" for x in c.comparisons])]
+    parts += ["<h2>Test accuracy of all models</h2>",
+              _img(charts.val_acc_overlay_png(c.groups, ref), "test accuracy, all models")]
+    norms = {m: rs[0].grad_norms for m, rs in c.groups.items() if rs and rs[0].grad_norms}
+    if norms:
+        parts += ["<h3>Gradient norm per layer</h3>",
+                  "<p class=muted>First seed of each model; the input side is on the left. "
+                  "A line falling to the left means the gradient shrinks on its way back to "
+                  "the first layers.</p>", _img(charts.gradient_png(norms), "gradient norms")]
+    for model, runs in c.groups.items():
+        parts.append(f"<h2 id='{escape(model)}'>{escape(model)}</h2>")
+        parts.append(f"<p class=muted>Layers: {escape(runs[0].spec.shorthand())}</p>")
+        parts.append(_img(charts.history_png(model, runs, (ref.get(model) or {}).get("history")),
+                          f"{model} accuracy and loss"))
+        parts.append(_findings_html(c, model))
+        rep = analysis.representative_run(runs)
+        if rep is not None:
+            cm = analysis.confusion_matrix(y_test, rep.test_predictions, len(classes))
+            label = f"seed {rep.seed}, {100 * rep.test_accuracy:.2f} %" + (
+                " (median seed)" if len(runs) > 1 else "")
+            parts.append("<div class=row>"
+                         + _img(charts.confusion_png(cm, f"Confusion matrix, {label}", classes),
+                                f"{model} confusion matrix")
+                         + _img(charts.misclassified_png(
+                             x_test, y_test, rep.test_predictions,
+                             f"Misclassified test digits ({label}): predicted / true"),
+                             f"{model} misclassified digits") + "</div>")
+        parts.append("<h3>Model summary</h3>" + _model_summary_html(runs[0]))
+    parts.append("<h2>Method</h2><dl class=method>" + "".join(
+        f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in c.method)
+        + "</dl>")
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+            + "\n".join(parts) + "</main></body></html>\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Temporary file, then rename: a crash never leaves half a report. (report.files has the
+    same helper, but importing it pulls in torch through cnnbench.study.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.ndarray,
+                 out_dir: Path, dataset: Mapping[str, Any] | None = None,
+                 reference: Mapping[str, Any] | None = None,
+                 title: str = "cnnbench report") -> dict[str, Path]:
+    """Write ``report.html`` and ``report.md`` into ``out_dir``; return their paths.
+
+    ``dataset``: optional ``name``, ``n_train`` (images per epoch before ``train_limit``),
+    ``n_test`` and ``classes``. ``reference``: the notebook's runs by model name (default:
+    the shipped ``notebook_results.json``; pass ``{}`` for none).
+    """
+    y_test, x_test = np.asarray(y_test), np.asarray(x_test)
+    if len(x_test) != len(y_test):
+        raise ValueError(f"write_report: {len(x_test)} test images but {len(y_test)} labels.")
+    content = collect(records, y_test, dataset)
+    if reference is None:
+        reference = notebook_reference()
+    out_dir = Path(out_dir)
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    _write_text(html_path, render_html(content, x_test, y_test, reference, title))
+    _write_text(md_path, render_markdown(content, title))
+    return {"html": html_path, "md": md_path}

@@ -1,0 +1,41 @@
+"""``report.md``: the HTML report's words and tables, without figures."""
+
+from __future__ import annotations
+
+from .. import analysis
+from .content import ReportContent
+
+
+def _table(rows: list[dict[str, str]]) -> list[str]:
+    if not rows:
+        return []
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in rows]
+    return out
+
+
+def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
+    lines = [f"# {title}", "", "Figures, confusion matrices and misclassified digits: "
+             "`report.html` (self-contained, opens offline).", "", "## Conclusions", ""]
+    lines += [f"- {s}" for s in c.conclusions] or ["- (no finished runs)"]
+    lines += ["", "## Diagnosis", ""]
+    lines += [f"- {s}" for s in c.diagnosis_lines] or ["- Nothing went wrong that the "
+                                                       "detectors look for."]
+    seen = set()
+    for f in c.findings:
+        if f.kind in seen:
+            continue
+        seen.add(f.kind)
+        lines.append(f"  - *{f.title}*: {f.explanation} Usual fix: {f.fix}")
+    lines += ["", "## Summary", ""] + _table(c.summary_rows)
+    if c.comparisons:
+        lines += ["", "## Pairwise comparisons", ""]
+        lines += _table([{
+            "A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
+            "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
+            "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
+            "Significant": "yes" if x.significant() else "no"} for x in c.comparisons])
+    lines += ["", "## Method", ""]
+    lines += [f"- **{label}.** {text}" for label, text in c.method]
+    return "\n".join(lines) + "\n"
