@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-keras clean
 
 setup: $(STAMP)
 
@@ -29,3 +29,12 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) cnnbench-results bench/out
+
+# Keras 3 + TensorFlow in a venv of its own, then the same benchmark with Keras beside it.
+.venv-keras/.installed:
+	$(PYTHON) -m venv .venv-keras
+	.venv-keras/bin/pip install --quiet tensorflow-cpu==2.21.0 pyyaml
+	touch $@
+
+bench-keras: setup .venv-keras/.installed
+	$(BIN)/python bench/bench_engine.py --keras-python .venv-keras/bin/python

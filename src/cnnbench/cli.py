@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder with the four idx files (plain or .gz) or mnist.npz "
                           "(also $CNNBENCH_DATA_DIR)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    run.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                     help="fp32 (default: the notebook's arithmetic), bf16 autocast, or auto "
+                          "(bf16 on CUDA and on CPUs with native bf16)")
 
     sub.add_parser("models", help="list the built-in models")
 
@@ -109,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from .data import load_dataset
-    from .engine import TrainConfig, resolve_device
+    from .engine import TrainConfig, resolve_device, resolve_precision
     from .progress import KerasProgress
     from .report.figures import notebook_reference, plot_history
     from .report.files import results_document, write_results
@@ -120,10 +123,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     dataset = load_dataset("mnist", data_dir=args.data_dir, log=lambda m: err.print(m))
     device = resolve_device(args.device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                         train_limit=args.train_limit, seed=args.seed)
+                         train_limit=args.train_limit, seed=args.seed,
+                         precision=resolve_precision(args.precision, device))
     n_train = min(len(dataset.x_train), args.train_limit or len(dataset.x_train))
     console.print(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
-                  f"({device}, {torch.get_num_threads()} threads)")
+                  f"({device}, {config.precision}, {torch.get_num_threads()} threads)")
 
     def callbacks(spec):
         console.rule(spec.name)

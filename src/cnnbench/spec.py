@@ -201,7 +201,7 @@ class ModelSpec:
 
     @property
     def train_flops_per_image(self) -> int:
-        """Forward + backward FLOPs per trained image: 2 FLOPs a MAC, backward ~2x forward."""
+        """Training FLOPs per image: 2 FLOPs a MAC, backward about twice the forward."""
         return 6 * self.macs
 
     @property

@@ -1,0 +1,216 @@
+"""Training speed of cnnbench's engine vs the plain PyTorch loop vs Keras/TF vs the ceiling.
+
+Everything is measured in this one invocation; the variants' steps are interleaved round by
+round, so a noisy neighbour slows all of them alike, and medians are reported.
+
+    python bench/bench_engine.py                      # the four seed models, fp32 and bf16
+    python bench/bench_engine.py --accuracy           # + one full epoch each: plain vs ours
+    python bench/bench_engine.py --keras-python .venv-keras/bin/python   # + Keras 3 / TF
+
+Prints a table and writes bench/out/bench_engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).parent))
+from plain_loop import plain_evaluate, plain_train  # noqa: E402
+
+from cnnbench.engine import (  # noqa: E402
+    TrainConfig,
+    cpu_has_bf16,
+    evaluate,
+    fit,
+    images_to_tensor,
+    labels_to_tensor,
+    make_train_step,
+)
+from cnnbench.nn import build_model, clipped_categorical_crossentropy  # noqa: E402
+from cnnbench.spec import get_spec, list_models  # noqa: E402
+
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def ceilings(repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of large GEMMs: MKL fp32 (torch.mm), oneDNN fp32 (1x1 conv), oneDNN bf16."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    flops = 2 * n ** 3
+    out = {"fp32_mkl": flops / _median_seconds(lambda: a @ b, repeats) / 1e9}
+    x, w = torch.randn(n, n, 1, 1), torch.randn(n, n, 1, 1)
+    out["fp32_onednn"] = flops / _median_seconds(
+        lambda: torch.nn.functional.conv2d(x, w), repeats) / 1e9
+    ab, bb = a.bfloat16(), b.bfloat16()
+    out["bf16_onednn"] = flops / _median_seconds(lambda: ab @ bb, repeats) / 1e9
+    return out
+
+
+def plain_step_fn(model: torch.nn.Module):
+    opt = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.95, eps=1e-7)
+
+    def step(xb, yb):
+        loss = clipped_categorical_crossentropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()  # what the textbook loop does for its running loss
+    return step
+
+
+def step_times(name: str, x: torch.Tensor, y: torch.Tensor, precisions: list[str],
+               steps: int, rounds: int) -> dict[str, float]:
+    """Median seconds per training step of each variant, interleaved round by round."""
+    spec = get_spec(name)
+    variants = {}
+    torch.manual_seed(0)
+    variants["plain"] = plain_step_fn(build_model(spec))
+    models = {}
+    for p in precisions:
+        torch.manual_seed(0)
+        models[p] = build_model(spec)
+        fast = make_train_step(models[p], TrainConfig(precision=p))
+        variants[f"ours-{p}"] = fast
+    batches = [(x[i * 128:(i + 1) * 128], y[i * 128:(i + 1) * 128]) for i in range(steps)]
+    for fn in variants.values():  # warm-up, compilation included
+        for xb, yb in batches[:3]:
+            fn(xb, yb)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, fn in variants.items():
+            t = time.perf_counter()
+            for xb, yb in batches:
+                fn(xb, yb)
+            times[k].append((time.perf_counter() - t) / steps)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    for p, m in models.items():
+        out[f"eval-{p}"] = _median_seconds(
+            lambda m=m, p=p: evaluate(m, x[:TEST_IMAGES], y[:TEST_IMAGES], 500, p), 2)
+    plain_model = build_model(spec)
+    out["eval-plain"] = _median_seconds(
+        lambda: plain_evaluate(plain_model, x[:TEST_IMAGES], y[:TEST_IMAGES]), 2)
+    return out
+
+
+def one_epoch_accuracy(name: str, data, precisions: list[str]) -> dict[str, float]:
+    """Test accuracy after one full epoch: the plain loop vs our engine (same seed)."""
+    xt, yt, xv, yv = data
+    plain_model, secs = plain_train(get_spec(name), xt, yt, epochs=1)
+    out = {"plain": plain_evaluate(plain_model, xv, yv), "plain_seconds": secs[0]}
+    for p in precisions:
+        torch.manual_seed(0)
+        r = fit(build_model(get_spec(name)), xt, yt, xv, yv, TrainConfig(epochs=1, precision=p))
+        out[f"ours-{p}"] = r.test_accuracy
+        out[f"ours-{p}_seconds"] = r.history["seconds"][0]
+    return out
+
+
+def keras_figures(python: str, models: list[str], images: int) -> dict[str, dict]:
+    cmd = [python, str(Path(__file__).parent / "keras_loop.py"), "--models", *models,
+           "--images", str(images)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"Keras benchmark failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return {}
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {r["model"]: r for r in rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list_models("CNN_MNIST_*"))
+    ap.add_argument("--steps", type=int, default=20, help="training steps per timed round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--accuracy", action="store_true",
+                    help="also train one full epoch per model: plain vs ours, accuracy + time")
+    ap.add_argument("--keras-python", help="a Python with keras + tensorflow (make bench-keras)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "bench_engine.json")
+    args = ap.parse_args()
+    console = Console(width=160)
+
+    from cnnbench.data import load_dataset
+    ds = load_dataset(log=lambda m: None)
+    xt, yt = images_to_tensor(ds.x_train), labels_to_tensor(ds.y_train)
+    xv, yv = images_to_tensor(ds.x_test), labels_to_tensor(ds.y_test)
+
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+           "cpu_bf16": cpu_has_bf16(), "steps": args.steps, "rounds": args.rounds}
+    ceil = ceilings()
+    console.print(f"torch {env['torch']}, {env['threads']} threads; ceilings GFLOP/s: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in ceil.items()))
+    keras = (keras_figures(args.keras_python, args.models, 128 * args.steps * 2)
+             if args.keras_python else {})
+
+    table = Table(title="Seconds per epoch (60k train + 10k test) and training throughput")
+    for col in ("model", "variant", "ms/step", "train img/s", "s/epoch", "x plain",
+                "GFLOP/s", "% of ceiling"):
+        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
+    results = {"env": env, "ceilings": ceil, "models": {}}
+    for name in args.models:
+        spec = get_spec(name)
+        t = step_times(name, xt, yt, args.precisions, args.steps, args.rounds)
+        rows = {}
+        for variant in ["plain"] + [f"ours-{p}" for p in args.precisions]:
+            per_step = t[variant]
+            ev = t["eval-plain" if variant == "plain" else f"eval-{variant[5:]}"]
+            epoch_s = per_step * TRAIN_IMAGES / 128 + ev
+            rows[variant] = {"s_per_step": per_step, "train_ips": 128 / per_step,
+                             "eval_s": ev, "epoch_s": epoch_s}
+        if name in keras:
+            k = keras[name]
+            rows["keras-tf"] = {"s_per_step": 128 / k["train_ips"], "train_ips": k["train_ips"],
+                                "eval_s": TEST_IMAGES / k["eval_ips"],
+                                "epoch_s": TRAIN_IMAGES / k["train_ips"]
+                                + TEST_IMAGES / k["eval_ips"]}
+        plain_ips = rows["plain"]["train_ips"]
+        for variant, r in rows.items():
+            gflops = (spec.train_flops_per_image * TRAIN_IMAGES
+                      + 2 * spec.macs * TEST_IMAGES) / r["epoch_s"] / 1e9
+            ceiling = ceil["bf16_onednn"] if variant.endswith("bf16") else ceil["fp32_onednn"]
+            r.update(x_plain=r["train_ips"] / plain_ips, gflops=gflops,
+                     ceiling_fraction=gflops / ceiling)
+            table.add_row(name, variant, f"{1000 * r['s_per_step']:.1f}",
+                          f"{r['train_ips']:.0f}", f"{r['epoch_s']:.1f}",
+                          f"{r['x_plain']:.2f}", f"{gflops:.0f}",
+                          f"{100 * r['ceiling_fraction']:.0f} %")
+        if args.accuracy:
+            rows["one_epoch"] = one_epoch_accuracy(name, (xt, yt, xv, yv), args.precisions)
+        results["models"][name] = rows
+    console.print(table)
+    if args.accuracy:
+        acc = Table(title="Test accuracy after one full epoch (seed 0) and its wall time")
+        for col in ["model", "plain"] + [f"ours-{p}" for p in args.precisions]:
+            acc.add_column(col, justify="right")
+        for name, rows in results["models"].items():
+            o = rows["one_epoch"]
+            acc.add_row(name, *(f"{100 * o[k]:.2f} % ({o[k + '_seconds']:.1f} s)"
+                                for k in ["plain"] + [f"ours-{p}" for p in args.precisions]))
+        console.print(acc)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    console.print(f"JSON: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

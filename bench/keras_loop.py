@@ -1,0 +1,66 @@
+"""Keras 3 + TensorFlow on the same models and settings; run in the venv of `make bench-keras`.
+
+Prints one JSON line per model: training and evaluation images per second.
+Usage: .venv-keras/bin/python bench/keras_loop.py --models CNN_MNIST_1 --images 7680
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cnnbench.spec import get_spec  # noqa: E402  (spec.py needs only pyyaml)
+
+
+def keras_model(spec) -> keras.Model:
+    """The spec as a Keras Sequential model, with Keras' own defaults for everything else."""
+    layers = [keras.Input(shape=spec.input_shape)]
+    for layer in spec.layers:
+        a = dict(layer.args)
+        if layer.kind == "BatchNormalization":
+            layers.append(keras.layers.BatchNormalization(momentum=0.99, epsilon=1e-3))
+        else:
+            layers.append(getattr(keras.layers, layer.kind)(**a))
+    return keras.Sequential(layers, name=spec.name)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--images", type=int, default=128 * 40)
+    p.add_argument("--eval-images", type=int, default=10000)
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    x = rng.random((args.images, 28, 28, 1), dtype=np.float32)
+    y = keras.utils.to_categorical(rng.integers(0, 10, args.images), 10)
+    xe = rng.random((args.eval_images, 28, 28, 1), dtype=np.float32)
+    ye = keras.utils.to_categorical(rng.integers(0, 10, args.eval_images), 10)
+    for name in args.models:
+        model = keras_model(get_spec(name))
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
+                      optimizer=keras.optimizers.Adadelta(learning_rate=1.0, rho=0.95,
+                                                          epsilon=1e-7))
+        model.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)  # build + trace
+        model.evaluate(xe[:1000], ye[:1000], batch_size=128, verbose=0)
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+        train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        model.evaluate(xe, ye, batch_size=128, verbose=0)
+        eval_s = time.perf_counter() - start
+        print(json.dumps({"model": name, "train_ips": args.images / train_s,
+                          "eval_ips": args.eval_images / eval_s,
+                          "keras": keras.__version__}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The reference: the plain PyTorch loop a user would write for the notebook's study.
+
+Same model (cnnbench.nn.build_model), same loss, same optimizer settings; written the
+ordinary way: NCHW fp32, eager Adadelta, the loss read with ``.item()`` every step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from cnnbench.nn import build_model, clipped_categorical_crossentropy
+from cnnbench.spec import ModelSpec
+
+
+def plain_train(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, epochs: int = 1,
+                batch_size: int = 128, seed: int = 0) -> tuple[torch.nn.Module, list[float]]:
+    """Train with a textbook loop; returns the model and the seconds of each epoch."""
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    opt = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.95, eps=1e-7)
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        perm = torch.randperm(len(x))
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            loss = clipped_categorical_crossentropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        seconds.append(time.perf_counter() - start)
+    return model, seconds
+
+
+@torch.no_grad()
+def plain_evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int = 128) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+    return correct / len(x)
