@@ -130,7 +130,7 @@ def test_evaluate_is_in_inference_mode():
     data = synthetic()
     torch.manual_seed(0)
     model = build_model(build_spec(TINY)).train()
-    assert evaluate(model, data[2], data[3]) [:2] == evaluate(model, data[2], data[3])[:2]
+    assert evaluate(model, data[2], data[3])[:2] == evaluate(model, data[2], data[3])[:2]
 
 
 def test_train_limit_uses_the_first_images_only():
@@ -201,12 +201,16 @@ def test_config_refuses_nonsense(bad):
 
 
 def test_cnn_mnist_1_on_a_real_subset_beats_90_percent(mnist):
-    """One epoch on the first 10,000 images, evaluated on the full 10k test set."""
+    """One epoch on the first 10,240 images (80 full batches), on the full 10k test set.
+
+    Measured here (seeds 0-3): 94.9-96.1 %. With 10,000 images the last step is a batch of 16
+    and Adadelta's full-size step on it can cost a lot: seed 1 ends at 80.0 %.
+    """
     torch.manual_seed(0)
     model = build_model(get_spec("CNN_MNIST_1"))
     result = fit(model, images_to_tensor(mnist.x_train), labels_to_tensor(mnist.y_train),
                  images_to_tensor(mnist.x_test), labels_to_tensor(mnist.y_test),
-                 TrainConfig(epochs=1, train_limit=10_000, seed=0))
+                 TrainConfig(epochs=1, train_limit=10_240, seed=0))
     assert result.status == "finished"
     assert result.test_accuracy > 0.90, result.history
     assert len(result.test_predictions) == 10_000
