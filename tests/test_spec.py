@@ -222,7 +222,7 @@ def test_spec_file_errors_name_the_file(tmp_path):
         load_spec(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("layers: [\n")
-    with pytest.raises(SpecError, match=r"bad.yaml: not valid YAML"):
+    with pytest.raises(SpecError, match=r"bad.yaml:2:1: not valid YAML"):
         load_spec(bad)
 
 
