@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -54,12 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder with the four idx files (plain or .gz) or mnist.npz "
                           "(also $CNNBENCH_DATA_DIR)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    _store_argument(run)
+    run.add_argument("--force", action="store_true",
+                     help="train again runs the store already holds finished")
+    # Hidden: a learning rate other than the notebook's, for divergence tests and experiments.
+    run.add_argument("--lr", type=float, default=1.0, help=argparse.SUPPRESS)
 
     sub.add_parser("models", help="list the built-in models")
+
+    runs = sub.add_parser("runs", help="list the runs in the store")
+    _store_argument(runs)
+    show = sub.add_parser("show", help="one run's config and history")
+    show.add_argument("run", metavar="RUN", help="a run id, or the start of one")
+    _store_argument(show)
+    rm = sub.add_parser("rm", help="delete a run from the store")
+    rm.add_argument("run", metavar="RUN", help="a run id, or the start of one")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask first")
+    _store_argument(rm)
 
     summary = sub.add_parser("summary", help="a Keras-style summary of a model")
     summary.add_argument("name", help="a built-in model name or a spec file")
     return p
+
+
+def _store_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, metavar="PATH",
+                   help="the run store (default $CNNBENCH_STORE, else ./cnnbench-runs)")
 
 
 def _console(stderr: bool = False):
@@ -101,10 +122,12 @@ def _check_writable(out: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .spec import get_spec, list_models
+    from .store import RunStore
 
     names = args.models or list_models("CNN_MNIST_*")
     specs = [get_spec(n) for n in names]  # unknown names fail here, before anything is loaded
     _check_writable(args.out)
+    store = RunStore(args.store)  # an unwritable store fails here, before any training
 
     import torch
 
@@ -114,13 +137,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .report.figures import notebook_reference, plot_history
     from .report.files import results_document, write_results
     from .report.table import summary_table
-    from .study import environment, run_study
+    from .runner import StudyRunner
+    from .study import environment
 
     console, err = _console(), _console(stderr=True)
     dataset = load_dataset("mnist", data_dir=args.data_dir, log=lambda m: err.print(m))
     device = resolve_device(args.device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                         train_limit=args.train_limit, seed=args.seed)
+                         train_limit=args.train_limit, seed=args.seed, lr=args.lr)
     n_train = min(len(dataset.x_train), args.train_limit or len(dataset.x_train))
     console.print(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
                   f"({device}, {torch.get_num_threads()} threads)")
@@ -129,7 +153,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.rule(spec.name)
         return [KerasProgress(console, spec.name)]
 
-    results = run_study(specs, dataset, config, device, callbacks)
+    runner = StudyRunner(store, dataset, config, device, force=args.force,
+                         log=lambda m: console.print(m, highlight=False), callbacks=callbacks)
+    try:
+        stored = runner.run(specs)
+    except KeyboardInterrupt:
+        err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the same "
+                  f"command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}")
+        return 130
+    results = [s.model for s in stored]
+    reused = [s.model.spec.name for s in stored if s.origin == "reused"]
+    if reused:
+        console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains again)")
 
     env = environment(device)
     data_doc = {"name": dataset.info.name, "source": dataset.source,
@@ -151,7 +186,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary}
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .report.runs import runs_table
+    from .store import RunStore
+    store = RunStore(args.store, create=False)
+    console = _console()
+    rows = store.runs()
+    if not rows:
+        console.print(f"No runs in {store.root}.")
+        return 0
+    console.print(runs_table(store, rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .report.runs import show_run
+    from .store import RunStore
+    store = RunStore(args.store, create=False)
+    show_run(_console(), store, store.resolve(args.run))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from .store import RunStore
+    store = RunStore(args.store, create=False)
+    rid = store.resolve(args.run)
+    row = store.get(rid)
+    assert row is not None
+    what = (f"run {rid} ({row.model}, seed {row.seed}, {row.epochs_done}/{row.epochs_planned} "
+            f"epochs, {store.effective_status(row)})")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"cnnbench rm: not deleting {what} without --yes (no terminal to ask)",
+                  file=sys.stderr)
+            return 1
+        if input(f"Delete {what} and its files in {store.folder(rid)}? [y/N] ").strip().lower() \
+                not in ("y", "yes"):
+            print("Nothing deleted.")
+            return 1
+    store.remove(rid)
+    print(f"Deleted {what}.")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary, "runs": cmd_runs,
+            "show": cmd_show, "rm": cmd_rm}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ reports progress through callbacks.
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -72,9 +73,81 @@ class TrainResult:
 
 
 class Callback(Protocol):
+    """Progress hooks. A callback may also define ``on_train_begin(get_state)``: ``fit`` then
+    hands it a function returning the full training state (see ``training_state``), which is
+    exactly the state at the start of the next epoch when called from ``on_epoch_end``."""
+
     def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None: ...
     def on_step_end(self, step: int, running: dict[str, float] | None) -> None: ...
     def on_epoch_end(self, logs: EpochLogs) -> None: ...
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer,
+                   shuffle: torch.Generator, result: TrainResult) -> dict[str, Any]:
+    """Everything needed to continue bit-exactly after the last completed epoch.
+
+    Model weights and buffers (BatchNorm statistics), Adadelta's accumulators, the shuffle
+    generator, torch's global generator (dropout masks), numpy's and Python's generators,
+    and the history so far. Tensors are cloned to the CPU so later steps cannot change them.
+    """
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "shuffle": shuffle.get_state(),
+        "numpy": _numpy_rng_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "epoch": len(result.history["loss"]),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": _cpu_clone(optimizer.state_dict()),
+        "rng": rng,
+        "history": {k: list(v) for k, v in result.history.items()},
+    }
+
+
+def restore_training_state(state: dict[str, Any], model: nn.Module,
+                           optimizer: torch.optim.Optimizer, shuffle: torch.Generator,
+                           result: TrainResult) -> int:
+    """Load a ``training_state`` into fresh objects; return the number of epochs done."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    shuffle.set_state(rng["shuffle"])
+    if "numpy" in rng:
+        _set_numpy_rng_state(rng["numpy"])
+    if "python" in rng:
+        py = rng["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    for k in result.history:
+        result.history[k] = list(state["history"][k])
+    return int(state["epoch"])
+
+
+def _cpu_clone(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu_clone(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_clone(v) for v in obj)
+    return obj
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's legacy global state as plain values and a tensor (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(s: dict[str, Any]) -> None:
+    np.random.set_state((s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"],
+                         s["has_gauss"], s["cached_gaussian"]))
 
 
 def images_to_tensor(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -113,13 +186,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         x_test: torch.Tensor, y_test: torch.Tensor, config: TrainConfig,
-        callbacks: Sequence[Callback] = ()) -> TrainResult:
+        callbacks: Sequence[Callback] = (), state: dict[str, Any] | None = None) -> TrainResult:
     """Train as Keras 2.2's ``model.fit(..., validation_data=(x_test, y_test))`` does.
 
     Each epoch reshuffles the training set (its own generator, seeded by ``config.seed``),
     takes Adadelta steps on batches of ``batch_size``, reports the batch-size-weighted mean
     loss and accuracy in training mode, then evaluates the test set in inference mode.
     Dropout draws from torch's global generator: seed it before building the model.
+    ``state`` (from ``training_state``) continues a run after its last completed epoch, with
+    the same numbers as a run never interrupted (same machine, same thread count).
     """
     if config.train_limit is not None:
         x_train, y_train = x_train[:config.train_limit], y_train[:config.train_limit]
@@ -129,8 +204,17 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
     optimizer = make_optimizer(model, config.lr, config.rho, config.epsilon)
     shuffle = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
+    done = 0
+    if state is not None:
+        done = restore_training_state(state, model, optimizer, shuffle, result)
+    get_state: Callable[[], dict[str, Any]] = lambda: training_state(  # noqa: E731
+        model, optimizer, shuffle, result)
+    for cb in callbacks:
+        if hasattr(cb, "on_train_begin"):
+            cb.on_train_begin(get_state)
+    preds = None
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(done + 1, config.epochs + 1):
         for cb in callbacks:
             cb.on_epoch_begin(epoch, config.epochs, steps)
         start = time.perf_counter()
@@ -164,6 +248,8 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         result.append(logs)
         for cb in callbacks:
             cb.on_epoch_end(logs)
+    if preds is None:  # resumed after the last epoch: only the predictions are missing
+        _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size)
     # Keras' evaluate() after fit gives the last epoch's val_* numbers: reuse them.
     result.test_loss, result.test_accuracy = result.history["val_loss"][-1], result.history[
         "val_acc"][-1]
