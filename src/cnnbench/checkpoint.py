@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -133,7 +134,7 @@ def load_checkpoint(folder: Path, warn: Callable[[str], None] = lambda m: None
             return decode(path.read_bytes(), str(path))
         except CheckpointError as e:
             warn(f"{e}; trying the previous checkpoint" if name == LAST else str(e))
-        except (OSError, ValueError, RuntimeError) as e:  # unreadable, or torch refuses it
+        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:  # torch refuses
             warn(f"{path}: cannot be read ({e})")
     return None
 

@@ -159,7 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stored = runner.run(specs)
     except KeyboardInterrupt:
         err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the same "
-                  f"command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}")
+                  f"command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}",
+                  soft_wrap=True)
         return 130
     results = [s.model for s in stored]
     reused = [s.model.spec.name for s in stored if s.origin == "reused"]

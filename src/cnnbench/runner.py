@@ -19,6 +19,7 @@ or device changes the order of floating-point sums. Those settings are recorded 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -126,8 +127,9 @@ class StudyRunner:
                  callbacks: Callable[[ModelSpec], Sequence[Callback]] = lambda s: ()) -> None:
         self.store, self.dataset, self.config, self.device = store, dataset, config, device
         self.force, self.log, self.callbacks = force, log, callbacks
-        self.started = time.time()
-        self.env = environment(device) | {"git_commit": git_commit()}
+        self._force_ids: set[str] = set()
+        # Plain JSON values (torch.__version__ is a str subclass torch.load refuses to unpickle).
+        self.env = json.loads(json.dumps(environment(device) | {"git_commit": git_commit()}))
         self._tensors: tuple[torch.Tensor, ...] | None = None
 
     # --- the study ----------------------------------------------------------------------
@@ -138,6 +140,10 @@ class StudyRunner:
         ds = self.dataset
         self.store.check_free_space(bytes_needed(specs, len(ds.x_test), ds.num_classes))
         jobs = plan(specs, ds, self.config)
+        # --force retrains what was finished when this command started, not what another
+        # process finishes meanwhile (that is reused, as if this process had waited for it).
+        self._force_ids = {r.id for r in self.store.runs()
+                           if r.status in ("finished", "diverged")} if self.force else set()
         results: list[StoredResult | None] = [None] * len(jobs)
         deferred = []
         for i, job in enumerate(jobs):
@@ -163,13 +169,13 @@ class StudyRunner:
         rid, name, store = job.id, job.spec.name, self.store
         row = store.get(rid)
         if row is not None and row.status in ("finished", "diverged"):
-            finished_before = self.force and (row.finished or "") < _iso(self.started)
-            if not finished_before:
+            if rid not in self._force_ids:
                 reused = self._load_finished(job)
                 if reused is not None:
                     return reused
                 self.log(f"{name}: run {rid} is marked {row.status} but its files are "
                          f"incomplete; training it again")
+            self._force_ids.discard(rid)
             remove_checkpoints(store.folder(rid))
         elif self.force:
             remove_checkpoints(store.folder(rid))
