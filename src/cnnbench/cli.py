@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     _store_argument(run)
     run.add_argument("--force", action="store_true",
                      help="train again runs the store already holds finished")
+    run.add_argument("--log", action="append", choices=("tensorboard", "mlflow"), default=[],
+                     help="also log to TensorBoard (event files in each run's folder) or MLflow "
+                          "($MLFLOW_TRACKING_URI); repeatable; needs that package")
     # Hidden: a learning rate other than the notebook's, for divergence tests and experiments.
     run.add_argument("--lr", type=float, default=1.0, help=argparse.SUPPRESS)
 
@@ -128,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = [get_spec(n) for n in names]  # unknown names fail here, before anything is loaded
     _check_writable(args.out)
     store = RunStore(args.store)  # an unwritable store fails here, before any training
+    from .loggers import check_loggers
+    check_loggers(args.log)  # and so does a logger whose package is missing
 
     import torch
 
@@ -154,7 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return [KerasProgress(console, spec.name)]
 
     runner = StudyRunner(store, dataset, config, device, force=args.force,
-                         log=lambda m: console.print(m, highlight=False), callbacks=callbacks)
+                         log=lambda m: console.print(m, highlight=False), callbacks=callbacks,
+                         loggers=args.log)
     try:
         stored = runner.run(specs)
     except KeyboardInterrupt:

@@ -41,6 +41,7 @@ from .engine import (
     images_to_tensor,
     labels_to_tensor,
 )
+from .loggers import RunLogger, check_loggers, make_loggers
 from .nn import build_model, predict_proba
 from .spec import ModelSpec, check_classes
 from .store import RunStore, StoreError, git_commit, resolved_spec, run_id, run_key
@@ -119,14 +120,50 @@ class StoreCheckpoint:
         self.store.epoch_done(self.rid, self.history)
 
 
+class SafeLogger:
+    """A logger whose failure (a tracking server down, a full disk elsewhere) is reported once
+    and switches it off: the store is the source of truth, a logger never costs a run."""
+
+    def __init__(self, logger: RunLogger, model: str, log: Log) -> None:
+        self.logger, self.model, self.log, self.ok = logger, model, log, True
+
+    def _call(self, method: str, *args: Any) -> None:
+        if not self.ok:
+            return
+        try:
+            getattr(self.logger, method)(*args)
+        except Exception as e:
+            self.ok = False
+            self.log(f"warning: {self.model}: {type(self.logger).__name__} failed and is off "
+                     f"for this run ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+
+    def start(self, *args: Any) -> None:
+        self._call("start", *args)
+
+    def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None:
+        self._call("on_epoch_begin", epoch, epochs, steps)
+
+    def on_step_end(self, step: int, running: dict[str, float] | None) -> None:
+        pass  # loggers record epochs; a call a step would cost time for nothing
+
+    def on_epoch_end(self, logs: EpochLogs) -> None:
+        self._call("on_epoch_end", logs)
+
+    def end(self, status: str, result: TrainResult | None) -> None:
+        self._call("end", status, result)
+
+
 class StudyRunner:
     """Runs a study's jobs through a store; see the module docstring."""
 
     def __init__(self, store: RunStore, dataset: Dataset, config: TrainConfig,
                  device: torch.device, force: bool = False, log: Log = print,
-                 callbacks: Callable[[ModelSpec], Sequence[Callback]] = lambda s: ()) -> None:
+                 callbacks: Callable[[ModelSpec], Sequence[Callback]] = lambda s: (),
+                 loggers: Sequence[str] = ()) -> None:
         self.store, self.dataset, self.config, self.device = store, dataset, config, device
         self.force, self.log, self.callbacks = force, log, callbacks
+        check_loggers(loggers)
+        self.loggers = tuple(loggers)
         self._force_ids: set[str] = set()
         # Plain JSON values (torch.__version__ is a str subclass torch.load refuses to unpickle).
         self.env = json.loads(json.dumps(environment(device) | {"git_commit": git_commit()}))
@@ -195,24 +232,35 @@ class StudyRunner:
             self.log(f"{name}: resuming run {rid} after epoch {done}/{self.config.epochs}")
             self._warn_environment(name, state.get("environment", {}))
 
-        store.begin(rid, self._config_doc(job), epochs_done=done)
-        store.write_history(rid, state["history"] if state is not None else _empty_history())
+        config_doc = self._config_doc(job)
+        history_so_far = state["history"] if state is not None else _empty_history()
+        store.begin(rid, config_doc, epochs_done=done)
+        store.write_history(rid, history_so_far)
         torch.manual_seed(self.config.seed)  # the same initial draw and dropout masks for a seed
         model = build_model(job.spec).to(self.device)
         saver = StoreCheckpoint(store, rid, {"run_id": rid, "environment": self.env})
         saver.history = state["history"] if state is not None else None
-        callbacks = [*self.callbacks(job.spec), saver]
+        loggers = [SafeLogger(lg, name, self.log) for lg in make_loggers(self.loggers)]
+        for lg in loggers:
+            lg.start(rid, store.folder(rid), config_doc, history_so_far)
+        callbacks = [*self.callbacks(job.spec), saver, *loggers]
         x_train, y_train, x_test, y_test = self._data()
         start = time.perf_counter()
+        outcome, result_or_none = "failed", None
         try:
             result = fit(model, x_train, y_train, x_test, y_test, self.config, callbacks,
                          state=state)
+            outcome, result_or_none = result.status, result
         except KeyboardInterrupt:
+            outcome = "interrupted"
             history = saver.history or _empty_history()
             store.end(rid, "interrupted", history)
             self.log(f"{name}: run {rid} interrupted after epoch {len(history['loss'])}/"
                      f"{self.config.epochs}; its last epoch is checkpointed")
             raise
+        finally:
+            for lg in loggers:
+                lg.end(outcome, result_or_none)
         wall = time.perf_counter() - start
         if result.status == "diverged":
             epoch, step = result.diverged_at or (0, 0)
