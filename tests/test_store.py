@@ -251,7 +251,8 @@ def test_a_diverging_run_is_marked_with_epoch_and_step_and_the_study_goes_on(spe
     assert again[0].origin == "reused" and again[0].model.result.diverged_at == (1, 8)
 
 
-def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path, sig):
     store = tmp_path / "s"
     args = cli_args(store, specs["TINY_A"], epochs=3)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -264,7 +265,7 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path):
             rid = found[0].parent.name if found else None
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.005)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -275,6 +276,27 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path):
     s = RunStore(store, create=False)
     assert s.get(rid).status == "interrupted" and s.get(rid).epochs_done == 1
     assert s.verify() == []
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_run_resumable(specs, tmp_path):
+    """A real write failure: the process may not write files over 330 kB (RLIMIT_FSIZE, as a
+    full disk would refuse), so probabilities.npy (400 kB) fails after the last epoch."""
+    import resource
+    store = tmp_path / "s"
+    args = cli_args(store, specs["TINY_A"], epochs=2, limit=256)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (330_000, 330_000))  # noqa: E731
+    p = subprocess.run(args, capture_output=True, text=True, env=env(), timeout=180,
+                       preexec_fn=limit)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "probabilities.npy" in p.stderr and "File too large" in p.stderr
+    assert "stopped after epoch 2/2 because a file could not be written" in p.stdout
+    s = RunStore(store, create=False)
+    rid = only_run(store)
+    assert s.get(rid).status == "interrupted"
+
+    again = run_cli(store, specs["TINY_A"], epochs=2, limit=256)
+    assert f"resuming run {rid} after epoch 2/2" in again.stdout and "Epoch" not in again.stdout
+    assert s.get(rid).status == "finished" and s.verify() == []
 
 
 def test_an_unwritable_store_fails_before_training_and_names_the_path(specs, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -123,6 +124,10 @@ def _check_writable(out: Path) -> None:
         raise OSError(f"cannot write results to {out}: {e.strerror}") from e
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .spec import get_spec, list_models
     from .store import RunStore
@@ -158,6 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.rule(spec.name)
         return [KerasProgress(console, spec.name)]
 
+    # A scheduler's or `kill`'s stop request ends as cleanly as Ctrl-C: recorded, resumable.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     runner = StudyRunner(store, dataset, config, device, force=args.force,
                          log=lambda m: console.print(m, highlight=False), callbacks=callbacks,
                          loggers=args.log)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -251,28 +252,43 @@ class StudyRunner:
             result = fit(model, x_train, y_train, x_test, y_test, self.config, callbacks,
                          state=state)
             outcome, result_or_none = result.status, result
+            wall = time.perf_counter() - start
+            if result.status == "diverged":
+                epoch, step = result.diverged_at or (0, 0)
+                store.end(rid, "diverged", result.history, diverged_at=result.diverged_at)
+                self.log(f"{name}: run {rid} diverged (non-finite loss) at epoch {epoch}, "
+                         f"step {step}; going on with the next model")
+            else:
+                self._save_outputs(rid, model, result, x_test)
+                store.end(rid, "finished", result.history, result.test_loss,
+                          result.test_accuracy)
+                remove_checkpoints(store.folder(rid))  # the weights file holds the final model
         except KeyboardInterrupt:
             outcome = "interrupted"
-            history = saver.history or _empty_history()
-            store.end(rid, "interrupted", history)
+            history = self._mark_interrupted(rid, saver)
             self.log(f"{name}: run {rid} interrupted after epoch {len(history['loss'])}/"
                      f"{self.config.epochs}; its last epoch is checkpointed")
+            raise
+        except OSError as e:  # a full disk, a store gone read-only: keep the run resumable
+            history = self._mark_interrupted(rid, saver)
+            self.log(f"{name}: run {rid} stopped after epoch {len(history['loss'])}/"
+                     f"{self.config.epochs} because a file could not be written ({e}); fix "
+                     f"that and run the same command again to resume")
             raise
         finally:
             for lg in loggers:
                 lg.end(outcome, result_or_none)
-        wall = time.perf_counter() - start
-        if result.status == "diverged":
-            epoch, step = result.diverged_at or (0, 0)
-            store.end(rid, "diverged", result.history, diverged_at=result.diverged_at)
-            self.log(f"{name}: run {rid} diverged (non-finite loss) at epoch {epoch}, "
-                     f"step {step}; going on with the next model")
-        else:
-            self._save_outputs(rid, model, result, x_test)
-            store.end(rid, "finished", result.history, result.test_loss, result.test_accuracy)
-            remove_checkpoints(store.folder(rid))  # the weights file holds the final model
         return StoredResult(ModelResult(job.spec, self.config, result, wall), rid,
                             "resumed" if state is not None else "trained")
+
+    def _mark_interrupted(self, rid: str, saver: StoreCheckpoint) -> dict[str, list[float]]:
+        """Record an interrupted run, as far as the disk still allows; its history so far."""
+        history = saver.history or _empty_history()
+        try:
+            self.store.end(rid, "interrupted", history)
+        except (OSError, sqlite3.Error) as e:  # a full disk refuses this too: say so, go on
+            self.log(f"warning: could not mark run {rid} interrupted in {self.store.root}: {e}")
+        return history
 
     def _save_outputs(self, rid: str, model: torch.nn.Module, result: TrainResult,
                       x_test: torch.Tensor) -> None:
