@@ -210,6 +210,63 @@ def test_force_trains_a_finished_run_again(specs, mnist, tmp_path):
     assert RunStore(tmp_path, create=False).verify() == []
 
 
+class StopAtEpoch:
+    """Engine callback pressing Ctrl-C when epoch ``n`` begins."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_begin(self, epoch, epochs, steps):
+        if epoch == self.n:
+            raise KeyboardInterrupt
+
+    def on_step_end(self, step, running):
+        pass
+
+    def on_epoch_end(self, logs):
+        pass
+
+
+def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numbers(
+        specs, mnist, tmp_path):
+    import torch
+
+    from cnnbench.checkpoint import PREVIOUS, atomic_write_bytes, decode, encode
+    from cnnbench.engine import TrainConfig
+    from cnnbench.runner import StudyRunner
+    from cnnbench.spec import get_spec
+    config, spec = TrainConfig(epochs=3, train_limit=512), get_spec(specs["TINY_A"])
+    ref, _ = in_process(tmp_path / "ref", mnist, [specs["TINY_A"]], epochs=3, train_limit=512)
+
+    store = RunStore(tmp_path / "s")
+    log: list[str] = []
+    stopper = StudyRunner(store, mnist, config, torch.device("cpu"), log=log.append,
+                          callbacks=lambda s: [StopAtEpoch(3)])
+    with pytest.raises(KeyboardInterrupt):
+        stopper.run([spec])
+    rid = only_run(tmp_path / "s")
+    folder = store.folder(rid)
+    assert store.get(rid).status == "interrupted" and store.get(rid).epochs_done == 2
+    # The previous checkpoint (epoch 1) as if written with another thread count; the last one
+    # (epoch 2) damaged on disk.
+    prev = decode((folder / PREVIOUS).read_bytes(), "prev")
+    prev["environment"] = prev["environment"] | {"threads": 99}
+    atomic_write_bytes(folder / PREVIOUS, encode(prev))
+    last = folder / "checkpoint.pt"
+    last.write_bytes(last.read_bytes()[:-10])
+
+    log.clear()
+    results = StudyRunner(store, mnist, config, torch.device("cpu"), log=log.append).run([spec])
+    text = "\n".join(log)
+    assert "truncated" in text and "trying the previous checkpoint" in text
+    assert f"resuming run {rid} after epoch 1/3" in text
+    assert "resuming with threads 99 -> " in text and "may differ in the last bits" in text
+    assert results[0].origin == "resumed"
+    for k in METRICS:
+        assert results[0].model.result.history[k] == ref[0].model.result.history[k], k
+    assert store.verify() == []
+
+
 # --- concurrency, failures ------------------------------------------------------------------
 
 def test_two_processes_on_one_store_share_the_work_and_both_finish(specs, tmp_path):

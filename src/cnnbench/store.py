@@ -252,8 +252,11 @@ class RunStore:
         if not (self.folder(rid) / "lock").exists():
             return False
         lock = RunLock(self.folder(rid) / "lock")
-        if lock.acquire(blocking=False):
-            lock.release()
+        try:
+            if lock.acquire(blocking=False):
+                lock.release()
+                return False
+        except OSError:  # a store we may read but not write: nobody we can see holds it
             return False
         return True
 
