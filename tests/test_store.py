@@ -269,6 +269,30 @@ def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numb
 
 # --- concurrency, failures ------------------------------------------------------------------
 
+WRITER = """
+import sys
+from cnnbench.store import RunStore
+store, who = RunStore(sys.argv[1]), sys.argv[2]
+h = {"loss": [1.0], "acc": [0.5], "val_loss": [1.0], "val_acc": [0.5], "seconds": [0.1]}
+for i in range(30):
+    rid = f"{who}{i:08d}"
+    store.begin(rid, {"model": {"name": who}, "dataset": {"name": "d"}, "seed": i,
+                      "training": {"epochs": 1}})
+    store.epoch_done(rid, h)
+    store.end(rid, "finished", h, 0.1, 0.5)
+"""
+
+
+def test_four_processes_writing_a_fresh_index_at_once_lose_nothing(tmp_path):
+    store = tmp_path / "fresh"  # created by whichever process comes first
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store), f"p{k}"], env=env(),
+                              stderr=subprocess.PIPE, text=True) for k in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    rows = RunStore(store, create=False).runs()
+    assert len(rows) == 120 and all(r.status == "finished" and r.epochs_done == 1 for r in rows)
+
+
 def test_two_processes_on_one_store_share_the_work_and_both_finish(specs, tmp_path):
     store = tmp_path / "shared"
     args = cli_args(store, specs["TINY_A"], specs["TINY_B"], epochs=1, limit=512)

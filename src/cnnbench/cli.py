@@ -117,7 +117,7 @@ def _check_writable(out: Path) -> None:
     """Fail before training, not after, when the results cannot be written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".cnnbench-write-test"
+        probe = out / f".cnnbench-write-test-{os.getpid()}"  # two processes may share out
         probe.write_text("")
         probe.unlink()
     except OSError as e:

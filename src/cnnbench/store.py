@@ -28,6 +28,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any
 
 ENV_VAR = "CNNBENCH_STORE"
 DEFAULT_ROOT = "cnnbench-runs"
+BUSY_SECONDS = 60  # how long a process waits for another one's write to the index
 ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic store
 # TrainConfig fields that change speed, never numbers: left out of the run key.
 NOT_IN_KEY = ("eval_batch_size",)
@@ -211,16 +213,36 @@ class RunStore:
         except sqlite3.Error as e:
             raise StoreError(f"the run store index {self.db_path} cannot be used: {e}") from e
 
+    def _open(self) -> sqlite3.Connection:
+        """A connection holding the write lock (BEGIN IMMEDIATE), waiting for other processes.
+
+        SQLite's busy timeout covers most waits, but not all: switching a fresh database to
+        WAL while another process opens it can answer "database is locked" at once. Those
+        few cases are retried here, for up to a minute.
+        """
+        deadline, pause = time.monotonic() + BUSY_SECONDS, 0.01
+        while True:
+            db = sqlite3.connect(self.db_path, timeout=BUSY_SECONDS, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")  # persistent: once per store
+                db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: no corruption on crash
+                db.execute("BEGIN IMMEDIATE")
+                db.row_factory = sqlite3.Row
+                return db
+            except sqlite3.OperationalError as e:
+                db.close()
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A short-lived connection; each ``with`` block is one transaction."""
-        db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        db = self._open()
         try:
-            db.execute("PRAGMA busy_timeout = 60000")  # wait for the other process, not fail
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints
-            db.row_factory = sqlite3.Row
-            db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
             except BaseException:
