@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 
 from cnnbench.checkpoint import LAST, encode, load_checkpoint, save_checkpoint
-from cnnbench.engine import TrainResult, training_state
+from cnnbench.engine import TrainResult
 from cnnbench.nn import build_model, clipped_categorical_crossentropy, make_optimizer
 from cnnbench.spec import get_spec, list_models
+from cnnbench.trainstate import training_state
 
 
 def bench(name: str, folder: Path, repeats: int) -> dict[str, float]:
@@ -32,7 +33,7 @@ def bench(name: str, folder: Path, repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {"state": [], "encode": [], "save": [], "load": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        state = training_state(model, opt, shuffle, result)
+        state = training_state(model, opt, shuffle, result.history)
         t1 = time.perf_counter()
         encode(state)
         t2 = time.perf_counter()

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from cnnbench.checkpoint import LAST, PREVIOUS, decode, encode, load_checkpoint, save_checkpoint
-from cnnbench.engine import TrainConfig, TrainResult, fit, training_state
+from cnnbench.engine import TrainConfig, TrainResult, fit
 from cnnbench.nn import build_model, make_optimizer
 from cnnbench.spec import build_spec
+from cnnbench.trainstate import training_state
 
 TINY = {"name": "TINY", "input_shape": [8, 8, 1], "layers": [
     {"Conv2D": {"filters": 3, "kernel_size": 3, "activation": "relu"}},
@@ -42,7 +43,7 @@ def a_state(epoch: int) -> dict:
         result.history["loss"].append(1.0 / (epoch + 1))
         for k in ("acc", "val_loss", "val_acc", "seconds"):
             result.history[k].append(0.5)
-    return training_state(model, opt, torch.Generator().manual_seed(1), result)
+    return training_state(model, opt, torch.Generator().manual_seed(1), result.history)
 
 
 class Snapshot:

@@ -7,7 +7,6 @@ reports progress through callbacks.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from .nn import clipped_categorical_crossentropy, make_optimizer
+from .trainstate import restore_training_state, training_state
 
 
 @dataclass(frozen=True)
@@ -82,74 +82,6 @@ class Callback(Protocol):
     def on_epoch_end(self, logs: EpochLogs) -> None: ...
 
 
-def training_state(model: nn.Module, optimizer: torch.optim.Optimizer,
-                   shuffle: torch.Generator, result: TrainResult) -> dict[str, Any]:
-    """Everything needed to continue bit-exactly after the last completed epoch.
-
-    Model weights and buffers (BatchNorm statistics), Adadelta's accumulators, the shuffle
-    generator, torch's global generator (dropout masks), numpy's and Python's generators,
-    and the history so far. Tensors are cloned to the CPU so later steps cannot change them.
-    """
-    rng: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "shuffle": shuffle.get_state(),
-        "numpy": _numpy_rng_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "epoch": len(result.history["loss"]),
-        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "optimizer": _cpu_clone(optimizer.state_dict()),
-        "rng": rng,
-        "history": {k: list(v) for k, v in result.history.items()},
-    }
-
-
-def restore_training_state(state: dict[str, Any], model: nn.Module,
-                           optimizer: torch.optim.Optimizer, shuffle: torch.Generator,
-                           result: TrainResult) -> int:
-    """Load a ``training_state`` into fresh objects; return the number of epochs done."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    shuffle.set_state(rng["shuffle"])
-    if "numpy" in rng:
-        _set_numpy_rng_state(rng["numpy"])
-    if "python" in rng:
-        py = rng["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    for k in result.history:
-        result.history[k] = list(state["history"][k])
-    return int(state["epoch"])
-
-
-def _cpu_clone(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _cpu_clone(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_cpu_clone(v) for v in obj)
-    return obj
-
-
-def _numpy_rng_state() -> dict[str, Any]:
-    """numpy's legacy global state as plain values and a tensor (loadable with weights_only)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def _set_numpy_rng_state(s: dict[str, Any]) -> None:
-    np.random.set_state((s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"],
-                         s["has_gauss"], s["cached_gaussian"]))
-
-
 def images_to_tensor(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 N x H x W -> float32 N x 1 x H x W in [0, 1], as the notebook's ``x / 255``."""
     t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
@@ -206,9 +138,9 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
     result = TrainResult()
     done = 0
     if state is not None:
-        done = restore_training_state(state, model, optimizer, shuffle, result)
+        done, result.history = restore_training_state(state, model, optimizer, shuffle)
     get_state: Callable[[], dict[str, Any]] = lambda: training_state(  # noqa: E731
-        model, optimizer, shuffle, result)
+        model, optimizer, shuffle, result.history)
     for cb in callbacks:
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin(get_state)
