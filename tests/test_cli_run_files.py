@@ -112,4 +112,10 @@ def test_a_model_spec_given_as_the_study_runs_as_a_model_file(tmp_path, capsys):
     rc = main(["run", str(spec), "--data-dir", str(data), "--epochs", "1", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     assert list(json.loads((out / "results.json").read_text())["models"]) == ["net"]
-    assert (out / "net.safetensors").is_file()  # weights for predict and export
+    # Weights for predict and export, with their spec, in the run store; a run id finds them.
+    from cnnbench.store import RunStore
+    from cnnbench.weights import load_weights
+    (run,) = RunStore().runs()
+    loaded = load_weights(RunStore().folder(run.id) / "weights.safetensors")
+    assert loaded.spec.name == "net" and len(loaded.classes) == 3
+    assert (out / "report.html").is_file() and (out / "report.md").is_file()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -68,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                      help="fp32 (default: the notebook's arithmetic), bf16 autocast, or auto "
                           "(bf16 on CUDA and on CPUs with native bf16)")
+    run.add_argument("--seeds", nargs="+", type=_int, metavar="K|S",
+                     help="one number K: seeds 0..K-1; several: those seeds (each model is "
+                          "trained once per seed; the report gives statistics over them)")
+    _store_argument(run)
+    run.add_argument("--force", action="store_true",
+                     help="train again runs the store already holds finished")
+    run.add_argument("--log", action="append", choices=("tensorboard", "mlflow"), default=[],
+                     help="also log to TensorBoard (event files in each run's folder) or MLflow "
+                          "($MLFLOW_TRACKING_URI); repeatable; needs that package")
+    # Hidden: a learning rate other than the notebook's, for divergence tests and experiments.
+    run.add_argument("--lr", type=float, help=argparse.SUPPRESS)
 
     imp = sub.add_parser("import-keras", help="turn Keras Sequential models in Python or "
                                               "notebook source into spec files",
@@ -82,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Turn each image (PNG/JPEG, any size, light or dark "
                                       "background) into a 28x28 MNIST-like input and print the "
                                       "model's top classes.")
-    pred.add_argument("weights", type=Path, metavar="WEIGHTS",
-                      help="a .safetensors file written by 'cnnbench run' or 'export'")
+    pred.add_argument("weights", metavar="RUN|WEIGHTS",
+                      help="a run id from 'cnnbench runs' (or its start), or a .safetensors "
+                           "file written by cnnbench")
     pred.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     pred.add_argument("--top", type=_positive_int, default=3, help="classes shown (default 3)")
     pred.add_argument("--show", action="store_true",
@@ -94,17 +108,46 @@ def build_parser() -> argparse.ArgumentParser:
                                         "safetensors",
                          description="The exported model outputs class probabilities for "
                                      "float32 N x 1 x 28 x 28 inputs in [0, 1].")
-    exp.add_argument("weights", type=Path, metavar="WEIGHTS",
-                     help="a .safetensors file written by 'cnnbench run'")
+    exp.add_argument("weights", metavar="RUN|WEIGHTS",
+                     help="a run id from 'cnnbench runs' (or its start), or a .safetensors "
+                          "file written by cnnbench")
     exp.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
     exp.add_argument("--out", type=Path, metavar="PATH",
                      help="output file (default: beside WEIGHTS, with the format's suffix)")
+    _store_argument(exp)
+    _store_argument(pred)
 
     sub.add_parser("models", help="list the built-in models")
+
+    runs = sub.add_parser("runs", help="list the runs in the store")
+    _store_argument(runs)
+    show = sub.add_parser("show", help="one run's config and history")
+    show.add_argument("run", metavar="RUN", help="a run id, or the start of one")
+    _store_argument(show)
+    rm = sub.add_parser("rm", help="delete a run from the store")
+    rm.add_argument("run", metavar="RUN", help="a run id, or the start of one")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask first")
+    _store_argument(rm)
+
+    rep = sub.add_parser("report", help="write report.html and report.md from the store, "
+                                        "without training",
+                         description="Statistics over seeds, pairwise tests, diagnosis and "
+                                     "figures for stored runs (default: every finished run).")
+    rep.add_argument("runs", nargs="*", metavar="RUN", help="run ids or their starts")
+    rep.add_argument("--out", type=Path, default=Path("cnnbench-results"),
+                     help="folder for report.html and report.md (default ./cnnbench-results)")
+    rep.add_argument("--data-dir", type=Path, metavar="DIR",
+                     help="the runs' data, when it is not a dataset cnnbench can fetch")
+    _store_argument(rep)
 
     summary = sub.add_parser("summary", help="a Keras-style summary of a model")
     summary.add_argument("name", help="a built-in model name or a spec file")
     return p
+
+
+def _store_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, metavar="PATH",
+                   help="the run store (default $CNNBENCH_STORE, else ./cnnbench-runs)")
 
 
 def _console(stderr: bool = False):
@@ -137,11 +180,15 @@ def _check_writable(out: Path) -> None:
     """Fail before training, not after, when the results cannot be written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".cnnbench-write-test"
+        probe = out / f".cnnbench-write-test-{os.getpid()}"  # two processes may share out
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise OSError(f"cannot write results to {out}: {e.strerror}") from e
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _plan(args: argparse.Namespace) -> dict:
@@ -166,10 +213,17 @@ def _plan(args: argparse.Namespace) -> dict:
         raise ValueError(f"the model name(s) {dupes} appear twice; results are keyed by "
                          f"model name, give each spec its own 'name'.")
     config: dict = study.train_config_kwargs() if study else {}
-    for key in ("epochs", "batch_size", "train_limit"):
+    for key in ("epochs", "batch_size", "train_limit", "lr"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    seeds = [args.seed] if args.seed is not None else list(study.seeds) if study else [0]
+    if args.seeds and args.seed is not None:
+        raise ValueError("give --seed S or --seeds K|S..., not both")
+    if args.seeds:  # one number K: seeds 0..K-1; several: exactly those
+        seeds = list(range(args.seeds[0])) if len(args.seeds) == 1 else list(args.seeds)
+        if not seeds:
+            raise ValueError(f"--seeds {args.seeds[0]}: expected a positive number of seeds")
+    else:
+        seeds = [args.seed] if args.seed is not None else list(study.seeds) if study else [0]
     return {"specs": specs, "config": config, "seeds": seeds,
             "dataset": args.dataset or (study.dataset if study else None),
             "data_dir": args.data_dir or (study.data_dir if study else None)}
@@ -188,20 +242,26 @@ def _load_data(name: str | None, data_dir: Path | None, class_names: Path | None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
     plan = _plan(args)
     specs = plan["specs"]
     _check_writable(args.out)
+    store = RunStore(args.store)  # an unwritable store fails here, before any training
+    from .loggers import check_loggers
+    check_loggers(args.log)  # and so does a logger whose package is missing
 
     import torch
 
     from .engine import TrainConfig, resolve_device, resolve_precision
     from .progress import KerasProgress
+    from .report.build import write_study_report
     from .report.figures import notebook_reference, plot_history
     from .report.files import results_document, write_results
     from .report.table import summary_table
+    from .runner import StudyRunner
     from .spec import check_classes, check_input_shape
-    from .study import environment, run_study
-    from .weights import save_weights
+    from .study import environment
 
     console, err = _console(), _console(stderr=True)
     dataset = _load_data(plan["dataset"], plan["data_dir"], args.class_names,
@@ -214,18 +274,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     configs = [TrainConfig(seed=seed, precision=precision, **plan["config"])
                for seed in plan["seeds"]]
-    train_limit = configs[0].train_limit
-    n_train = min(len(dataset.x_train), train_limit or len(dataset.x_train))
+    n_train = min(len(dataset.x_train), configs[0].train_limit or len(dataset.x_train))
     console.print(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
                   f"({dataset.info.name}, {configs[0].optimizer_label()}, {device}, "
                   f"{precision}, {torch.get_num_threads()} threads)")
 
+    # A scheduler's or `kill`'s stop request ends as cleanly as Ctrl-C: recorded, resumable.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     env = environment(device)
     data_doc = {"name": dataset.info.name, "source": dataset.source,
                 "fingerprint": dataset.fingerprint(), "sha256": dataset.hashes(),
                 "classes": list(dataset.info.classes), "train_images": n_train,
                 "test_images": len(dataset.x_test), "class_counts": dataset.class_counts()}
     reference = notebook_reference() if dataset.info.name == "mnist" else {}
+    run_ids: list[str] = []
     for config in configs:
         out = args.out if len(configs) == 1 else args.out / f"seed-{config.seed}"
 
@@ -233,7 +295,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.rule(spec.name if len(configs) == 1 else f"{spec.name}, seed {seed}")
             return [KerasProgress(console, spec.name)]
 
-        results = run_study(specs, dataset, config, device, callbacks)
+        runner = StudyRunner(store, dataset, config, device, force=args.force,
+                             log=lambda m: console.print(m, highlight=False),
+                             callbacks=callbacks, loggers=args.log)
+        try:
+            stored = runner.run(specs)
+        except KeyboardInterrupt:
+            err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the "
+                      f"same command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}",
+                      soft_wrap=True)
+            return 130
+        run_ids += [s.run_id for s in stored]
+        results = [s.model for s in stored]
+        reused = [s.model.spec.name for s in stored if s.origin == "reused"]
+        if reused:
+            console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains "
+                          f"again)")
         json_path, csv_path = write_results(out, results_document(results, data_doc, env))
         plots = [plot_history(r.spec.name, r.result.history, out / f"{r.spec.name}.png",
                               reference.get(r.spec.name, {}).get("history"))
@@ -246,11 +323,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"Results: {json_path}\nHistory: {csv_path}")
         for p in plots:
             console.print(f"Plot:    {p}")
-        for r in results:
-            if r.model is not None and r.result.status == "finished":
-                w = save_weights(out / f"{r.spec.name}.safetensors", r.model, r.spec,
-                                 dataset.info.classes, dataset.info.name)
-                console.print(f"Weights: {w}")
+        for s in stored:
+            console.print(f"Run:     {s.run_id} ({s.model.spec.name}, {s.origin}; weights: "
+                          f"{store.folder(s.run_id) / 'weights.safetensors'})")
+    paths = write_study_report(store, run_ids, dataset, args.out)
+    console.print(f"Report:  {paths['html']}\n         {paths['md']}")
     return 0
 
 
@@ -281,11 +358,24 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
     return 0 if len(written) == len(result.models) and not result.problems else 1
 
 
+def _weights_path(ref: str, store_root: Path | None) -> Path:
+    """A weights file as given, else the final weights of the run it names in the store."""
+    if Path(ref).is_file():
+        return Path(ref)
+    from .store import RunStore
+    store = RunStore(store_root, create=False)
+    path = store.folder(store.resolve(ref)) / "weights.safetensors"
+    if not path.is_file():
+        raise ValueError(f"run {ref} in {store.root} has no final weights (not finished?)")
+    return path
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .predict import ImageError, predict, preprocess_image, save_preview
     from .weights import load_weights
+    args.weights = _weights_path(args.weights, args.store)
     loaded = load_weights(args.weights)
     if tuple(loaded.spec.input_shape) != (28, 28, 1):
         raise ValueError(f"{args.weights}: the model takes {list(loaded.spec.input_shape)} "
@@ -313,12 +403,77 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
     from .weights import load_weights
-    path = export(load_weights(args.weights), args.format, args.out)
+    path = export(load_weights(_weights_path(args.weights, args.store)), args.format, args.out)
     _console().print(f"{args.format}: {path}")
     return 0
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary,
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .report.runs import runs_table
+    from .store import RunStore
+    store = RunStore(args.store, create=False)
+    console = _console()
+    rows = store.runs()
+    if not rows:
+        console.print(f"No runs in {store.root}.")
+        return 0
+    console.print(runs_table(store, rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .report.runs import show_run
+    from .store import RunStore
+    store = RunStore(args.store, create=False)
+    show_run(_console(), store, store.resolve(args.run))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from .store import RunStore
+    store = RunStore(args.store, create=False)
+    rid = store.resolve(args.run)
+    row = store.get(rid)
+    assert row is not None
+    what = (f"run {rid} ({row.model}, seed {row.seed}, {row.epochs_done}/{row.epochs_planned} "
+            f"epochs, {store.effective_status(row)})")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"cnnbench rm: not deleting {what} without --yes (no terminal to ask)",
+                  file=sys.stderr)
+            return 1
+        if input(f"Delete {what} and its files in {store.folder(rid)}? [y/N] ").strip().lower() \
+                not in ("y", "yes"):
+            print("Nothing deleted.")
+            return 1
+    store.remove(rid)
+    print(f"Deleted {what}.")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.build import write_study_report
+    from .store import RunStore
+    store = RunStore(args.store, create=False)
+    if args.runs:
+        ids = [store.resolve(r) for r in args.runs]
+    else:
+        ids = [r.id for r in store.runs() if r.status in ("finished", "diverged")]
+    rows = [store.get(i) for i in ids]
+    datasets = sorted({r.dataset for r in rows if r is not None})
+    if len(datasets) != 1:
+        raise ValueError(f"a report compares runs on one dataset; these runs are on "
+                         f"{', '.join(datasets) or 'none'}: name the runs to report")
+    err = _console(stderr=True)
+    dataset = _load_data(None if args.data_dir else datasets[0], args.data_dir, None,
+                         log=lambda m: err.print(m))
+    paths = write_study_report(store, ids, dataset, args.out)
+    _console().print(f"Report of {len(ids)} run(s): {paths['html']}\n  {paths['md']}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary, "runs": cmd_runs,
+            "show": cmd_show, "rm": cmd_rm, "report": cmd_report,
             "import-keras": cmd_import_keras, "predict": cmd_predict, "export": cmd_export}
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .nn import clipped_categorical_crossentropy, make_optimizer
 from .optim import describe_optimizer, resolve_optimizer
+from .trainstate import restore_training_state, training_state
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -113,6 +114,10 @@ class TrainResult:
 
 
 class Callback(Protocol):
+    """Progress hooks. A callback may also define ``on_train_begin(get_state)``: ``fit`` then
+    hands it a function returning the full training state (see ``training_state``), which is
+    exactly the state at the start of the next epoch when called from ``on_epoch_end``."""
+
     def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None: ...
     def on_step_end(self, step: int, running: dict[str, float] | None) -> None: ...
     def on_epoch_end(self, logs: EpochLogs) -> None: ...
@@ -282,13 +287,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         x_test: torch.Tensor, y_test: torch.Tensor, config: TrainConfig,
-        callbacks: Sequence[Callback] = (), compile_optimizer: bool = True) -> TrainResult:
+        callbacks: Sequence[Callback] = (), state: dict[str, Any] | None = None,
+        compile_optimizer: bool = True) -> TrainResult:
     """Train as Keras 2.2's ``model.fit(..., validation_data=(x_test, y_test))`` does.
 
     Each epoch reshuffles the training set (its own generator, seeded by ``config.seed``),
     takes Adadelta steps on batches of ``batch_size``, reports the batch-size-weighted mean
     loss and accuracy in training mode, then evaluates the test set in inference mode.
     Dropout draws from torch's global generator: seed it before building the model.
+    ``state`` (from ``training_state``) continues a run after its last completed epoch, with
+    the same numbers as a run never interrupted (same machine, same thread count).
     """
     if config.train_limit is not None:
         x_train, y_train = x_train[:config.train_limit], y_train[:config.train_limit]
@@ -296,10 +304,20 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
     bs = config.batch_size
     steps = math.ceil(n / bs)
     step_fn = make_train_step(model, config, compile_optimizer)
+    optimizer = step_fn.optimizer
     shuffle = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
+    done = 0
+    if state is not None:
+        done, result.history = restore_training_state(state, model, optimizer, shuffle)
+    get_state: Callable[[], dict[str, Any]] = lambda: training_state(  # noqa: E731
+        model, optimizer, shuffle, result.history)
+    for cb in callbacks:
+        if hasattr(cb, "on_train_begin"):
+            cb.on_train_begin(get_state)
+    preds = None
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(done + 1, config.epochs + 1):
         for cb in callbacks:
             cb.on_epoch_begin(epoch, config.epochs, steps)
         start = time.perf_counter()
@@ -334,6 +352,8 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         result.append(logs)
         for cb in callbacks:
             cb.on_epoch_end(logs)
+    if preds is None:  # resumed after the last epoch: only the predictions are missing
+        _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size)
     # Keras' evaluate() after fit gives the last epoch's val_* numbers: reuse them.
     result.test_loss, result.test_accuracy = result.history["val_loss"][-1], result.history[
         "val_acc"][-1]

@@ -32,17 +32,23 @@ def spec_to_yaml(spec: ModelSpec) -> str:
     return yaml.safe_dump({**data, "name": spec.name}, sort_keys=False)
 
 
-def save_weights(path: str | Path, model: nn.Module, spec: ModelSpec,
-                 classes: tuple[str, ...] | list[str], dataset: str = "") -> Path:
-    """Write the model's state (parameters and BatchNorm statistics) with its spec."""
-    from safetensors.torch import save_file
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def weights_bytes(model: nn.Module, spec: ModelSpec, classes: tuple[str, ...] | list[str],
+                  dataset: str = "", **extra: str) -> bytes:
+    """The model's state (parameters and BatchNorm statistics) with its spec, as safetensors."""
+    from safetensors.torch import save
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={
+    return save(state, metadata={
         "format": "cnnbench-weights-1", "spec_yaml": spec_to_yaml(spec),
         "classes": json.dumps(list(classes), ensure_ascii=False), "dataset": dataset,
-        "cnnbench": __version__})
+        "cnnbench": __version__, **extra})
+
+
+def save_weights(path: str | Path, model: nn.Module, spec: ModelSpec,
+                 classes: tuple[str, ...] | list[str], dataset: str = "") -> Path:
+    """Write :func:`weights_bytes` to a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(weights_bytes(model, spec, classes, dataset))
     return path
 
 

@@ -1,0 +1,439 @@
+"""The run store with real processes, real files and real SQLite: resume after SIGKILL,
+reuse, two processes at once, divergence, Ctrl-C, an unwritable store, and the commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnbench.checkpoint import load_checkpoint
+from cnnbench.store import RunStore, StoreError, run_id, run_key
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# Small, fast and stateful: BatchNorm statistics and Dropout masks must both survive a resume.
+TINY = """name: {name}
+input_shape: [28, 28, 1]
+layers:
+  - MaxPooling2D: {{}}  # first: evaluating 10k test images each epoch stays cheap
+  - Conv2D: {{filters: 4, kernel_size: [3, 3], activation: relu}}
+  - BatchNormalization: {{}}
+  - Flatten: {{}}
+  - Dense: {{units: 32, activation: relu}}
+  - Dropout: {{rate: 0.5}}
+  - Dense: {{units: 10, activation: softmax}}
+"""
+METRICS = ("loss", "acc", "val_loss", "val_acc")
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("specs")
+    out = {}
+    for name in ("TINY_A", "TINY_B"):
+        (d / f"{name}.yaml").write_text(TINY.format(name=name))
+        out[name] = str(d / f"{name}.yaml")
+    return out
+
+
+def cli_args(store: Path, *models: str, epochs: int = 3, limit: int = 1024,
+             extra: tuple[str, ...] = (), out: Path | None = None) -> list[str]:
+    return [sys.executable, "-m", "cnnbench", "run", "--models", *models, "--epochs", str(epochs),
+            "--train-limit", str(limit), "--store", str(store),
+            "--out", str(out or store / "out"), *extra]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, PYTHONPATH=str(SRC), PYTHONUNBUFFERED="1")
+    e.pop("CNNBENCH_STORE", None)
+    return e
+
+
+def cnnbench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, env=env(), timeout=timeout)
+
+
+def run_cli(store: Path, *models: str, **kw) -> subprocess.CompletedProcess:
+    p = cnnbench(*cli_args(store, *models, **kw))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+def only_run(store: Path) -> str:
+    rows = RunStore(store, create=False).runs()
+    assert len(rows) == 1, rows
+    return rows[0].id
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(specs, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """TINY_A, 3 epochs, trained once without interruption."""
+    store = tmp_path_factory.mktemp("uninterrupted")
+    return store, run_cli(store, specs["TINY_A"])
+
+
+# --- keys and the index --------------------------------------------------------------------
+
+def test_run_id_depends_on_what_determines_the_result_only():
+    spec = {"name": "M", "layers": [{"Dense": {"units": 10}}]}
+    base = {"epochs": 3, "batch_size": 128, "lr": 1.0, "seed": 0, "eval_batch_size": 500}
+    rid = run_id(run_key(spec, base, "data1"))
+    assert rid == run_id(run_key(dict(spec), dict(base), "data1"))  # idempotent
+    assert len(rid) == 12 and int(rid, 16) >= 0
+    assert rid == run_id(run_key(spec, base | {"eval_batch_size": 100}, "data1"))  # speed only
+    assert rid != run_id(run_key(spec, base | {"seed": 1}, "data1"))
+    assert rid != run_id(run_key(spec, base | {"lr": 0.5}, "data1"))
+    assert rid != run_id(run_key(spec, base, "data2"))
+    assert rid != run_id(run_key({**spec, "layers": [{"Dense": {"units": 11}}]}, base, "data1"))
+
+
+def test_store_round_trip_across_two_store_objects(tmp_path):
+    a = RunStore(tmp_path / "s")
+    config = {"model": {"name": "M"}, "dataset": {"name": "mnist"}, "seed": 3,
+              "training": {"epochs": 2}}
+    a.begin("abc123def456", config)
+    history = {"loss": [0.1 + 0.2, 1 / 3], "acc": [0.5, 0.75], "val_loss": [2.0, 1e-17],
+               "val_acc": [0.25, 0.5], "seconds": [1.5, 2.5]}
+    a.epoch_done("abc123def456", history)
+    a.end("abc123def456", "finished", history, test_loss=1e-17, test_accuracy=0.5)
+
+    b = RunStore(tmp_path / "s", create=False)  # as another process would open it
+    row = b.get(b.resolve("abc"))
+    assert (row.model, row.dataset, row.seed, row.status) == ("M", "mnist", 3, "finished")
+    assert (row.epochs_done, row.epochs_planned, row.test_accuracy) == (2, 2, 0.5)
+    assert row.train_seconds == 4.0 and row.finished is not None
+    assert b.read_history("abc123def456") == history  # floats exactly, through the CSV
+    assert b.read_config("abc123def456") == config
+    with pytest.raises(StoreError, match="no run matching 'zzz'"):
+        b.resolve("zzz")
+    b.remove("abc123def456")
+    assert b.runs() == [] and not b.folder("abc123def456").exists()
+
+
+def test_opening_a_missing_store_for_reading_names_it(tmp_path):
+    with pytest.raises(StoreError, match=f"no run store at {tmp_path / 'nowhere'}"):
+        RunStore(tmp_path / "nowhere", create=False)
+
+
+# --- resume, reuse -------------------------------------------------------------------------
+
+def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_numbers(specs, uninterrupted,
+                                                                      tmp_path):
+    ref_store, _ = uninterrupted
+    store = tmp_path / "killed"
+    args = cli_args(store, specs["TINY_A"])
+    rid = only_run(ref_store)  # the same key: the same id in another store
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env())
+    try:
+        wait_for(store / "runs" / rid / "checkpoint.pt", proc)
+        proc.send_signal(signal.SIGKILL)  # in epoch 2: no chance to clean up
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    s = RunStore(store, create=False)
+    killed = s.get(rid)
+    assert killed.status == "running" and s.effective_status(killed) == "interrupted"
+    # The checkpoint is the truth (history.csv and the index follow it a moment later).
+    assert load_checkpoint(s.folder(rid))["epoch"] == 1, "killed after epoch 1, in epoch 2"
+
+    again = run_cli(store, specs["TINY_A"])
+    assert f"resuming run {rid} after epoch 1/3" in again.stdout
+    assert "Epoch 1/3" not in again.stdout and "Epoch 3/3" in again.stdout
+
+    ref = RunStore(ref_store, create=False)
+    resumed_h, ref_h = s.read_history(rid), ref.read_history(rid)
+    for k in METRICS:
+        assert resumed_h[k] == ref_h[k], k
+    assert s.get(rid).test_accuracy == ref.get(rid).test_accuracy
+    assert s.get(rid).test_loss == ref.get(rid).test_loss
+    for name in ("predictions.npy", "probabilities.npy"):
+        assert np.array_equal(np.load(s.folder(rid) / name), np.load(ref.folder(rid) / name))
+    assert (s.folder(rid) / "weights.safetensors").read_bytes() == \
+        (ref.folder(rid) / "weights.safetensors").read_bytes()
+    assert len(s.read_config(rid)["sessions"]) == 2
+    assert s.verify() == []
+
+
+def test_a_finished_run_is_reused_not_trained_again(specs, uninterrupted):
+    store, first = uninterrupted
+    rid = only_run(store)
+    weights = RunStore(store, create=False).folder(rid) / "weights.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    second = run_cli(store, specs["TINY_A"])
+    assert "Epoch 1/3" in first.stdout
+    assert "Epoch" not in second.stdout
+    assert f"TINY_A: reused run {rid}" in second.stdout
+    assert weights.stat().st_mtime_ns == mtime
+    doc = json.loads((store / "out" / "results.json").read_text())
+    h = RunStore(store, create=False).read_history(rid)
+    assert doc["models"]["TINY_A"]["history"]["val_acc"] == h["val_acc"]
+
+
+def in_process(store: Path, mnist, spec_files, **config) -> tuple[list, list[str]]:
+    """The runner as ``cnnbench run`` uses it, in this process; its results and log lines."""
+    import torch
+
+    from cnnbench.engine import TrainConfig
+    from cnnbench.runner import StudyRunner
+    from cnnbench.spec import get_spec
+    force = config.pop("force", False)
+    log: list[str] = []
+    runner = StudyRunner(RunStore(store), mnist, TrainConfig(**config), torch.device("cpu"),
+                         force=force, log=log.append)
+    return runner.run([get_spec(f) for f in spec_files]), log
+
+
+def test_force_trains_a_finished_run_again(specs, mnist, tmp_path):
+    kw = dict(epochs=1, train_limit=256)
+    first, _ = in_process(tmp_path, mnist, [specs["TINY_A"]], **kw)
+    again, log = in_process(tmp_path, mnist, [specs["TINY_A"]], **kw)
+    forced, log_forced = in_process(tmp_path, mnist, [specs["TINY_A"]], force=True, **kw)
+    assert [r.origin for r in first + again + forced] == ["trained", "reused", "trained"]
+    assert "--force trains it again" in log[0]
+    assert forced[0].model.result.history["val_acc"] == first[0].model.result.history["val_acc"]
+    assert RunStore(tmp_path, create=False).verify() == []
+
+
+class StopAtEpoch:
+    """Engine callback pressing Ctrl-C when epoch ``n`` begins."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_begin(self, epoch, epochs, steps):
+        if epoch == self.n:
+            raise KeyboardInterrupt
+
+    def on_step_end(self, step, running):
+        pass
+
+    def on_epoch_end(self, logs):
+        pass
+
+
+def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numbers(
+        specs, mnist, tmp_path):
+    import torch
+
+    from cnnbench.checkpoint import PREVIOUS, atomic_write_bytes, decode, encode
+    from cnnbench.engine import TrainConfig
+    from cnnbench.runner import StudyRunner
+    from cnnbench.spec import get_spec
+    config, spec = TrainConfig(epochs=3, train_limit=512), get_spec(specs["TINY_A"])
+    ref, _ = in_process(tmp_path / "ref", mnist, [specs["TINY_A"]], epochs=3, train_limit=512)
+
+    store = RunStore(tmp_path / "s")
+    log: list[str] = []
+    stopper = StudyRunner(store, mnist, config, torch.device("cpu"), log=log.append,
+                          callbacks=lambda s: [StopAtEpoch(3)])
+    with pytest.raises(KeyboardInterrupt):
+        stopper.run([spec])
+    rid = only_run(tmp_path / "s")
+    folder = store.folder(rid)
+    assert store.get(rid).status == "interrupted" and store.get(rid).epochs_done == 2
+    # The previous checkpoint (epoch 1) as if written with another thread count; the last one
+    # (epoch 2) damaged on disk.
+    prev = decode((folder / PREVIOUS).read_bytes(), "prev")
+    prev["environment"] = prev["environment"] | {"threads": 99}
+    atomic_write_bytes(folder / PREVIOUS, encode(prev))
+    last = folder / "checkpoint.pt"
+    last.write_bytes(last.read_bytes()[:-10])
+
+    log.clear()
+    results = StudyRunner(store, mnist, config, torch.device("cpu"), log=log.append).run([spec])
+    text = "\n".join(log)
+    assert "truncated" in text and "trying the previous checkpoint" in text
+    assert f"resuming run {rid} after epoch 1/3" in text
+    assert "resuming with threads 99 -> " in text and "may differ in the last bits" in text
+    assert results[0].origin == "resumed"
+    for k in METRICS:
+        assert results[0].model.result.history[k] == ref[0].model.result.history[k], k
+    assert store.verify() == []
+
+
+# --- concurrency, failures ------------------------------------------------------------------
+
+WRITER = """
+import sys
+from cnnbench.store import RunStore
+store, who = RunStore(sys.argv[1]), sys.argv[2]
+h = {"loss": [1.0], "acc": [0.5], "val_loss": [1.0], "val_acc": [0.5], "seconds": [0.1]}
+for i in range(30):
+    rid = f"{who}{i:08d}"
+    store.begin(rid, {"model": {"name": who}, "dataset": {"name": "d"}, "seed": i,
+                      "training": {"epochs": 1}})
+    store.epoch_done(rid, h)
+    store.end(rid, "finished", h, 0.1, 0.5)
+"""
+
+
+def test_four_processes_writing_a_fresh_index_at_once_lose_nothing(tmp_path):
+    store = tmp_path / "fresh"  # created by whichever process comes first
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store), f"p{k}"], env=env(),
+                              stderr=subprocess.PIPE, text=True) for k in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    rows = RunStore(store, create=False).runs()
+    assert len(rows) == 120 and all(r.status == "finished" and r.epochs_done == 1 for r in rows)
+
+
+def test_two_processes_on_one_store_share_the_work_and_both_finish(specs, tmp_path):
+    store = tmp_path / "shared"
+    args = cli_args(store, specs["TINY_A"], specs["TINY_B"], epochs=1, limit=512)
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env()) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    s = RunStore(store, create=False)
+    rows = s.runs()
+    assert sorted(r.model for r in rows) == ["TINY_A", "TINY_B"]
+    assert all(r.status == "finished" and r.epochs_done == 1 for r in rows)
+    assert s.verify() == []
+    # Each run trained by exactly one process; the other reused it.
+    assert sum(o.count("Epoch 1/1") for o in outs) == 2, outs
+    assert sum(o.count(": reused run") for o in outs) == 2, outs
+
+
+def test_a_diverging_run_is_marked_with_epoch_and_step_and_the_study_goes_on(specs, mnist,
+                                                                             tmp_path):
+    results, log = in_process(tmp_path, mnist, [specs["TINY_A"], specs["TINY_B"]], epochs=2,
+                              train_limit=1024, lr=1e30)
+    store = RunStore(tmp_path, create=False)
+    rows = {r.model: r for r in store.runs()}
+    assert [r.model.result.status for r in results] == ["diverged", "diverged"]
+    for name in ("TINY_A", "TINY_B"):  # the second model was trained after the first diverged
+        r = rows[name]
+        # The loss is checked every 25 steps and at the end of an epoch: 8 steps of 128 here.
+        assert (r.status, r.diverged_epoch, r.diverged_step) == ("diverged", 1, 8), r
+        assert f"{name}: run {r.id} diverged (non-finite loss) at epoch 1, step 8; going on " \
+               f"with the next model" in log
+    assert store.verify() == []
+    runs = cnnbench(sys.executable, "-m", "cnnbench", "runs", "--store", str(tmp_path))
+    assert runs.stdout.count("diverged (epoch 1, step 8)") == 2
+    # A diverged run is a result too: the same command reuses it rather than diverging again.
+    again, log = in_process(tmp_path, mnist, [specs["TINY_A"]], epochs=2, train_limit=1024,
+                            lr=1e30)
+    assert again[0].origin == "reused" and again[0].model.result.diverged_at == (1, 8)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path, sig):
+    store = tmp_path / "s"
+    args = cli_args(store, specs["TINY_A"], epochs=3)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env())
+    rid = None
+    try:
+        deadline = time.monotonic() + 120
+        while rid is None:
+            found = list((store / "runs").glob("*/checkpoint.pt")) if store.exists() else []
+            rid = found[0].parent.name if found else None
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "run the same command again to resume" in err
+    assert f"run {rid} interrupted after epoch 1/3" in out
+    s = RunStore(store, create=False)
+    assert s.get(rid).status == "interrupted" and s.get(rid).epochs_done == 1
+    assert s.verify() == []
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_run_resumable(specs, tmp_path):
+    """A real write failure: the process may not write files over 330 kB (RLIMIT_FSIZE, as a
+    full disk would refuse), so probabilities.npy (400 kB) fails after the last epoch."""
+    import resource
+    store = tmp_path / "s"
+    args = cli_args(store, specs["TINY_A"], epochs=2, limit=256)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (330_000, 330_000))  # noqa: E731
+    p = subprocess.run(args, capture_output=True, text=True, env=env(), timeout=180,
+                       preexec_fn=limit)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "probabilities.npy" in p.stderr and "File too large" in p.stderr
+    assert "stopped after epoch 2/2 because a file could not be written" in p.stdout
+    s = RunStore(store, create=False)
+    rid = only_run(store)
+    assert s.get(rid).status == "interrupted"
+
+    again = run_cli(store, specs["TINY_A"], epochs=2, limit=256)
+    assert f"resuming run {rid} after epoch 2/2" in again.stdout and "Epoch" not in again.stdout
+    assert s.get(rid).status == "finished" and s.verify() == []
+
+
+def test_an_unwritable_store_fails_before_training_and_names_the_path(specs, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    store = blocker / "store"
+    p = cnnbench(*cli_args(store, specs["TINY_A"], epochs=1, limit=128, out=tmp_path / "out"))
+    assert p.returncode == 2
+    assert f"the run store {store} is not writable" in p.stderr
+    assert "Epoch" not in p.stdout and "Train on" not in p.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_a_read_only_store_fails_before_training(specs, tmp_path):
+    store = tmp_path / "ro"
+    store.mkdir()
+    store.chmod(0o555)
+    try:
+        p = cnnbench(*cli_args(store, specs["TINY_A"], epochs=1, limit=128,
+                               out=tmp_path / "out"))
+    finally:
+        store.chmod(0o755)
+    assert p.returncode == 2 and f"the run store {store} is not writable" in p.stderr
+
+
+# --- runs, show, rm ------------------------------------------------------------------------
+
+def test_runs_show_and_rm_commands(uninterrupted, tmp_path):
+    src, _ = uninterrupted
+    store = tmp_path / "copy"  # rm must not break the fixture other tests share
+    subprocess.run(["cp", "-a", str(src), str(store)], check=True)
+    rid = only_run(store)
+    py = (sys.executable, "-m", "cnnbench")
+
+    runs = cnnbench(*py, "runs", "--store", str(store))
+    assert runs.returncode == 0
+    line = next(ln for ln in runs.stdout.splitlines() if rid in ln)
+    acc = RunStore(store, create=False).get(rid).test_accuracy
+    for cell in ("TINY_A", "mnist", "3/3", f"{100 * acc:.2f} %", "finished"):
+        assert cell in line, (cell, line)
+
+    show = cnnbench(*py, "show", rid[:5], "--store", str(store))
+    assert show.returncode == 0
+    assert f"Run {rid}: TINY_A on mnist, seed 0, 3/3 epochs, finished" in show.stdout
+    assert "train_limit=1024" in show.stdout and "Dropout" in show.stdout
+    epochs = [ln.strip("│ ").split()[0] for ln in show.stdout.splitlines() if "│" in ln]
+    assert epochs[-3:] == ["1", "2", "3"], show.stdout
+
+    refused = cnnbench(*py, "rm", rid[:6], "--store", str(store))  # no terminal to ask on
+    assert refused.returncode == 1 and "without --yes" in refused.stderr
+    assert RunStore(store, create=False).get(rid) is not None
+
+    rm = cnnbench(*py, "rm", rid[:6], "--yes", "--store", str(store))
+    assert rm.returncode == 0 and f"Deleted run {rid}" in rm.stdout
+    assert RunStore(store, create=False).runs() == []
+    assert not (store / "runs" / rid).exists()
+
+    missing = cnnbench(*py, "show", "ffff", "--store", str(store))
+    assert missing.returncode == 2 and "no run matching 'ffff'" in missing.stderr
