@@ -53,12 +53,16 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def ceilings(repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of large GEMMs: MKL fp32 (torch.mm), oneDNN fp32 (1x1 conv), oneDNN bf16."""
+    """GFLOP/s of large GEMMs: MKL fp32 (torch.mm), oneDNN fp32 (a channels-last 1x1
+    convolution over 2048 pixels: 377 here, against 107 for the same GEMM as a 1x1
+    convolution over 2048 images of one pixel), oneDNN bf16 (torch.mm in bf16)."""
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     flops = 2 * n ** 3
     out = {"fp32_mkl": flops / _median_seconds(lambda: a @ b, repeats) / 1e9}
-    x, w = torch.randn(n, n, 1, 1), torch.randn(n, n, 1, 1)
+    cl = torch.channels_last
+    x = torch.randn(1, n, 32, n // 32).contiguous(memory_format=cl)
+    w = torch.randn(n, n, 1, 1).contiguous(memory_format=cl)
     out["fp32_onednn"] = flops / _median_seconds(
         lambda: torch.nn.functional.conv2d(x, w), repeats) / 1e9
     ab, bb = a.bfloat16(), b.bfloat16()
@@ -187,7 +191,8 @@ def main() -> None:
         for variant, r in rows.items():
             gflops = (spec.train_flops_per_image * TRAIN_IMAGES
                       + 2 * spec.macs * TEST_IMAGES) / r["epoch_s"] / 1e9
-            ceiling = ceil["bf16_onednn"] if variant.endswith("bf16") else ceil["fp32_onednn"]
+            ceiling = (ceil["bf16_onednn"] if variant.endswith("bf16")
+                       else max(ceil["fp32_onednn"], ceil["fp32_mkl"]))
             r.update(x_plain=r["train_ips"] / plain_ips, gflops=gflops,
                      ceiling_fraction=gflops / ceiling)
             table.add_row(name, variant, f"{1000 * r['s_per_step']:.1f}",

@@ -12,12 +12,13 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import fsync_dir, write_temp
 
 MAGIC = b"CNNBENCH-CKPT 1"
 LAST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
@@ -25,57 +26,6 @@ LAST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be trusted: truncated, corrupted, or not a checkpoint."""
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename durable: fsync the folder that holds the renamed file (POSIX)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; its renames are durable enough
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_mode() -> int:
-    """What ``open()`` would give a new file (0o666 less the umask); mkstemp gives 0o600."""
-    global _MODE
-    if _MODE is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        _MODE = 0o666 & ~umask
-    return _MODE
-
-
-_MODE: int | None = None
-
-
-def _write_temp(folder: Path, name: str, data: bytes) -> str:
-    """``data`` in a new temporary file beside ``name``, flushed and fsynced; its path."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, flush, fsync, rename over ``path``, fsync the folder."""
-    tmp = _write_temp(path.parent, path.name, data)
-    try:
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    fsync_dir(path.parent)
 
 
 def encode(state: dict[str, Any]) -> bytes:
@@ -108,7 +58,7 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
     """
     data = encode(state)
     last, prev = folder / LAST, folder / PREVIOUS
-    tmp = _write_temp(folder, LAST, data)
+    tmp = write_temp(folder, LAST, data)
     try:
         if last.exists():
             os.replace(last, prev)

@@ -22,13 +22,14 @@ import os
 import pickle
 import struct
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write_bytes
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 IDX_FILES = {
@@ -285,17 +286,10 @@ def _stderr_log(msg: str) -> None:
 
 def _save_cache(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write atomically: a crash mid-write never leaves a half cache."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _from_user_dir(directory: Path) -> dict[str, np.ndarray]:

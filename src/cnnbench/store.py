@@ -389,7 +389,7 @@ class RunStore:
         self.write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
     def write_bytes(self, path: Path, data: bytes) -> None:
-        from .checkpoint import atomic_write_bytes
+        from .atomic import atomic_write_bytes
         try:
             atomic_write_bytes(path, data)
         except OSError as e:

@@ -5,31 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..study import ModelResult
 from .table import describe_batchnorm, describe_dropout
 
 HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file, fsync, rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def results_document(results: Sequence[ModelResult], dataset: dict[str, Any],

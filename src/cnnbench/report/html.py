@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import analysis
+from ..atomic import atomic_write_text
 from ..records import RunRecord
 from . import charts
 from .content import ReportContent, collect
@@ -160,20 +159,6 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
             + "\n".join(parts) + "</main></body></html>\n")
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Temporary file, then rename: a crash never leaves half a report. (report.files has the
-    same helper, but importing it pulls in torch through cnnbench.study.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.ndarray,
                  out_dir: Path, dataset: Mapping[str, Any] | None = None,
                  reference: Mapping[str, Any] | None = None,
@@ -192,6 +177,6 @@ def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.nd
         reference = notebook_reference()
     out_dir = Path(out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    _write_text(html_path, render_html(content, x_test, y_test, reference, title))
-    _write_text(md_path, render_markdown(content, title))
+    atomic_write_text(html_path, render_html(content, x_test, y_test, reference, title))
+    atomic_write_text(md_path, render_markdown(content, title))
     return {"html": html_path, "md": md_path}
