@@ -150,3 +150,26 @@ def test_unwritable_out_fails_before_training(tmp_path):
     assert r.returncode != 0
     assert f"cannot write results to {blocker / 'sub'}" in r.stderr
     assert "Train on" not in r.stdout
+
+
+def test_seeds_train_each_model_per_seed_and_report_regenerates_from_the_store(tmp_path):
+    out, store = tmp_path / "o", tmp_path / "store"
+    r = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "256",
+                 "--seeds", "2", "--out", str(out), "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    for seed in (0, 1):
+        doc = json.loads((out / f"seed-{seed}" / "results.json").read_text())
+        assert doc["training"]["seed"] == seed
+    html = (out / "report.html").read_text()
+    assert "Mean test accuracy over 2 seeds" in html and "CNN_MNIST_1" in html
+    assert "Mean test accuracy over 2 seeds" in r.stdout  # the conclusions, in the terminal too
+    # The same command again trains nothing: both runs come back from the store.
+    again = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "256",
+                     "--seeds", "2", "--out", str(out), "--store", str(store))
+    assert again.returncode == 0 and again.stdout.count("Reused from") == 2
+    assert "Epoch 1/1" not in again.stdout
+    # report rebuilds report.html from the store alone, into another folder.
+    rep = cnnbench("report", "--store", str(store), "--out", str(tmp_path / "r"))
+    assert rep.returncode == 0, rep.stderr
+    assert (tmp_path / "r" / "report.html").read_text().count("CNN_MNIST_1") >= 1
+    assert "Report of 2 run(s)" in rep.stdout

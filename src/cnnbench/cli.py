@@ -326,7 +326,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for s in stored:
             console.print(f"Run:     {s.run_id} ({s.model.spec.name}, {s.origin}; weights: "
                           f"{store.folder(s.run_id) / 'weights.safetensors'})")
-    paths = write_study_report(store, run_ids, dataset, args.out)
+    paths, lines = write_study_report(store, run_ids, dataset, args.out)
+    console.print()
+    for line in lines:
+        console.print(f"- {line}", soft_wrap=True)
     console.print(f"Report:  {paths['html']}\n         {paths['md']}")
     return 0
 
@@ -467,8 +470,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     dataset = _load_data(None if args.data_dir else datasets[0], args.data_dir, None,
                          log=lambda m: err.print(m))
-    paths = write_study_report(store, ids, dataset, args.out)
-    _console().print(f"Report of {len(ids)} run(s): {paths['html']}\n  {paths['md']}")
+    paths, lines = write_study_report(store, ids, dataset, args.out)
+    console = _console()
+    for line in lines:
+        console.print(f"- {line}", soft_wrap=True)
+    console.print(f"Report of {len(ids)} run(s): {paths['html']}\n  {paths['md']}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ def record_from_store(store: RunStore, rid: str) -> RunRecord:
 
 
 def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset,
-                       out: Path, log: Callable[[str], Any] = print) -> dict[str, Path]:
-    """report.html and report.md in ``out`` for these runs (finished or diverged ones)."""
+                       out: Path) -> tuple[dict[str, Path], list[str]]:
+    """report.html and report.md in ``out`` for these runs (finished or diverged ones);
+    returns their paths and the report's conclusions and diagnosis, for the terminal."""
+    from .content import collect
     from .figures import notebook_reference
     from .html import write_report
 
@@ -57,5 +59,8 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
     info = {"name": dataset.info.name, "n_train": n_train, "n_test": len(dataset.x_test),
             "classes": list(dataset.info.classes)}
     reference = notebook_reference() if dataset.info.name == "mnist" else {}
-    return write_report(records, dataset.y_test, dataset.x_test, out, dataset=info,
-                        reference=reference, title=f"cnnbench report: {dataset.info.name}")
+    content = collect(records, dataset.y_test, info)
+    paths = write_report(records, dataset.y_test, dataset.x_test, out, dataset=info,
+                         reference=reference, title=f"cnnbench report: {dataset.info.name}",
+                         content=content)
+    return paths, content.conclusions + content.diagnosis_lines

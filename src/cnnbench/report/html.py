@@ -162,7 +162,8 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
 def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.ndarray,
                  out_dir: Path, dataset: Mapping[str, Any] | None = None,
                  reference: Mapping[str, Any] | None = None,
-                 title: str = "cnnbench report") -> dict[str, Path]:
+                 title: str = "cnnbench report",
+                 content: ReportContent | None = None) -> dict[str, Path]:
     """Write ``report.html`` and ``report.md`` into ``out_dir``; return their paths.
 
     ``dataset``: optional ``name``, ``n_train`` (images per epoch before ``train_limit``),
@@ -172,7 +173,8 @@ def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.nd
     y_test, x_test = np.asarray(y_test), np.asarray(x_test)
     if len(x_test) != len(y_test):
         raise ValueError(f"write_report: {len(x_test)} test images but {len(y_test)} labels.")
-    content = collect(records, y_test, dataset)
+    if content is None:
+        content = collect(records, y_test, dataset)
     if reference is None:
         reference = notebook_reference()
     out_dir = Path(out_dir)
