@@ -27,8 +27,9 @@ def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
     import torch
 
     from cnnbench.engine import TrainConfig
+    from cnnbench.runner import StudyRunner
     from cnnbench.spec import get_spec
-    from cnnbench.study import run_study
+    from cnnbench.store import RunStore
 
     logs: list[str] = []
     ds = load_dataset("fashion-mnist", cache_dir=tmp_path, log=logs.append,
@@ -44,7 +45,8 @@ def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
 
     small = Dataset(ds.info, ds.x_train[:1000], ds.y_train[:1000], ds.x_test[:1000],
                     ds.y_test[:1000], ds.source)
-    (result,) = run_study([get_spec("CNN_MNIST_1")], small, TrainConfig(epochs=1),
-                          torch.device("cpu"))
+    runner = StudyRunner(RunStore(tmp_path / "store"), small, TrainConfig(epochs=1),
+                         torch.device("cpu"), log=logs.append)
+    (stored,) = runner.run([get_spec("CNN_MNIST_1")])
     # 10 balanced classes: chance is 10 %; one epoch on 1000 images reaches well above.
-    assert result.result.test_accuracy > 0.5
+    assert stored.model.result.test_accuracy > 0.5
