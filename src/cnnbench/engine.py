@@ -353,7 +353,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         for cb in callbacks:
             cb.on_epoch_end(logs)
     if preds is None:  # resumed after the last epoch: only the predictions are missing
-        _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size)
+        _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size, config.precision)
     # Keras' evaluate() after fit gives the last epoch's val_* numbers: reuse them.
     result.test_loss, result.test_accuracy = result.history["val_loss"][-1], result.history[
         "val_acc"][-1]
