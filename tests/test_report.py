@@ -137,7 +137,7 @@ def test_plot_is_a_real_two_panel_png(tmp_path):
     path = plot_history("CNN_MNIST_1", history, tmp_path / "p" / "CNN_MNIST_1.png", ref)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = mpimg.imread(path)
-    assert img.shape[0] == 400 and img.shape[1] == 1100  # 11 x 4 inches at 100 dpi
+    assert img.shape[0] == 342 and img.shape[1] == 990  # 11 x 3.8 inches at 90 dpi
     assert img[..., :3].var() > 0.01  # not blank: curves, axes and text drawn
 
 

@@ -26,9 +26,10 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _curves(runs: Sequence[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _curves(histories: Sequence[Mapping[str, Sequence[float]]], key: str
+            ) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean over the runs that reached every epoch (diverged runs end early)."""
-    series = [r.history[key] for r in runs if r.history.get(key)]
+    series = [h[key] for h in histories if h.get(key)]
     if not series:
         return None
     n = max(len(s) for s in series)
@@ -38,10 +39,10 @@ def _curves(runs: Sequence[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray
     return np.arange(1, n + 1), full.mean(axis=0)
 
 
-def history_png(name: str, runs: Sequence[RunRecord],
+def history_png(name: str, histories: Sequence[Mapping[str, Sequence[float]]],
                 reference: Mapping[str, Sequence[float]] | None = None) -> bytes:
     """The notebook's figure: accuracy and loss, train vs test; thin lines per seed, bold
-    mean, and the notebook's own curves faint and wide behind."""
+    mean, and the notebook's own curves faint and wide behind. One history per run."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, key, title in ((axes[0], "acc", "Model Accuracy"), (axes[1], "loss", "Model Loss")):
@@ -50,12 +51,13 @@ def history_png(name: str, runs: Sequence[RunRecord],
                 ref = reference[k]
                 ax.plot(range(1, len(ref) + 1), ref, color=color, alpha=0.2, lw=5,
                         label=f"notebook {label}")
-            for r in runs:
-                ys = r.history.get(k) or []
-                ax.plot(range(1, len(ys) + 1), ys, color=color, alpha=0.35, lw=0.8)
-            mean = _curves(runs, k)
+            if len(histories) > 1:
+                for h in histories:
+                    ys = h.get(k) or []
+                    ax.plot(range(1, len(ys) + 1), ys, color=color, alpha=0.35, lw=0.8)
+            mean = _curves(histories, k)
             if mean is not None:
-                suffix = f" (mean of {len(runs)})" if len(runs) > 1 else ""
+                suffix = f" (mean of {len(histories)})" if len(histories) > 1 else ""
                 ax.plot(*mean, "o-", color=color, ms=3, label=label + suffix)
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -82,7 +84,7 @@ def val_acc_overlay_png(groups: Mapping[str, Sequence[RunRecord]],
             for r in runs:
                 ys = r.history.get("val_acc") or []
                 ax.plot(range(1, len(ys) + 1), ys, color=color, alpha=0.35, lw=0.8)
-        mean = _curves(runs, "val_acc")
+        mean = _curves([r.history for r in runs], "val_acc")
         if mean is not None:
             ax.plot(*mean, "o-", color=color, ms=3, label=model)
     if reference:

@@ -134,7 +134,8 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
     for model, runs in c.groups.items():
         parts.append(f"<h2 id='{escape(model)}'>{escape(model)}</h2>")
         parts.append(f"<p class=muted>Layers: {escape(runs[0].spec.shorthand())}</p>")
-        parts.append(_img(charts.history_png(model, runs, (ref.get(model) or {}).get("history")),
+        parts.append(_img(charts.history_png(model, [r.history for r in runs],
+                                                (ref.get(model) or {}).get("history")),
                           f"{model} accuracy and loss"))
         parts.append(_findings_html(c, model))
         rep = analysis.representative_run(runs)
