@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .optim import torch_optimizer
+# KERAS_EPSILON: keras.backend.epsilon(), Adadelta's epsilon and the loss clip.
+from .optim import KERAS_EPSILON, torch_optimizer
 from .spec import Layer, ModelSpec
-
-KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Adadelta's epsilon and the loss clip
 
 
 def _activation(name: str) -> nn.Module | None:

@@ -8,7 +8,6 @@ The run store (or ``cnnbench run`` directly) turns whatever it keeps into a list
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,19 +58,3 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         return self.status == "finished" and math.isfinite(self.test_accuracy)
-
-    @classmethod
-    def from_model_result(cls, result: Any, environment: Mapping[str, Any] | None = None,
-                          grad_norms: Mapping[str, float] | None = None,
-                          run_id: str | None = None) -> RunRecord:
-        """From a :class:`cnnbench.study.ModelResult` (duck-typed: no torch import here)."""
-        res = result.result
-        config = result.config.to_dict()
-        return cls(
-            model=result.spec.name, spec=result.spec, seed=int(config["seed"]),
-            history={k: list(v) for k, v in res.history.items()},
-            test_loss=float(res.test_loss), test_accuracy=float(res.test_accuracy),
-            test_predictions=res.test_predictions, status=res.status,
-            train_seconds=float(result.wall_seconds), grad_norms=dict(grad_norms or {}) or None,
-            environment=dict(environment or {}), config=config,
-            diverged_at=tuple(res.diverged_at) if res.diverged_at else None, run_id=run_id)

@@ -395,9 +395,6 @@ class RunStore:
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
 
-    def size_bytes(self, rid: str) -> int:
-        return sum(p.stat().st_size for p in self.folder(rid).rglob("*") if p.is_file())
-
     # --- consistency --------------------------------------------------------------------
 
     def verify(self) -> list[str]:
