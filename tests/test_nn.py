@@ -287,3 +287,30 @@ def test_clipped_loss_is_float32_under_bfloat16_logits():
     logits = torch.tensor([[2.0, 0.0, -1.0]], dtype=torch.bfloat16)
     loss = clipped_categorical_crossentropy(logits, torch.tensor([0]))
     assert loss.dtype == torch.float32
+
+
+def test_dropout_keeps_each_unit_with_probability_one_minus_rate_and_scales_it():
+    from cnnbench.nn import Dropout
+
+    drop = Dropout(0.25)
+    x = torch.ones(200, 64, 8, 8).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    out = drop(x)
+    kept = out != 0
+    assert kept.float().mean().item() == pytest.approx(0.75, abs=0.005)
+    assert torch.equal(out[kept], torch.full_like(out[kept], 1 / 0.75))  # Keras' scaling
+    assert out.is_contiguous(memory_format=torch.channels_last)  # no layout reorder after it
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), out)  # the mask comes from torch's global generator
+    drop.eval()
+    assert drop(x) is x  # inference: the identity, as Keras' learning_phase 0
+
+
+def test_dropout_gradient_flows_through_kept_units_only():
+    from cnnbench.nn import Dropout
+
+    x = torch.ones(1000, requires_grad=True)
+    torch.manual_seed(3)
+    out = Dropout(0.5)(x)
+    out.sum().backward()
+    assert torch.equal(x.grad, (out.detach() != 0).float() * 2.0)

@@ -100,7 +100,7 @@ def _layer_modules(layer: Layer) -> list[nn.Module]:
             return [nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)]
         return [nn.BatchNorm1d(c, eps=1e-3, momentum=0.01)]
     if kind == "Dropout":
-        return [nn.Dropout(a["rate"])]
+        return [Dropout(a["rate"])]
     if kind == "Flatten":
         return [nn.Flatten()]
     if kind == "GlobalAveragePooling2D":
@@ -111,6 +111,24 @@ def _layer_modules(layer: Layer) -> list[nn.Module]:
     if kind == "Activation":
         return [m for m in [_activation(a["activation"])] if m is not None]
     raise AssertionError(f"no module for layer kind {kind}")  # spec.py validated the kinds
+
+
+class Dropout(nn.Dropout):
+    """Keras' dropout: keep where a uniform draw in [0, 1) is >= rate, scale by 1/(1-rate).
+
+    The same function as ``nn.Dropout``, drawn as TensorFlow draws it. torch's CPU
+    ``bernoulli_`` costs about 10 ns an element; a uniform draw and a compare cost a quarter
+    of that (CNN_MNIST_3's Dropout over 128x128x6x6: 5.8 ms -> 1.4 ms of a 34 ms bf16 step).
+    The mask is drawn from torch's global generator in the input's memory format.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        keep = torch.empty_like(x, dtype=torch.float32).uniform_() >= self.p
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 def keras_init_(module: nn.Module) -> None:
