@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from plain_loop import plain_evaluate, plain_train  # noqa: E402
+from plain_loop import plain_evaluate, plain_model, plain_train  # noqa: E402
 
 from cnnbench.engine import (  # noqa: E402
     TrainConfig,
@@ -88,7 +88,7 @@ def step_times(name: str, x: torch.Tensor, y: torch.Tensor, precisions: list[str
     spec = get_spec(name)
     variants = {}
     torch.manual_seed(0)
-    variants["plain"] = plain_step_fn(build_model(spec))
+    variants["plain"] = plain_step_fn(plain_model(spec))
     models = {}
     for p in precisions:
         torch.manual_seed(0)
@@ -110,17 +110,17 @@ def step_times(name: str, x: torch.Tensor, y: torch.Tensor, precisions: list[str
     for p, m in models.items():
         out[f"eval-{p}"] = _median_seconds(
             lambda m=m, p=p: evaluate(m, x[:TEST_IMAGES], y[:TEST_IMAGES], 500, p), 2)
-    plain_model = build_model(spec)
+    reference = plain_model(spec)
     out["eval-plain"] = _median_seconds(
-        lambda: plain_evaluate(plain_model, x[:TEST_IMAGES], y[:TEST_IMAGES]), 2)
+        lambda: plain_evaluate(reference, x[:TEST_IMAGES], y[:TEST_IMAGES]), 2)
     return out
 
 
 def one_epoch_accuracy(name: str, data, precisions: list[str]) -> dict[str, float]:
     """Test accuracy after one full epoch: the plain loop vs our engine (same seed)."""
     xt, yt, xv, yv = data
-    plain_model, secs = plain_train(get_spec(name), xt, yt, epochs=1)
-    out = {"plain": plain_evaluate(plain_model, xv, yv), "plain_seconds": secs[0]}
+    trained, secs = plain_train(get_spec(name), xt, yt, epochs=1)
+    out = {"plain": plain_evaluate(trained, xv, yv), "plain_seconds": secs[0]}
     for p in precisions:
         torch.manual_seed(0)
         r = fit(build_model(get_spec(name)), xt, yt, xv, yv, TrainConfig(epochs=1, precision=p))

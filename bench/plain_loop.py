@@ -1,7 +1,8 @@
 """The reference: the plain PyTorch loop a user would write for the notebook's study.
 
-Same model (cnnbench.nn.build_model), same loss, same optimizer settings; written the
-ordinary way: NCHW fp32, eager Adadelta, the loss read with ``.item()`` every step.
+Same model (cnnbench.nn.build_model with torch's own nn.Dropout), same loss, same optimizer
+settings; written the ordinary way: NCHW fp32, eager Adadelta, the loss read with ``.item()``
+every step.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from cnnbench.nn import build_model, clipped_categorical_crossentropy
 from cnnbench.spec import ModelSpec
 
 
+def plain_model(spec: ModelSpec) -> torch.nn.Module:
+    """The spec's model as a user would build it: torch's nn.Dropout, not cnnbench's."""
+    model = build_model(spec)
+    for i, m in enumerate(model):
+        if isinstance(m, torch.nn.Dropout):
+            model[i] = torch.nn.Dropout(m.p)
+    return model
+
+
 def plain_train(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, epochs: int = 1,
                 batch_size: int = 128, seed: int = 0) -> tuple[torch.nn.Module, list[float]]:
     """Train with a textbook loop; returns the model and the seconds of each epoch."""
     torch.manual_seed(seed)
-    model = build_model(spec)
+    model = plain_model(spec)
     opt = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.95, eps=1e-7)
     shuffle = torch.Generator().manual_seed(seed)  # the engine's shuffling, for equal accuracy
     seconds = []
