@@ -81,7 +81,9 @@ def test_bf16_weight_copies_train_as_autocast_does(compiled: bool) -> None:
     else:
         assert fast_losses == ref_losses
     for (n, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters(), strict=True):
-        tol = {"rtol": 1e-3, "atol": 1e-5} if compiled else {"rtol": 0, "atol": 0}
+        # Compiled: a last-bit difference of the fp32 update can flip a bf16 rounding of the
+        # weights, so the copies drift by about one Adadelta step (~3e-4) in 4 steps.
+        tol = {"rtol": 0, "atol": 5e-4} if compiled else {"rtol": 0, "atol": 0}
         torch.testing.assert_close(p_fast, p_ref, msg=n, **tol)
         assert p_fast.dtype == torch.float32  # the model keeps its fp32 weights
     state = step.optimizer.state[fast[0].weight]
@@ -131,3 +133,26 @@ def test_auto_precision_is_fp32_where_no_bf16_hardware_and_explicit_choice_wins(
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batchnorm_on_channels_last_input_matches_nchw(precision: str) -> None:
+    """cnnbench's BatchNorm2d computes on NCHW whatever comes in: same outputs, gradients,
+    running statistics as torch's on the channels-last tensor."""
+    from cnnbench.nn import BatchNorm2d
+
+    torch.manual_seed(0)
+    ours, ref = BatchNorm2d(8, eps=1e-3, momentum=0.01), torch.nn.BatchNorm2d(8, 1e-3, 0.01)
+    x = (torch.randn(16, 8, 5, 5) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        outs = [ours(xs[0]), ref(xs[1])]
+    tol = {"rtol": 2e-2, "atol": 2e-2} if precision == "bf16" else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(outs[0], outs[1], **tol)
+    g = torch.randn(16, 8, 5, 5)
+    for o in outs:
+        o.float().backward(g)
+    torch.testing.assert_close(xs[0].grad, xs[1].grad, **tol)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, **tol)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)

@@ -97,7 +97,7 @@ def _layer_modules(layer: Layer) -> list[nn.Module]:
         c = layer.input_shape[-1]
         # Keras momentum 0.99 == PyTorch momentum 0.01; Keras epsilon 1e-3 (PyTorch's is 1e-5).
         if len(layer.input_shape) == 3:
-            return [nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)]
+            return [BatchNorm2d(c, eps=1e-3, momentum=0.01)]
         return [nn.BatchNorm1d(c, eps=1e-3, momentum=0.01)]
     if kind == "Dropout":
         return [Dropout(a["rate"])]
@@ -111,6 +111,19 @@ def _layer_modules(layer: Layer) -> list[nn.Module]:
     if kind == "Activation":
         return [m for m in [_activation(a["activation"])] if m is not None]
     raise AssertionError(f"no module for layer kind {kind}")  # spec.py validated the kinds
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` computed on NCHW on the CPU, whatever layout its input comes in.
+
+    torch's CPU batch norm is slow on channels-last input (the engine's layout): forward and
+    backward over 128x32x20x20 took 8.2 ms in bf16 and 8.6 ms in fp32 channels-last, 0.8 and
+    3.0 ms on NCHW; over 128x128x6x6 (CNN_MNIST_2's) 2.0 / 1.7 ms against 0.5 / 1.1 ms.
+    A following Conv2d takes NCHW input as it is; a following Flatten then needs no copy.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous() if x.device.type == "cpu" else x)
 
 
 class Dropout(nn.Dropout):
