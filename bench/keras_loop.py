@@ -2,6 +2,11 @@
 
 Prints one JSON line per model: training and evaluation images per second.
 Usage: .venv-keras/bin/python bench/keras_loop.py --models CNN_MNIST_1 --images 7680
+
+With ``--study DATA.npz`` it runs the notebook's study instead: ``model.fit`` on the real
+arrays (x_train, y_train, x_test, y_test as uint8) with ``validation_data``, ``--epochs``
+epochs, one JSON line per model with its wall time and last val_accuracy
+(bench/bench_study.py writes the file and calls this).
 """
 
 from __future__ import annotations
@@ -33,22 +38,46 @@ def keras_model(spec) -> keras.Model:
     return keras.Sequential(layers, name=spec.name)
 
 
+def compiled_model(name: str) -> keras.Model:
+    model = keras_model(get_spec(name))
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
+                  optimizer=keras.optimizers.Adadelta(learning_rate=1.0, rho=0.95, epsilon=1e-7))
+    return model
+
+
+def study(models: list[str], path: str, epochs: int) -> None:
+    """The notebook's cells: x / 255, one-hot labels, fit with validation_data, batch 128."""
+    data = np.load(path)
+    x, xt = (data[k].astype(np.float32)[..., None] / 255 for k in ("x_train", "x_test"))
+    y, yt = (keras.utils.to_categorical(data[k], 10) for k in ("y_train", "y_test"))
+    for name in models:
+        start = time.perf_counter()
+        model = compiled_model(name)
+        hist = model.fit(x, y, batch_size=128, epochs=epochs, verbose=0,
+                         validation_data=(xt, yt))
+        print(json.dumps({"model": name, "seconds": time.perf_counter() - start,
+                          "test_accuracy": hist.history["val_accuracy"][-1],
+                          "keras": keras.__version__}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--images", type=int, default=128 * 40)
     p.add_argument("--eval-images", type=int, default=10000)
+    p.add_argument("--study", help="an .npz of MNIST arrays: train on it as the notebook did")
+    p.add_argument("--epochs", type=int, default=12)
     args = p.parse_args()
+    if args.study:
+        study(args.models, args.study, args.epochs)
+        return
     rng = np.random.default_rng(0)
     x = rng.random((args.images, 28, 28, 1), dtype=np.float32)
     y = keras.utils.to_categorical(rng.integers(0, 10, args.images), 10)
     xe = rng.random((args.eval_images, 28, 28, 1), dtype=np.float32)
     ye = keras.utils.to_categorical(rng.integers(0, 10, args.eval_images), 10)
     for name in args.models:
-        model = keras_model(get_spec(name))
-        model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
-                      optimizer=keras.optimizers.Adadelta(learning_rate=1.0, rho=0.95,
-                                                          epsilon=1e-7))
+        model = compiled_model(name)
         model.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)  # build + trace
         model.evaluate(xe[:1000], ye[:1000], batch_size=128, verbose=0)
         start = time.perf_counter()

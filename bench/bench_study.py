@@ -1,0 +1,88 @@
+"""Wall time of the whole study: `cnnbench run` vs Keras 3 + TensorFlow, back to back.
+
+    python bench/bench_study.py                               # cnnbench only, as `make run`
+    python bench/bench_study.py --run-args --precision bf16   # options for `cnnbench run`
+    python bench/bench_study.py --keras-python .venv-keras/bin/python   # + Keras, same work
+
+Each side trains the four seed models for 12 epochs on the full data from scratch (a fresh
+store), evaluating the test set after every epoch. Prints a table and writes
+bench/out/bench_study.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from cnnbench.spec import list_models
+
+HERE = Path(__file__).parent
+
+
+def run_cnnbench(models: list[str], epochs: int, extra: list[str], work: Path) -> dict:
+    """`cnnbench run` in a fresh store; the wall time of the whole command."""
+    cmd = [sys.executable, "-m", "cnnbench", "run", "--models", *models, "--epochs",
+           str(epochs), "--store", str(work / "store"), "--out", str(work / "out"), *extra]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    doc = json.loads((work / "out" / "results.json").read_text())
+    acc = {m: doc["models"][m]["test_accuracy_percent"] for m in models}
+    return {"seconds": wall, "test_accuracy_percent": acc, "command": cmd}
+
+
+def run_keras(python: str, models: list[str], epochs: int, work: Path) -> dict:
+    from cnnbench.data import load_dataset
+    ds = load_dataset(log=lambda m: None)
+    npz = work / "mnist.npz"
+    np.savez(npz, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+    cmd = [python, str(HERE / "keras_loop.py"), "--models", *models, "--study", str(npz),
+           "--epochs", str(epochs)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {"seconds": wall, "keras": rows[0]["keras"] if rows else None,
+            "test_accuracy_percent": {r["model"]: 100 * r["test_accuracy"] for r in rows}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list_models("CNN_MNIST_*"))
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--keras-python", help="a Python with keras + tensorflow (make bench-keras)")
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "bench_study.json")
+    ap.add_argument("--run-args", nargs=argparse.REMAINDER, default=[],
+                    help="the rest is passed to `cnnbench run`, e.g. --precision bf16")
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        label = " ".join(["cnnbench run", *args.run_args])
+        results[label] = run_cnnbench(args.models, args.epochs, args.run_args, Path(tmp))
+        if args.keras_python:
+            results["Keras 3 + TensorFlow (model.fit)"] = run_keras(
+                args.keras_python, args.models, args.epochs, Path(tmp))
+    table = Table(title=f"The whole study: {len(args.models)} models x {args.epochs} epochs")
+    for col in ("runner", "wall", *args.models):
+        table.add_column(col, justify="left" if col == "runner" else "right")
+    for label, r in results.items():
+        table.add_row(label, f"{r['seconds'] / 60:.1f} min",
+                      *(f"{r['test_accuracy_percent'].get(m, float('nan')):.2f} %"
+                        for m in args.models))
+    Console(width=160).print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
