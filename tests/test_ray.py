@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,14 @@ layers:
 METRICS = ("loss", "acc", "val_loss", "val_acc")
 
 
+# The cluster, its nodes and the drivers share a token of their own: Ray's token
+# authentication, on as Ray turns it on for new clusters, and no ~/.ray/auth_token involved.
+TOKEN = uuid.uuid4().hex
+
+
 def env(**extra: str) -> dict[str, str]:
     e = dict(os.environ, PYTHONPATH=str(SRC), PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0",
-             **extra)
+             RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN, **extra)
     e.pop("CNNBENCH_STORE", None)
     return e
 
@@ -305,3 +311,17 @@ def test_a_worker_killed_mid_job_is_retried_and_resumes_from_its_checkpoint(clus
     # Resumed bit-exactly: the numbers of an uninterrupted local run.
     cnnbench(*study_args(tmp_path / "local", model, epochs=3, limit=1024))
     assert_same_runs(tmp_path / "local", tmp_path / "ray")
+
+
+@pytest.mark.slow
+def test_a_driver_without_the_cluster_token_is_told_how_to_connect(cluster, specs, tmp_path):
+    e = env()
+    e.pop("RAY_AUTH_TOKEN")
+    e["RAY_AUTH_MODE"] = "disabled"
+    e["RAY_gcs_server_port_wait_time_s"] = "2"  # Ray's own retries: 2 s, not 20
+    p = subprocess.run([sys.executable, "-m", "cnnbench", "run", *study_args(
+        tmp_path, specs["TINY_A"], epochs=1, limit=128), "--executor", "ray", "--ray-address",
+        cluster.address], capture_output=True, text=True, env=e, timeout=180)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"cannot connect to the Ray cluster at {cluster.address}" in p.stderr
+    assert "set RAY_AUTH_MODE=token" in p.stderr

@@ -152,18 +152,24 @@ class RayExecutor:
         self._data_ref: Any = None
         self._data_fp: str | None = None
         self._journal: Any = None
-        self._connected = False
+        self._connected = self._owns = False
         self._task = self.ray.remote(run_on_worker)
 
     def start(self, dataset: Any, device: torch.device) -> None:
         ray = self.ray
         if not self._connected:
-            sigterm = signal.getsignal(signal.SIGTERM)
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, ignore_reinit_error=True)
-            if sigterm is not None:  # ray.init replaces it; the CLI's stops cleanly
-                signal.signal(signal.SIGTERM, sigterm)
+            # A program that connected to Ray itself keeps its connection after the study.
+            self._owns = not ray.is_initialized()
+            if self._owns:
+                sigterm = signal.getsignal(signal.SIGTERM)
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                try:
+                    ray.init(address=self.address, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.WARNING)
+                except Exception as e:
+                    raise ExecutorError(_connect_error(self.address, e)) from e
+                if sigterm is not None:  # ray.init replaces it; the CLI's stops cleanly
+                    signal.signal(signal.SIGTERM, sigterm)
             self._connected = True
             self._journal = ray.remote(Journal).options(num_cpus=0).remote()
             nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -209,9 +215,23 @@ class RayExecutor:
         self._pending.clear()
 
     def close(self) -> None:
-        if self._connected:
+        if self._connected and self._owns:
             self.ray.shutdown()  # a cluster started for the study stops with it
-            self._connected = False
+        self._connected = False
+
+
+def _connect_error(address: str | None, e: BaseException) -> str:
+    """Why ray.init failed, in a line, with the fix for the usual cause."""
+    causes = []
+    while e is not None and len(causes) < 5:
+        causes.append(str(e).strip().splitlines()[-1][:300] if str(e).strip()
+                      else type(e).__name__)
+        e = e.__cause__ or e.__context__
+    text = f"cannot connect to the Ray cluster at {address or '(local)'}: {causes[-1]}"
+    if any("auth" in c.lower() for c in causes):
+        text += (" (the cluster uses token authentication: set RAY_AUTH_MODE=token and give "
+                 "its token in RAY_AUTH_TOKEN or ~/.ray/auth_token, as for any Ray client)")
+    return text
 
 
 class Journal:

@@ -155,7 +155,7 @@ class _Pending:
     saver: StoreCheckpoint | None = None  # in-process runs: updated every epoch
     loggers: list[SafeLogger] = field(default_factory=list)
     checkpoint_mtime: int = 0  # remote runs: the last checkpoint the driver has seen
-    runner: Any = None  # the StudyRunner it belongs to, once submitted
+    runner: StudyRunner | None = None  # the study it belongs to, once submitted
     index: tuple[int, int] = (0, 0)  # (study, job) in the driver's work
     lock: RunLock | None = None
 
