@@ -146,7 +146,8 @@ class Cluster:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
-        self.ray = str(Path(sys.executable).with_name("ray"))
+        beside = Path(sys.executable).with_name("ray")  # the venv's, for the venv's ray
+        self.ray = str(beside) if beside.exists() else shutil.which("ray") or "ray"
 
     def _start(self, *args: str) -> None:
         log = open(self.temp / f"start-{len(self.procs)}.log", "w")
