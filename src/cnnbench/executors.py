@@ -118,7 +118,8 @@ class LocalExecutor:
             self._tensors = tensors(*self._data)
         out = train_job(job, self._tensors, state=here.state, callbacks=here.callbacks,
                         on_grad_norms=here.on_grad_norms)
-        return Done(job, out, attempts=[_attempt(out.resumed_from, checkpoints=True)])
+        out.attempt = _attempt(out.resumed_from, checkpoints=True)
+        return Done(job, out, attempts=[out.attempt])
 
     def cancel_all(self) -> None:
         self._queue.clear()
@@ -204,7 +205,9 @@ class RayExecutor:
         except ray.exceptions.RayError as e:
             error = e
         attempts = ray.get(self._journal.attempts.remote(job.run_id))
-        return Done(job, output, error, attempts)
+        if output is not None and output.attempt not in attempts:  # its note may be on its way
+            attempts.append(output.attempt)
+        return Done(job, output, error, sorted(attempts, key=lambda a: a["started"]))
 
     def cancel_all(self) -> None:
         for ref in list(self._pending):
@@ -296,8 +299,6 @@ def reachable_folder(job: TrainJob) -> Path | None:
 
 def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any) -> JobOutput:
     """A Ray task: train ``job``, resuming from the run folder's checkpoint when reachable."""
-    import ray
-
     from .store import git_commit
     from .study import environment
     device = torch.device(job.device)
@@ -309,8 +310,10 @@ def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any) ->
     job = replace(job, environment=env)
     folder = reachable_folder(job)
     state = usable_checkpoint(folder, job.run_id, job.config.epochs) if folder else None
-    done = int(state["epoch"]) if state is not None else 0
-    ray.get(journal.started.remote(job.run_id, _attempt(done, folder is not None)))
+    attempt = _attempt(int(state["epoch"]) if state is not None else 0, folder is not None)
+    # Not waited for: a task blocked in ray.get lends its CPU to another task, and two jobs
+    # would then share one CPU's worth of threads.
+    journal.started.remote(job.run_id, attempt)
     callbacks: list[Callback] = []
     on_norms = None
     if folder is not None:
@@ -320,6 +323,7 @@ def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any) ->
         def on_norms(norms: dict[str, float]) -> None:  # kept for a retry that resumes
             saver.extra["grad_norms"] = norms
     out = train_job(job, data, state=state, callbacks=callbacks, on_grad_norms=on_norms)
+    out.attempt = attempt
     if out.grad_norms is None and state is not None:
         out.grad_norms = state.get("grad_norms")
     return out

@@ -79,6 +79,7 @@ class JobOutput:
     environment: dict[str, Any]  # where it ran: versions, threads, device, host
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
+    attempt: dict[str, Any] = field(default_factory=dict)  # as the executor recorded it
 
 
 class JobCheckpoint:
