@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log", action="append", choices=("tensorboard", "mlflow"), default=[],
                      help="also log to TensorBoard (event files in each run's folder) or MLflow "
                           "($MLFLOW_TRACKING_URI); repeatable; needs that package")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where the runs train: local (default: this process, one after "
+                          "the other) or ray (each run a Ray task; needs cnnbench[ray])")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="the Ray cluster for --executor ray: HOST:PORT, ray://HOST:PORT or "
+                          "auto (default: a local cluster started for the study)")
+    run.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="torch threads a run uses (local default: torch's; ray default: 1, "
+                          "and each run asks Ray for N CPUs)")
     # Hidden: a learning rate other than the notebook's, for divergence tests and experiments.
     run.add_argument("--lr", type=float, help=argparse.SUPPRESS)
 
@@ -250,16 +259,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = RunStore(args.store)  # an unwritable store fails here, before any training
     from .loggers import check_loggers
     check_loggers(args.log)  # and so does a logger whose package is missing
+    if args.ray_address and args.executor != "ray":
+        raise ValueError(f"--ray-address {args.ray_address} is for --executor ray")
+    if args.executor == "ray":
+        from .executors import import_ray
+        import_ray()  # and ray, when it is asked for
 
     import torch
 
     from .engine import TrainConfig, resolve_device, resolve_precision
-    from .progress import KerasProgress
     from .report.build import write_study_report
-    from .report.figures import notebook_reference, plot_history
-    from .report.files import results_document, write_results
-    from .report.table import summary_table
-    from .runner import StudyRunner
+    from .report.figures import notebook_reference
     from .spec import check_classes, check_input_shape
     from .study import environment
 
@@ -272,66 +282,115 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_classes(spec, dataset.num_classes)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
+    from .executors import ExecutorError, LocalExecutor, RayExecutor
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    if args.executor == "ray":
+        executor = RayExecutor(args.ray_address, threads=args.threads or 1, log=log)
+        threads = f"on Ray, {executor.threads} thread(s) a run"
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        executor = LocalExecutor()
+        threads = f"{torch.get_num_threads()} threads"
     configs = [TrainConfig(seed=seed, precision=precision, **plan["config"])
                for seed in plan["seeds"]]
     n_train = min(len(dataset.x_train), configs[0].train_limit or len(dataset.x_train))
     console.print(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
                   f"({dataset.info.name}, {configs[0].optimizer_label()}, {device}, "
-                  f"{precision}, {torch.get_num_threads()} threads)")
+                  f"{precision}, {threads})")
 
     # A scheduler's or `kill`'s stop request ends as cleanly as Ctrl-C: recorded, resumable.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     env = environment(device)
+    if executor.remote:  # the runs' environment, not this driver's
+        env |= {"executor": executor.name, "threads": executor.threads}
     data_doc = {"name": dataset.info.name, "source": dataset.source,
                 "fingerprint": dataset.fingerprint(), "sha256": dataset.hashes(),
                 "classes": list(dataset.info.classes), "train_images": n_train,
                 "test_images": len(dataset.x_test), "class_counts": dataset.class_counts()}
     reference = notebook_reference() if dataset.info.name == "mnist" else {}
     run_ids: list[str] = []
-    for config in configs:
-        out = args.out if len(configs) == 1 else args.out / f"seed-{config.seed}"
-
-        def callbacks(spec, seed=config.seed):
-            console.rule(spec.name if len(configs) == 1 else f"{spec.name}, seed {seed}")
-            return [KerasProgress(console, spec.name)]
-
-        runner = StudyRunner(store, dataset, config, device, force=args.force,
-                             log=lambda m: console.print(m, highlight=False),
-                             callbacks=callbacks, loggers=args.log)
-        try:
-            stored = runner.run(specs)
-        except KeyboardInterrupt:
-            err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the "
-                      f"same command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}",
-                      soft_wrap=True)
-            return 130
-        run_ids += [s.run_id for s in stored]
-        results = [s.model for s in stored]
-        reused = [s.model.spec.name for s in stored if s.origin == "reused"]
-        if reused:
-            console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains "
-                          f"again)")
-        json_path, csv_path = write_results(out, results_document(results, data_doc, env))
-        plots = [plot_history(r.spec.name, r.result.history, out / f"{r.spec.name}.png",
-                              reference.get(r.spec.name, {}).get("history"))
-                 for r in results]
-        rows = [{"spec": r.spec, "test_loss": r.result.test_loss,
-                 "test_accuracy": r.result.test_accuracy, "seconds": r.wall_seconds,
-                 "status": r.result.status} for r in results]
-        console.print()
-        console.print(summary_table(rows))
-        console.print(f"Results: {json_path}\nHistory: {csv_path}")
-        for p in plots:
-            console.print(f"Plot:    {p}")
-        for s in stored:
-            console.print(f"Run:     {s.run_id} ({s.model.spec.name}, {s.origin}; weights: "
-                          f"{store.folder(s.run_id) / 'weights.safetensors'})")
+    try:
+        code = _run_seeds(args, configs, specs, store, dataset, device, executor, data_doc, env,
+                          reference, run_ids, console, err)
+    except ExecutorError as e:
+        err.print(f"cnnbench run: error: {e}", soft_wrap=True)
+        return 1
+    finally:
+        executor.close()
+    if code:
+        return code
     paths, lines = write_study_report(store, run_ids, dataset, args.out)
     console.print()
     for line in lines:
         console.print(f"- {line}", soft_wrap=True)
     console.print(f"Report:  {paths['html']}\n         {paths['md']}")
     return 0
+
+
+def _run_seeds(args, configs, specs, store, dataset, device, executor, data_doc, env, reference,
+               run_ids, console, err) -> int:
+    """Each seed's study through the store; its results, plots and table. 130 on Ctrl-C."""
+    from .progress import KerasProgress
+    from .runner import StudyRunner, run_studies
+
+    def callbacks_for(seed):
+        def callbacks(spec):
+            console.rule(spec.name if len(configs) == 1 else f"{spec.name}, seed {seed}")
+            return [KerasProgress(console, spec.name)]
+        return callbacks
+
+    runners = [StudyRunner(store, dataset, config, device, force=args.force,
+                           log=lambda m: console.print(m, highlight=False),
+                           callbacks=callbacks_for(config.seed), loggers=args.log,
+                           executor=executor) for config in configs]
+    try:
+        # A remote executor takes every seed's jobs at once; locally, one seed after the other.
+        every = run_studies(runners, specs) if executor.remote else None
+        for k, (config, runner) in enumerate(zip(configs, runners, strict=True)):
+            stored = every[k] if every is not None else runner.run(specs)
+            _print_seed(args, configs, config, stored, store, data_doc, env, reference,
+                        run_ids, console)
+    except KeyboardInterrupt:
+        err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the "
+                  f"same command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}",
+                  soft_wrap=True)
+        return 130
+    return 0
+
+
+def _print_seed(args, configs, config, stored, store, data_doc, env, reference, run_ids,
+                console) -> None:
+    """One seed's results.json, history.csv, plots, table and run ids."""
+    from .report.figures import plot_history
+    from .report.files import results_document, write_results
+    from .report.table import summary_table
+    out = args.out if len(configs) == 1 else args.out / f"seed-{config.seed}"
+    run_ids += [s.run_id for s in stored]
+    results = [s.model for s in stored]
+    reused = [s.model.spec.name for s in stored if s.origin == "reused"]
+    if reused:
+        console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains "
+                      f"again)")
+    json_path, csv_path = write_results(out, results_document(results, data_doc, env))
+    plots = [plot_history(r.spec.name, r.result.history, out / f"{r.spec.name}.png",
+                          reference.get(r.spec.name, {}).get("history"))
+             for r in results]
+    rows = [{"spec": r.spec, "test_loss": r.result.test_loss,
+             "test_accuracy": r.result.test_accuracy, "seconds": r.wall_seconds,
+             "status": r.result.status} for r in results]
+    console.print()
+    console.print(summary_table(rows))
+    console.print(f"Results: {json_path}\nHistory: {csv_path}")
+    for p in plots:
+        console.print(f"Plot:    {p}")
+    for s in stored:
+        console.print(f"Run:     {s.run_id} ({s.model.spec.name}, {s.origin}; weights: "
+                      f"{store.folder(s.run_id) / 'weights.safetensors'})")
+    retried = [f"{s.model.spec.name} ({s.retries} retr{'y' if s.retries == 1 else 'ies'})"
+               for s in stored if s.retries]
+    if retried:
+        console.print(f"Retried after a worker died: {', '.join(retried)}")
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:

@@ -11,6 +11,11 @@ Each (model, settings, data, seed) is an independent job with an idempotent id
 A run another process holds is left for last, then waited for (and usually reused), so two
 ``cnnbench run`` processes on one store share the work instead of repeating it.
 
+Where the training itself happens is the executor's business (``executors.py``): in this
+process, one job at a time (the default), or on a Ray cluster, every job at once. Either way
+this runner is the driver: it alone writes the index and the run files; a remote job hands
+back its history, predictions, probabilities and weights.
+
 Bit-exactness of a resumed run holds on the same machine with the same torch build, device
 and thread count: the checkpoint holds every generator's state, but a different thread count
 or device changes the order of floating-point sums. Those settings are recorded with the run
@@ -25,30 +30,30 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
+from .checkpoint import LAST, remove_checkpoints
 from .data import Dataset
-from .diagnosis import gradient_norms
-from .engine import (
-    Callback,
-    EpochLogs,
-    TrainConfig,
-    TrainResult,
-    fit,
-    images_to_tensor,
-    labels_to_tensor,
-)
+from .engine import Callback, EpochLogs, TrainConfig, TrainResult
+from .executors import Done, Executor, ExecutorError, InProcess, LocalExecutor
+from .jobs import DataRef, JobCheckpoint, JobOutput, TrainJob, usable_checkpoint
 from .loggers import RunLogger, check_loggers, make_loggers
-from .nn import build_model, predict_proba
 from .spec import ModelSpec, check_classes
-from .store import RunStore, StoreError, git_commit, resolved_spec, run_id, run_key
+from .store import (
+    HISTORY_KEYS,
+    RunLock,
+    RunStore,
+    git_commit,
+    resolved_spec,
+    run_id,
+    run_key,
+)
 from .study import ModelResult, environment
-from .weights import weights_bytes
 
 Log = Callable[[str], None]
 # Settings that change the last bits of a run's numbers: a resume under other values than the
@@ -70,6 +75,7 @@ class StoredResult:
     model: ModelResult
     run_id: str
     origin: str
+    retries: int = 0  # times an executor ran the job again after its worker died
 
 
 def plan(specs: Sequence[ModelSpec], dataset: Dataset, config: TrainConfig) -> list[PlannedRun]:
@@ -91,35 +97,16 @@ def bytes_needed(specs: Sequence[ModelSpec], test_images: int, classes: int) -> 
     return finals + checkpoints + 16 * 2**20  # and some room for the index and the CSVs
 
 
-class StoreCheckpoint:
+class StoreCheckpoint(JobCheckpoint):
     """Engine callback: after each epoch, checkpoint, then update history.csv and the index."""
 
     def __init__(self, store: RunStore, rid: str, extra: dict[str, Any]) -> None:
-        self.store, self.rid, self.extra = store, rid, extra
-        self.get_state: Callable[[], dict[str, Any]] | None = None
-        self.history: dict[str, list[float]] | None = None
-        self.seconds: list[float] = []  # time spent writing each checkpoint
-
-    def on_train_begin(self, get_state: Callable[[], dict[str, Any]]) -> None:
-        self.get_state = get_state
-
-    def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def on_step_end(self, step: int, running: dict[str, float] | None) -> None:
-        pass
+        super().__init__(store.folder(rid), extra)
+        self.store, self.rid = store, rid
 
     def on_epoch_end(self, logs: EpochLogs) -> None:
-        assert self.get_state is not None, "fit() did not call on_train_begin"
-        start = time.perf_counter()
-        state = self.get_state() | self.extra
-        try:
-            save_checkpoint(self.store.folder(self.rid), state)
-        except OSError as e:
-            raise StoreError(f"cannot write a checkpoint in {self.store.folder(self.rid)}: "
-                             f"{e.strerror or e}") from e
-        self.seconds.append(time.perf_counter() - start)
-        self.history = state["history"]
+        super().on_epoch_end(logs)
+        assert self.history is not None
         self.store.epoch_done(self.rid, self.history)
 
 
@@ -156,25 +143,153 @@ class SafeLogger:
         self._call("end", status, result)
 
 
+@dataclass
+class _Pending:
+    """A run this process started: locked, begun in the store, submitted to the executor."""
+
+    planned: PlannedRun
+    job: TrainJob
+    state: dict[str, Any] | None  # the checkpoint it resumes from, as the driver found it
+    config_doc: dict[str, Any]
+    history: dict[str, list[float]]  # when it was submitted
+    saver: StoreCheckpoint | None = None  # in-process runs: updated every epoch
+    loggers: list[SafeLogger] = field(default_factory=list)
+    checkpoint_mtime: int = 0  # remote runs: the last checkpoint the driver has seen
+    runner: StudyRunner | None = None  # the study it belongs to, once submitted
+    index: tuple[int, int] = (0, 0)  # (study, job) in the driver's work
+    lock: RunLock | None = None
+
+
+def run_studies(runners: Sequence[StudyRunner], specs: Sequence[ModelSpec]
+                ) -> list[list[StoredResult]]:
+    """Several studies of the same models (one a seed), sharing one executor: a remote one
+    gets every seed's jobs at once. Each study's results, in order."""
+    executors = {id(r.executor) for r in runners}
+    if len(executors) != 1:
+        raise ValueError(f"run_studies: the runners have {len(executors)} executors; "
+                         f"give them one")
+    return _Driver(runners[0].executor).run([(r, r.plan(specs)) for r in runners])
+
+
+class _Driver:
+    """Hands studies' jobs to an executor, at most ``capacity`` locked and in flight at once,
+    and has each study write what comes back. Locally (capacity 1): lock, train, write,
+    unlock, one run after the other."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.inflight: dict[str, _Pending] = {}
+        self.results: list[list[StoredResult | None]] = []
+
+    def run(self, work: Sequence[tuple[StudyRunner, list[PlannedRun]]]
+            ) -> list[list[StoredResult]]:
+        self.results = [[None] * len(jobs) for _, jobs in work]
+        deferred = []
+        try:
+            for k, (runner, jobs) in enumerate(work):
+                for i, job in enumerate(jobs):
+                    lock = runner.store.lock(job.id)
+                    if not lock.acquire(blocking=False):
+                        runner.log(f"{job.spec.name}: run {job.id} is being trained by another "
+                                   f"process; coming back to it at the end")
+                        deferred.append((k, i))
+                        continue
+                    self._submit(runner, k, i, job, lock)
+            self._drain()
+            for k, i in deferred:
+                runner, job = work[k][0], work[k][1][i]
+                runner.log(f"{job.spec.name}: waiting for the other process to finish run "
+                           f"{job.id}")
+                lock = runner.store.lock(job.id)
+                lock.acquire(blocking=True)
+                self._submit(runner, k, i, job, lock)
+            self._drain()
+        except BaseException as e:
+            if self.executor.remote:
+                self.executor.cancel_all()
+            for p in self.inflight.values():
+                p.runner._stop(p, e)
+            raise
+        failures = [f for runner, _ in work for f in runner.failures]
+        if failures:
+            raise ExecutorError(f"{len(failures)} run(s) failed on the {self.executor.name} "
+                                f"executor: " + "; ".join(failures))
+        return [[r for r in rs if r is not None] for rs in self.results]
+
+    def _submit(self, runner: StudyRunner, k: int, i: int, planned: PlannedRun,
+                lock: RunLock) -> None:
+        """Reuse the locked run, or begin it and hand it to the executor."""
+        try:
+            prepared = runner._prepare(planned)
+        except BaseException:
+            lock.release()
+            raise
+        if isinstance(prepared, StoredResult):
+            self.results[k][i] = prepared
+            lock.release()
+            return
+        prepared.runner, prepared.index, prepared.lock = runner, (k, i), lock
+        self.inflight[planned.id] = prepared
+        here = InProcess()
+        if not self.executor.remote:
+            folder = runner.store.folder(planned.id)
+            here = InProcess(prepared.state, [*runner.callbacks(planned.spec), prepared.saver,
+                                              *prepared.loggers],
+                             lambda n: runner.store.write_json(folder / "grad_norms.json", n))
+        self.executor.submit(prepared.job, here)
+        self._drain(keep=self.executor.capacity - 1)
+
+    def _drain(self, keep: int = 0) -> None:
+        """Collect finished jobs until at most ``keep`` are in flight."""
+        while len(self.inflight) > keep:
+            remote = self.executor.remote
+            done = self.executor.next_done(StudyRunner.POLL_SECONDS if remote else None)
+            if done is None:
+                for p in self.inflight.values():
+                    p.runner._follow_checkpoint(p)
+                continue
+            p = self.inflight[done.job.run_id]
+            k, i = p.index
+            if done.output is None:
+                p.runner._failed(p, done)
+            else:
+                self.results[k][i] = p.runner._finish(p, done)
+            del self.inflight[done.job.run_id]
+            p.lock.release()
+
+
 class StudyRunner:
-    """Runs a study's jobs through a store; see the module docstring."""
+    """Runs a study's jobs through a store; see the module docstring.
+
+    ``executor`` says where the jobs train (default: in this process, one at a time); the
+    runner alone writes the store, whichever executor trains.
+    """
+
+    POLL_SECONDS = 2.0  # how often a remote study looks at its runs' checkpoints
 
     def __init__(self, store: RunStore, dataset: Dataset, config: TrainConfig,
                  device: torch.device, force: bool = False, log: Log = print,
                  callbacks: Callable[[ModelSpec], Sequence[Callback]] = lambda s: (),
-                 loggers: Sequence[str] = ()) -> None:
+                 loggers: Sequence[str] = (), executor: Executor | None = None) -> None:
         self.store, self.dataset, self.config, self.device = store, dataset, config, device
         self.force, self.log, self.callbacks = force, log, callbacks
         check_loggers(loggers)
         self.loggers = tuple(loggers)
+        self.executor: Executor = executor if executor is not None else LocalExecutor()
         self._force_ids: set[str] = set()
         # Plain JSON values (torch.__version__ is a str subclass torch.load refuses to unpickle).
         self.env = json.loads(json.dumps(environment(device) | {"git_commit": git_commit()}))
-        self._tensors: tuple[torch.Tensor, ...] | None = None
+        if self.executor.remote:  # what the jobs are expected to run under, until they report
+            self.env |= {"threads": self.executor.threads, "executor": self.executor.name}
+        self.failures: list[str] = []
 
     # --- the study ----------------------------------------------------------------------
 
     def run(self, specs: Sequence[ModelSpec]) -> list[StoredResult]:
+        return _Driver(self.executor).run([(self, self.plan(specs))])[0]
+
+    def plan(self, specs: Sequence[ModelSpec]) -> list[PlannedRun]:
+        """Check the study can run, and ready the executor; its jobs."""
         for spec in specs:
             check_classes(spec, self.dataset.num_classes)  # fail before any training
         ds = self.dataset
@@ -184,28 +299,14 @@ class StudyRunner:
         # process finishes meanwhile (that is reused, as if this process had waited for it).
         self._force_ids = {r.id for r in self.store.runs()
                            if r.status in ("finished", "diverged")} if self.force else set()
-        results: list[StoredResult | None] = [None] * len(jobs)
-        deferred = []
-        for i, job in enumerate(jobs):
-            lock = self.store.lock(job.id)
-            if not lock.acquire(blocking=False):
-                self.log(f"{job.spec.name}: run {job.id} is being trained by another process; "
-                         f"coming back to it at the end")
-                deferred.append(i)
-                continue
-            with lock:
-                results[i] = self._run_one(job)
-        for i in deferred:
-            job = jobs[i]
-            self.log(f"{job.spec.name}: waiting for the other process to finish run {job.id}")
-            with self.store.lock(job.id) as lock:
-                lock.acquire(blocking=True)
-                results[i] = self._run_one(job)
-        return [r for r in results if r is not None]
+        self.executor.start(ds, self.device)
+        self.failures = []
+        return jobs
 
     # --- one run ------------------------------------------------------------------------
 
-    def _run_one(self, job: PlannedRun) -> StoredResult:
+    def _prepare(self, job: PlannedRun) -> StoredResult | _Pending:
+        """A finished run reused, or the run begun in the store and made a TrainJob."""
         rid, name, store = job.id, job.spec.name, self.store
         row = store.get(rid)
         if row is not None and row.status in ("finished", "diverged"):
@@ -220,12 +321,8 @@ class StudyRunner:
         elif self.force:
             remove_checkpoints(store.folder(rid))
 
-        state = load_checkpoint(store.folder(rid), warn=lambda m: self.log(f"warning: {m}"))
-        if state is not None and (state.get("run_id") != rid
-                                  or state["epoch"] > self.config.epochs):
-            self.log(f"warning: {store.folder(rid)}: its checkpoint belongs to another run; "
-                     f"training from scratch")
-            state = None
+        state = usable_checkpoint(store.folder(rid), rid, self.config.epochs,
+                                  warn=lambda m: self.log(f"warning: {m}"))
         if state is None and row is not None and row.status not in ("finished", "diverged") \
                 and row.epochs_done > 0:
             self.log(f"warning: {name}: no usable checkpoint for run {rid}; "
@@ -239,75 +336,154 @@ class StudyRunner:
         history_so_far = state["history"] if state is not None else _empty_history()
         store.begin(rid, config_doc, epochs_done=done)
         store.write_history(rid, history_so_far)
-        torch.manual_seed(self.config.seed)  # the same initial draw and dropout masks for a seed
-        model = build_model(job.spec).to(self.device)
-        if state is None:
-            # Per-layer gradient norms at initialisation, for the diagnosis of a run that gets
-            # stuck: one forward and backward pass on a copy, the run's random draws untouched.
-            x, y = self._data()[:2]
-            norms = gradient_norms(model, x[:128], y[:128])
-            store.write_json(store.folder(rid) / "grad_norms.json", norms)
-        saver = StoreCheckpoint(store, rid, {"run_id": rid, "environment": self.env})
-        saver.history = state["history"] if state is not None else None
-        loggers = [SafeLogger(lg, name, self.log) for lg in make_loggers(self.loggers)]
-        for lg in loggers:
-            lg.start(rid, store.folder(rid), config_doc, history_so_far)
-        callbacks = [*self.callbacks(job.spec), saver, *loggers]
-        x_train, y_train, x_test, y_test = self._data()
-        start = time.perf_counter()
-        outcome, result_or_none = "failed", None
-        try:
-            result = fit(model, x_train, y_train, x_test, y_test, self.config, callbacks,
-                         state=state)
-            outcome, result_or_none = result.status, result
-            wall = time.perf_counter() - start
-            if result.status == "diverged":
-                epoch, step = result.diverged_at or (0, 0)
-                store.end(rid, "diverged", result.history, diverged_at=result.diverged_at)
-                self.log(f"{name}: run {rid} diverged (non-finite loss) at epoch {epoch}, "
-                         f"step {step}; going on with the next model")
-            else:
-                self._save_outputs(rid, job.spec, model, result, x_test)
-                store.end(rid, "finished", result.history, result.test_loss,
-                          result.test_accuracy)
-                remove_checkpoints(store.folder(rid))  # the weights file holds the final model
-        except KeyboardInterrupt:
-            outcome = "interrupted"
-            history = self._mark_interrupted(rid, saver)
-            self.log(f"{name}: run {rid} interrupted after epoch {len(history['loss'])}/"
-                     f"{self.config.epochs}; its last epoch is checkpointed")
-            raise
-        except OSError as e:  # a full disk, a store gone read-only: keep the run resumable
-            history = self._mark_interrupted(rid, saver)
-            self.log(f"{name}: run {rid} stopped after epoch {len(history['loss'])}/"
-                     f"{self.config.epochs} because a file could not be written ({e}); fix "
-                     f"that and run the same command again to resume")
-            raise
-        finally:
-            for lg in loggers:
-                lg.end(outcome, result_or_none)
-        return StoredResult(ModelResult(job.spec, self.config, result, wall), rid,
-                            "resumed" if state is not None else "trained")
+        train = TrainJob(rid, job.spec, self.config, DataRef.of(self.dataset), str(self.device),
+                         self.executor.threads, str(store.folder(rid)), self.env)
+        p = _Pending(job, train, state, config_doc, history_so_far)
+        if self.executor.remote:
+            p.checkpoint_mtime = _mtime(store.folder(rid) / LAST)
+            return p
+        p.saver = StoreCheckpoint(store, rid, {"run_id": rid, "environment": self.env})
+        p.saver.history = state["history"] if state is not None else None
+        p.loggers = self._start_loggers(p)
+        return p
 
-    def _mark_interrupted(self, rid: str, saver: StoreCheckpoint) -> dict[str, list[float]]:
+    def _start_loggers(self, p: _Pending) -> list[SafeLogger]:
+        rid = p.planned.id
+        loggers = [SafeLogger(lg, p.planned.spec.name, self.log)
+                   for lg in make_loggers(self.loggers)]
+        for lg in loggers:
+            lg.start(rid, self.store.folder(rid), p.config_doc, p.history)
+        return loggers
+
+    def _finish(self, p: _Pending, done: Done) -> StoredResult:
+        """Write a job's output to the store: weights, predictions, history, the index."""
+        out, job, store = done.output, p.planned, self.store
+        assert out is not None
+        rid, name, result = job.id, job.spec.name, out.result
+        if self.executor.remote:
+            self._record_remote(p, done)
+        if result.status == "diverged":
+            epoch, step = result.diverged_at or (0, 0)
+            store.end(rid, "diverged", result.history, diverged_at=result.diverged_at)
+            self.log(f"{name}: run {rid} diverged (non-finite loss) at epoch {epoch}, "
+                     f"step {step}; going on with the next model")
+        else:
+            self._save_outputs(rid, out)
+            store.end(rid, "finished", result.history, result.test_loss, result.test_accuracy)
+            remove_checkpoints(store.folder(rid))  # the weights file holds the final model
+        for lg in p.loggers:
+            lg.end(result.status, result)
+        first = done.attempts[0]["resumed_from"] if done.attempts else out.resumed_from
+        return StoredResult(ModelResult(job.spec, self.config, result, out.seconds), rid,
+                            "resumed" if first > 0 else "trained", len(done.attempts) - 1
+                            if done.attempts else 0)
+
+    def _record_remote(self, p: _Pending, done: Done) -> None:
+        """A remote job's environment, attempts and progress, as the driver writes them."""
+        out, rid, store = done.output, p.planned.id, self.store
+        assert out is not None
+        doc = p.config_doc
+        doc["environment"] = out.environment
+        doc["bit_exact_under"] = {k: out.environment.get(k) for k in EXACTNESS_SETTINGS}
+        doc["sessions"][-1] |= {"environment": out.environment, "attempts": done.attempts}
+        store.write_json(store.folder(rid) / "config.json", doc)
+        if out.grad_norms is not None:
+            store.write_json(store.folder(rid) / "grad_norms.json", out.grad_norms)
+        # Loggers see the epochs this command trained, as if they had followed them.
+        p.loggers = self._start_loggers(p)
+        h, start = out.result.history, len(p.history["loss"])
+        for e in range(start, len(h["loss"])):
+            for lg in p.loggers:
+                lg.on_epoch_end(EpochLogs(e + 1, *(h[k][e] for k in HISTORY_KEYS)))
+        label = p.job.label
+        if len(done.attempts) > 1:
+            died = ", ".join(f"{a['host']} pid {a['pid']}" for a in done.attempts[:-1])
+            last = done.attempts[-1]
+            how = (f"resumed after epoch {last['resumed_from']}" if last["resumed_from"]
+                   else "from epoch 1")
+            self.log(f"{label}: run {rid}: its worker died ({died}); Ray ran it again "
+                     f"({len(done.attempts) - 1} retry, {how})")
+        where = f"{out.host} pid {out.pid}, {out.environment.get('threads')} thread(s)"
+        if out.result.status == "finished":
+            self.log(f"{label}: run {rid} finished on {where} in {out.seconds:.1f} s: test "
+                     f"accuracy {100 * out.result.test_accuracy:.2f} %")
+
+    def _failed(self, p: _Pending, done: Done) -> None:
+        """A job the executor could not complete: recorded resumable, the study goes on."""
+        rid, e = p.planned.id, done.error
+        cause = getattr(e, "cause", None) or e
+        text = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}" \
+            if str(cause).strip() else type(cause).__name__
+        history = self._history_now(p)
+        self._mark_interrupted(rid, history)
+        for lg in p.loggers:
+            lg.end("failed", None)
+        self.log(f"{p.job.label}: run {rid} failed after {max(1, len(done.attempts))} "
+                 f"attempt(s) ({text}); its last epoch ({len(history['loss'])}) is kept: run the "
+                 f"same command again to resume")
+        self.failures.append(f"{p.job.label} ({text})")
+
+    def _follow_checkpoint(self, p: _Pending) -> None:
+        """A remote run's new checkpoint: its epoch goes to history.csv, the index, the log."""
+        folder = self.store.folder(p.planned.id)
+        mtime = _mtime(folder / LAST)
+        if mtime == p.checkpoint_mtime:
+            return
+        p.checkpoint_mtime = mtime
+        state = usable_checkpoint(folder, p.planned.id, self.config.epochs)
+        row = self.store.get(p.planned.id)
+        if state is None or row is None or state["epoch"] <= row.epochs_done:
+            return
+        h = state["history"]
+        self.store.epoch_done(p.planned.id, h)
+        e = len(h["loss"]) - 1
+        self.log(f"{p.job.label}: epoch {e + 1}/{self.config.epochs} - loss: {h['loss'][e]:.4f}"
+                 f" - acc: {h['acc'][e]:.4f} - val_loss: {h['val_loss'][e]:.4f} - val_acc: "
+                 f"{h['val_acc'][e]:.4f}")
+
+    def _history_now(self, p: _Pending) -> dict[str, list[float]]:
+        """The history of a run in flight: what its checkpoints say."""
+        if p.saver is not None:
+            return p.saver.history or _empty_history()
+        state = usable_checkpoint(self.store.folder(p.planned.id), p.planned.id,
+                                  self.config.epochs)
+        return state["history"] if state is not None else p.history
+
+    def _stop(self, p: _Pending, e: BaseException) -> None:
+        """Ctrl-C, a failed write or a crash: leave the run in flight resumable, unlocked."""
+        rid, name = p.planned.id, p.planned.spec.name
+        try:
+            if isinstance(e, KeyboardInterrupt):
+                history = self._mark_interrupted(rid, self._history_now(p))
+                self.log(f"{name}: run {rid} interrupted after epoch {len(history['loss'])}/"
+                         f"{self.config.epochs}; its last epoch is checkpointed")
+            elif isinstance(e, OSError):  # a full disk, a store gone read-only
+                history = self._mark_interrupted(rid, self._history_now(p))
+                self.log(f"{name}: run {rid} stopped after epoch {len(history['loss'])}/"
+                         f"{self.config.epochs} because a file could not be written ({e}); "
+                         f"fix that and run the same command again to resume")
+            for lg in p.loggers:
+                lg.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", None)
+        finally:
+            if p.lock is not None:
+                p.lock.release()
+
+    def _mark_interrupted(self, rid: str, history: dict[str, list[float]]
+                          ) -> dict[str, list[float]]:
         """Record an interrupted run, as far as the disk still allows; its history so far."""
-        history = saver.history or _empty_history()
         try:
             self.store.end(rid, "interrupted", history)
         except (OSError, sqlite3.Error) as e:  # a full disk refuses this too: say so, go on
             self.log(f"warning: could not mark run {rid} interrupted in {self.store.root}: {e}")
         return history
 
-    def _save_outputs(self, rid: str, spec: ModelSpec, model: torch.nn.Module,
-                      result: TrainResult, x_test: torch.Tensor) -> None:
+    def _save_outputs(self, rid: str, out: JobOutput) -> None:
         """Final weights with their spec (safetensors), predicted classes, probabilities."""
         folder = self.store.folder(rid)
-        ds = self.dataset.info
-        self.store.write_bytes(folder / "weights.safetensors",
-                               weights_bytes(model, spec, ds.classes, ds.name, run_id=rid))
-        proba = _probabilities(model, x_test, self.config.eval_batch_size)
-        self.store.write_bytes(folder / "predictions.npy", _npy(result.test_predictions))
-        self.store.write_bytes(folder / "probabilities.npy", _npy(proba))
+        assert out.weights is not None
+        self.store.write_bytes(folder / "weights.safetensors", out.weights)
+        self.store.write_bytes(folder / "predictions.npy", _npy(out.result.test_predictions))
+        self.store.write_bytes(folder / "probabilities.npy", _npy(out.probabilities))
 
     def _load_finished(self, job: PlannedRun) -> StoredResult | None:
         """A finished or diverged run as a study result, or None if its files are missing."""
@@ -335,13 +511,6 @@ class StudyRunner:
                             "reused")
 
     # --- helpers ------------------------------------------------------------------------
-
-    def _data(self) -> tuple[torch.Tensor, ...]:
-        if self._tensors is None:
-            ds, d = self.dataset, self.device
-            self._tensors = (images_to_tensor(ds.x_train, d), labels_to_tensor(ds.y_train, d),
-                             images_to_tensor(ds.x_test, d), labels_to_tensor(ds.y_test, d))
-        return self._tensors
 
     def _config_doc(self, job: PlannedRun) -> dict[str, Any]:
         """config.json: the key, readable; the dataset; every session that trained the run."""
@@ -384,11 +553,11 @@ class StudyRunner:
                      f"differ in the last bits from an uninterrupted run")
 
 
-@torch.inference_mode()
-def _probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    model.eval()
-    out = [predict_proba(model, x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy().astype(np.float32)
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _npy(a: np.ndarray | None) -> bytes:

@@ -1,0 +1,329 @@
+"""Where a study's jobs run: in this process (``local``) or on a Ray cluster (``ray``).
+
+An executor takes :class:`~cnnbench.jobs.TrainJob` s and hands back their
+:class:`~cnnbench.jobs.JobOutput` s; the :class:`~cnnbench.runner.StudyRunner` that submitted
+them (the driver) alone writes the run store. The interface, for any executor:
+
+- ``start(dataset, device)`` once per study, before the first ``submit``;
+- ``submit(job, here)``: ``here`` holds what only an in-process executor can use (the
+  checkpoint already loaded, progress and per-epoch store callbacks); others ignore it;
+- ``next_done(timeout)``: the next finished job as :class:`Done`, or None after ``timeout``;
+- ``capacity``: how many submitted jobs it runs or queues at once (the driver locks that many
+  runs); ``remote``: whether jobs run outside this process; ``threads``: torch threads a job
+  (None: the process's own); ``cancel_all()``, ``close()``.
+
+On Ray each job is a task asking for as many CPUs as it uses threads. Its worker receives the
+dataset once through the object store and checks it against the study's SHA-256 hashes; it
+checkpoints into the run's folder when that folder is reachable from its node (the same or a
+shared filesystem), and writes nothing else. A worker that dies is replaced by Ray's own task
+retry (``max_retries``), which resumes from the last checkpoint it can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .engine import Callback, images_to_tensor, labels_to_tensor
+from .jobs import DataRef, JobCheckpoint, JobOutput, TrainJob, train_job, usable_checkpoint
+
+Log = Callable[[str], None]
+INSTALL_RAY = "pip install 'cnnbench[ray]'"
+MAX_RETRIES = 3  # a job whose worker dies is run again up to this many times
+
+
+class ExecutorUnavailable(ValueError):
+    """An executor was asked for whose package is missing; says how to install it."""
+
+
+class ExecutorError(RuntimeError):
+    """Jobs failed where they ran (an exception in training, retries exhausted)."""
+
+
+@dataclass
+class InProcess:
+    """What only an in-process executor uses; remote executors ignore it."""
+
+    state: dict[str, Any] | None = None  # the checkpoint the driver loaded
+    callbacks: Sequence[Callback] = ()
+    on_grad_norms: Callable[[dict[str, float]], None] | None = None
+
+
+@dataclass
+class Done:
+    """A job that ended: its output, or the error that ended it, and every attempt made."""
+
+    job: TrainJob
+    output: JobOutput | None
+    error: BaseException | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # host, pid, resumed_from
+
+
+class Executor(Protocol):
+    name: str
+    remote: bool
+    capacity: int
+    threads: int | None
+
+    def start(self, dataset: Any, device: torch.device) -> None: ...
+    def submit(self, job: TrainJob, here: InProcess) -> None: ...
+    def next_done(self, timeout: float | None = None) -> Done | None: ...
+    def cancel_all(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def tensors(dataset: Any, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """x_train, y_train, x_test, y_test as the engine takes them."""
+    return (images_to_tensor(dataset.x_train, device), labels_to_tensor(dataset.y_train, device),
+            images_to_tensor(dataset.x_test, device), labels_to_tensor(dataset.y_test, device))
+
+
+class LocalExecutor:
+    """Today's path: one job at a time, in this process, when the driver asks for it."""
+
+    name, remote, capacity = "local", False, 1
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self._queue: list[tuple[TrainJob, InProcess]] = []
+        self._data: tuple[Any, torch.device] | None = None
+        self._tensors: tuple[torch.Tensor, ...] | None = None
+
+    def start(self, dataset: Any, device: torch.device) -> None:
+        if self._data is None or self._data[0] is not dataset or self._data[1] != device:
+            self._data, self._tensors = (dataset, device), None
+
+    def submit(self, job: TrainJob, here: InProcess) -> None:
+        self._queue.append((job, here))
+
+    def next_done(self, timeout: float | None = None) -> Done | None:
+        if not self._queue:
+            return None
+        job, here = self._queue.pop(0)
+        if self._tensors is None:  # made once, when the first job needs them
+            assert self._data is not None, "start() was not called"
+            self._tensors = tensors(*self._data)
+        out = train_job(job, self._tensors, state=here.state, callbacks=here.callbacks,
+                        on_grad_norms=here.on_grad_norms)
+        out.attempt = _attempt(out.resumed_from, checkpoints=True)
+        return Done(job, out, attempts=[out.attempt])
+
+    def cancel_all(self) -> None:
+        self._queue.clear()
+
+    def close(self) -> None:
+        pass
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise ExecutorUnavailable(f"--executor ray needs the 'ray' package, which is not "
+                                  f"installed here ({e}): {INSTALL_RAY}") from None
+    return ray
+
+
+class RayExecutor:
+    """Each job a Ray task of ``threads`` CPUs on the cluster at ``address``: ``auto`` (the
+    one this machine belongs to), ``HOST:PORT``, ``ray://HOST:PORT``, or None for a local
+    cluster started for the study and stopped with it."""
+
+    name, remote = "ray", True
+    capacity = sys.maxsize  # every job is submitted at once: Ray queues what does not fit
+
+    def __init__(self, address: str | None = None, threads: int = 1,
+                 max_retries: int = MAX_RETRIES, log: Log = print) -> None:
+        self.ray = import_ray()
+        self.address, self.threads, self.max_retries, self.log = address, threads, max_retries, log
+        self._pending: dict[Any, TrainJob] = {}
+        self._data_ref: Any = None
+        self._data_fp: str | None = None
+        self._journal: Any = None
+        self._connected = self._owns = False
+        self._task = self.ray.remote(run_on_worker)
+
+    def start(self, dataset: Any, device: torch.device) -> None:
+        ray = self.ray
+        if not self._connected:
+            # A program that connected to Ray itself keeps its connection after the study.
+            self._owns = not ray.is_initialized()
+            if self._owns:
+                sigterm = signal.getsignal(signal.SIGTERM)
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                try:
+                    ray.init(address=self.address, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.WARNING)
+                except Exception as e:
+                    raise ExecutorError(_connect_error(self.address, e)) from e
+                if sigterm is not None:  # ray.init replaces it; the CLI's stops cleanly
+                    signal.signal(signal.SIGTERM, sigterm)
+            self._connected = True
+            self._journal = ray.remote(Journal).options(num_cpus=0).remote()
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            cpus = ray.cluster_resources().get("CPU", 0)
+            where = self.address or "a local cluster started for this study"
+            self.log(f"Ray: {where}, {len(nodes)} node(s), {cpus:g} CPUs; {self.threads} "
+                     f"thread(s) a job, up to {max(1, int(cpus // self.threads))} at once")
+        fp = dataset.fingerprint()
+        if self._data_fp != fp:  # shipped once a dataset; every worker checks the hashes
+            self._data_ref, self._data_fp = ray.put(dataset.arrays()), fp
+
+    def submit(self, job: TrainJob, here: InProcess) -> None:
+        options: dict[str, Any] = {"num_cpus": self.threads, "max_retries": self.max_retries,
+                                   "retry_exceptions": False, "name": f"cnnbench {job.label}"}
+        if job.device.startswith("cuda"):
+            options["num_gpus"] = 1
+        job = replace(job, threads=self.threads)
+        ref = self._task.options(**options).remote(job, self._data_ref, self._journal)
+        self._pending[ref] = job
+
+    def next_done(self, timeout: float | None = None) -> Done | None:
+        ray = self.ray
+        if not self._pending:
+            return None
+        ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        if not ready:
+            return None
+        job = self._pending.pop(ready[0])
+        output, error = None, None
+        try:
+            output = ray.get(ready[0])
+        except ray.exceptions.RayError as e:
+            error = e
+        attempts = ray.get(self._journal.attempts.remote(job.run_id))
+        if output is not None and output.attempt not in attempts:  # its note may be on its way
+            attempts.append(output.attempt)
+        return Done(job, output, error, sorted(attempts, key=lambda a: a["started"]))
+
+    def cancel_all(self) -> None:
+        for ref in list(self._pending):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished, or the cluster is gone: nothing to stop
+                pass
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self._connected and self._owns:
+            self.ray.shutdown()  # a cluster started for the study stops with it
+        self._connected = False
+
+
+def _connect_error(address: str | None, e: BaseException) -> str:
+    """Why ray.init failed, in a line, with the fix for the usual cause."""
+    causes = []
+    while e is not None and len(causes) < 5:
+        causes.append(str(e).strip().splitlines()[-1][:300] if str(e).strip()
+                      else type(e).__name__)
+        e = e.__cause__ or e.__context__
+    text = f"cannot connect to the Ray cluster at {address or '(local)'}: {causes[-1]}"
+    if any("auth" in c.lower() for c in causes):
+        text += (" (the cluster uses token authentication: set RAY_AUTH_MODE=token and give "
+                 "its token in RAY_AUTH_TOKEN or ~/.ray/auth_token, as for any Ray client)")
+    return text
+
+
+class Journal:
+    """A Ray actor recording each attempt of each job, so the driver can say what was retried
+    (Ray retries a task whose worker died without telling the caller)."""
+
+    def __init__(self) -> None:
+        self.log: dict[str, list[dict[str, Any]]] = {}
+
+    def started(self, rid: str, attempt: dict[str, Any]) -> None:
+        self.log.setdefault(rid, []).append(attempt)
+
+    def attempts(self, rid: str) -> list[dict[str, Any]]:
+        return self.log.get(rid, [])
+
+
+def _attempt(resumed_from: int, checkpoints: bool) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "resumed_from": resumed_from,
+            "checkpoints": checkpoints, "started": time.time()}
+
+
+# --- on the worker --------------------------------------------------------------------------
+
+_VERIFIED: dict[tuple[str, str], tuple[torch.Tensor, ...]] = {}  # one dataset per process
+
+
+def verified_tensors(data: DataRef, arrays: dict[str, np.ndarray],
+                     device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The shipped arrays as tensors, once their SHA-256 match the study's (cached per worker
+    process: a worker runs many jobs of one study)."""
+    from .data import ARRAYS, DataError, array_sha256
+    key = (data.fingerprint, str(device))
+    if key not in _VERIFIED:
+        for k in ARRAYS:
+            digest = array_sha256(arrays[k])
+            if digest != data.hashes[k]:
+                raise DataError(f"{data.name} on {socket.gethostname()}: {k} (shape "
+                                f"{arrays[k].shape}) has SHA-256 {digest[:16]}..., the study's "
+                                f"is {data.hashes[k][:16]}...; the data was altered on the way")
+        with warnings.catch_warnings():  # object-store arrays are read-only; tensors copy them
+            warnings.simplefilter("ignore", UserWarning)
+            ts = (images_to_tensor(arrays["x_train"], device),
+                  labels_to_tensor(arrays["y_train"], device),
+                  images_to_tensor(arrays["x_test"], device),
+                  labels_to_tensor(arrays["y_test"], device))
+        _VERIFIED.clear()
+        _VERIFIED[key] = ts
+    return _VERIFIED[key]
+
+
+def reachable_folder(job: TrainJob) -> Path | None:
+    """The run's folder if this node sees the driver's (its config.json names this run)."""
+    if not job.checkpoint_dir:
+        return None
+    folder = Path(job.checkpoint_dir)
+    try:
+        doc = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return folder if doc.get("run_id") == job.run_id and os.access(folder, os.W_OK) else None
+
+
+def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any) -> JobOutput:
+    """A Ray task: train ``job``, resuming from the run folder's checkpoint when reachable."""
+    from .store import git_commit
+    from .study import environment
+    device = torch.device(job.device)
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)  # before `environment` records it
+    data = verified_tensors(job.data, arrays, device)
+    env = json.loads(json.dumps(environment(device) | {
+        "git_commit": git_commit(), "host": socket.gethostname(), "executor": "ray"}))
+    job = replace(job, environment=env)
+    folder = reachable_folder(job)
+    state = usable_checkpoint(folder, job.run_id, job.config.epochs) if folder else None
+    attempt = _attempt(int(state["epoch"]) if state is not None else 0, folder is not None)
+    # Not waited for: a task blocked in ray.get lends its CPU to another task, and two jobs
+    # would then share one CPU's worth of threads.
+    journal.started.remote(job.run_id, attempt)
+    callbacks: list[Callback] = []
+    on_norms = None
+    if folder is not None:
+        saver = JobCheckpoint(folder, {"run_id": job.run_id, "environment": env})
+        callbacks.append(saver)
+
+        def on_norms(norms: dict[str, float]) -> None:  # kept for a retry that resumes
+            saver.extra["grad_norms"] = norms
+    out = train_job(job, data, state=state, callbacks=callbacks, on_grad_norms=on_norms)
+    out.attempt = attempt
+    if out.grad_norms is None and state is not None:
+        out.grad_norms = state.get("grad_norms")
+    return out
