@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where the runs train: local (default: this process, one after "
                           "the other) or ray (each run a Ray task; needs cnnbench[ray])")
+    run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                     help="local: train N runs at once, each in a process of its own with "
+                          "cores/N threads (default 1: in this process, one after the other)")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="the Ray cluster for --executor ray: HOST:PORT, ray://HOST:PORT or "
                           "auto (default: a local cluster started for the study)")
@@ -261,6 +264,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_loggers(args.log)  # and so does a logger whose package is missing
     if args.ray_address and args.executor != "ray":
         raise ValueError(f"--ray-address {args.ray_address} is for --executor ray")
+    if args.jobs > 1 and args.executor != "local":
+        raise ValueError(f"--jobs {args.jobs} is for --executor local; on Ray every run is a "
+                         f"task of --threads CPUs")
     if args.executor == "ray":
         from .executors import import_ray
         import_ray()  # and ray, when it is asked for
@@ -282,11 +288,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_classes(spec, dataset.num_classes)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    from .executors import ExecutorError, LocalExecutor, RayExecutor
+    from .executors import ExecutorError, LocalExecutor, ProcessExecutor, RayExecutor
     log = lambda m: console.print(m, highlight=False)  # noqa: E731
     if args.executor == "ray":
         executor = RayExecutor(args.ray_address, threads=args.threads or 1, log=log)
         threads = f"on Ray, {executor.threads} thread(s) a run"
+    elif args.jobs > 1:
+        n = args.threads or max(1, torch.get_num_threads() // args.jobs)
+        executor = ProcessExecutor(args.jobs, n)
+        threads = f"{args.jobs} runs at once, {n} thread(s) each"
     else:
         if args.threads:
             torch.set_num_threads(args.threads)

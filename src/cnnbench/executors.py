@@ -223,6 +223,84 @@ class RayExecutor:
         self._connected = False
 
 
+class ProcessExecutor:
+    """``jobs`` runs at once on this machine, each in a worker process of its own with
+    ``threads`` torch threads (``cnnbench run --jobs N``).
+
+    On 2 cores, two runs of one thread each train 1.1-1.3x more images a second together than
+    one run of two threads (bf16: CNN_MNIST_1 5,800 vs 4,750 img/s, CNN_MNIST_2 5,140 vs
+    4,040): a small model's step leaves the second thread idle at every synchronisation
+    point. Workers are spawned, get the dataset once and check its hashes, checkpoint into
+    the run's folder, and ignore Ctrl-C: the driver stops them and records the runs.
+    A worker that dies fails the runs it had; the same command resumes them.
+    """
+
+    name, remote = "processes", True
+
+    def __init__(self, jobs: int, threads: int) -> None:
+        self.capacity, self.threads = jobs, threads
+        self._pool: Any = None
+        self._data_fp: str | None = None
+        self._pending: dict[Any, TrainJob] = {}
+
+    def start(self, dataset: Any, device: torch.device) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        fp = dataset.fingerprint()
+        if self._pool is not None and self._data_fp == fp:
+            return
+        self.close()
+        # spawn, not fork: a forked child of a process whose OpenMP threads exist can hang.
+        self._pool = ProcessPoolExecutor(
+            self.capacity, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_process_worker, initargs=(dataset.arrays(),))
+        self._data_fp = fp
+
+    def submit(self, job: TrainJob, here: InProcess) -> None:
+        job = replace(job, threads=self.threads)
+        self._pending[self._pool.submit(_run_in_process_worker, job)] = job
+
+    def next_done(self, timeout: float | None = None) -> Done | None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        if not self._pending:
+            return None
+        ready, _ = wait(list(self._pending), timeout=timeout, return_when=FIRST_COMPLETED)
+        if not ready:
+            return None
+        future = ready.pop()
+        job = self._pending.pop(future)
+        try:
+            out = future.result()
+        except Exception as e:  # the job raised, or its worker died (BrokenProcessPool)
+            return Done(job, None, e)
+        return Done(job, out, attempts=[out.attempt])
+
+    def cancel_all(self) -> None:
+        if self._pool is not None:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.kill()  # mid-epoch: the run's last checkpoint is what counts
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+_WORKER_ARRAYS: dict[str, np.ndarray] = {}
+
+
+def _init_process_worker(arrays: dict[str, np.ndarray]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when a run stops
+    _WORKER_ARRAYS.update(arrays)
+
+
+def _run_in_process_worker(job: TrainJob) -> JobOutput:
+    return run_on_worker(job, _WORKER_ARRAYS, executor="processes")
+
+
 def _connect_error(address: str | None, e: BaseException) -> str:
     """Why ray.init failed, in a line, with the fix for the usual cause."""
     causes = []
@@ -297,8 +375,10 @@ def reachable_folder(job: TrainJob) -> Path | None:
     return folder if doc.get("run_id") == job.run_id and os.access(folder, os.W_OK) else None
 
 
-def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any) -> JobOutput:
-    """A Ray task: train ``job``, resuming from the run folder's checkpoint when reachable."""
+def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any = None,
+                  executor: str = "ray") -> JobOutput:
+    """A Ray task or a worker process: train ``job``, resuming from the run folder's
+    checkpoint when reachable; ``journal`` (Ray's) hears of the attempt."""
     from .store import git_commit
     from .study import environment
     device = torch.device(job.device)
@@ -306,14 +386,15 @@ def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any) ->
         torch.set_num_threads(job.threads)  # before `environment` records it
     data = verified_tensors(job.data, arrays, device)
     env = json.loads(json.dumps(environment(device) | {
-        "git_commit": git_commit(), "host": socket.gethostname(), "executor": "ray"}))
+        "git_commit": git_commit(), "host": socket.gethostname(), "executor": executor}))
     job = replace(job, environment=env)
     folder = reachable_folder(job)
     state = usable_checkpoint(folder, job.run_id, job.config.epochs) if folder else None
     attempt = _attempt(int(state["epoch"]) if state is not None else 0, folder is not None)
     # Not waited for: a task blocked in ray.get lends its CPU to another task, and two jobs
     # would then share one CPU's worth of threads.
-    journal.started.remote(job.run_id, attempt)
+    if journal is not None:
+        journal.started.remote(job.run_id, attempt)
     callbacks: list[Callback] = []
     on_norms = None
     if folder is not None:

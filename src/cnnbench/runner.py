@@ -155,6 +155,7 @@ class _Pending:
     saver: StoreCheckpoint | None = None  # in-process runs: updated every epoch
     loggers: list[SafeLogger] = field(default_factory=list)
     checkpoint_mtime: int = 0  # remote runs: the last checkpoint the driver has seen
+    shown: int = 0  # remote runs: epochs whose line the driver has printed
     runner: StudyRunner | None = None  # the study it belongs to, once submitted
     index: tuple[int, int] = (0, 0)  # (study, job) in the driver's work
     lock: RunLock | None = None
@@ -395,6 +396,7 @@ class StudyRunner:
         for e in range(start, len(h["loss"])):
             for lg in p.loggers:
                 lg.on_epoch_end(EpochLogs(e + 1, *(h[k][e] for k in HISTORY_KEYS)))
+        self._log_epochs(p, h)  # those that ended between two looks at the checkpoints
         label = p.job.label
         if len(done.attempts) > 1:
             died = ", ".join(f"{a['host']} pid {a['pid']}" for a in done.attempts[:-1])
@@ -434,12 +436,17 @@ class StudyRunner:
         row = self.store.get(p.planned.id)
         if state is None or row is None or state["epoch"] <= row.epochs_done:
             return
-        h = state["history"]
-        self.store.epoch_done(p.planned.id, h)
-        e = len(h["loss"]) - 1
-        self.log(f"{p.job.label}: epoch {e + 1}/{self.config.epochs} - loss: {h['loss'][e]:.4f}"
-                 f" - acc: {h['acc'][e]:.4f} - val_loss: {h['val_loss'][e]:.4f} - val_acc: "
-                 f"{h['val_acc'][e]:.4f}")
+        self.store.epoch_done(p.planned.id, state["history"])
+        self._log_epochs(p, state["history"])
+
+    def _log_epochs(self, p: _Pending, h: dict[str, list[float]]) -> None:
+        """Keras-like lines for a remote run's epochs not shown yet."""
+        for e in range(max(p.shown, len(p.history["loss"])), len(h["loss"])):
+            self.log(f"{p.job.label}: epoch {e + 1}/{self.config.epochs} - "
+                     f"{h['seconds'][e]:.1f}s - loss: "
+                     f"{h['loss'][e]:.4f} - acc: {h['acc'][e]:.4f} - val_loss: "
+                     f"{h['val_loss'][e]:.4f} - val_acc: {h['val_acc'][e]:.4f}")
+        p.shown = max(p.shown, len(h["loss"]))
 
     def _history_now(self, p: _Pending) -> dict[str, list[float]]:
         """The history of a run in flight: what its checkpoints say."""
