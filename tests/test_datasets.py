@@ -45,8 +45,9 @@ def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
 
     small = Dataset(ds.info, ds.x_train[:1000], ds.y_train[:1000], ds.x_test[:1000],
                     ds.y_test[:1000], ds.source)
-    runner = StudyRunner(RunStore(tmp_path / "store"), small, TrainConfig(epochs=1),
+    runner = StudyRunner(RunStore(tmp_path / "store"), small, TrainConfig(epochs=3),
                          torch.device("cpu"), log=logs.append)
     (stored,) = runner.run([get_spec("CNN_MNIST_1")])
-    # 10 balanced classes: chance is 10 %; one epoch on 1000 images reaches well above.
+    # 10 balanced classes: chance is 10 %; three epochs on 1000 images (24 steps) reach well
+    # above (65 % with seed 0; one epoch's 8 steps gave 41-47 % on seeds 0-2).
     assert stored.model.result.test_accuracy > 0.5
