@@ -85,10 +85,12 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def tensors(dataset: Any, device: torch.device | str) -> tuple[torch.Tensor, ...]:
-    """x_train, y_train, x_test, y_test as the engine takes them."""
-    return (images_to_tensor(dataset.x_train, device), labels_to_tensor(dataset.y_train, device),
-            images_to_tensor(dataset.x_test, device), labels_to_tensor(dataset.y_test, device))
+def tensors(arrays: dict[str, np.ndarray], device: torch.device | str
+            ) -> tuple[torch.Tensor, ...]:
+    """x_train, y_train, x_test, y_test (``Dataset.arrays()``) as the engine takes them."""
+    return (images_to_tensor(arrays["x_train"], device),
+            labels_to_tensor(arrays["y_train"], device),
+            images_to_tensor(arrays["x_test"], device), labels_to_tensor(arrays["y_test"], device))
 
 
 class LocalExecutor:
@@ -115,7 +117,8 @@ class LocalExecutor:
         job, here = self._queue.pop(0)
         if self._tensors is None:  # made once, when the first job needs them
             assert self._data is not None, "start() was not called"
-            self._tensors = tensors(*self._data)
+            dataset, device = self._data
+            self._tensors = tensors(dataset.arrays(), device)
         out = train_job(job, self._tensors, state=here.state, callbacks=here.callbacks,
                         on_grad_norms=here.on_grad_norms)
         out.attempt = _attempt(out.resumed_from, checkpoints=True)
@@ -354,10 +357,7 @@ def verified_tensors(data: DataRef, arrays: dict[str, np.ndarray],
                                 f"is {data.hashes[k][:16]}...; the data was altered on the way")
         with warnings.catch_warnings():  # object-store arrays are read-only; tensors copy them
             warnings.simplefilter("ignore", UserWarning)
-            ts = (images_to_tensor(arrays["x_train"], device),
-                  labels_to_tensor(arrays["y_train"], device),
-                  images_to_tensor(arrays["x_test"], device),
-                  labels_to_tensor(arrays["y_test"], device))
+            ts = tensors(arrays, device)
         _VERIFIED.clear()
         _VERIFIED[key] = ts
     return _VERIFIED[key]
