@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run run-fast test lint bench bench-keras bench-study clean
+.PHONY: setup run run-fast test test-fast lint bench bench-keras bench-study clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,13 @@ run-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 
+# Everything, as CI runs it (-ra: every skip prints its reason; under CI=true a skip fails).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -ra
+
+# The edit-test loop: the tests not marked slow (under a minute; README, Development).
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 bench: setup
 	$(BIN)/python bench/bench_engine.py
