@@ -197,11 +197,10 @@ def test_real_model_3_run_collapses_and_the_detector_agrees(mnist, batch):
                     test_accuracy=res.test_accuracy, test_predictions=res.test_predictions,
                     grad_norms=norms)
     counts = np.bincount(run.test_predictions, minlength=10)
-    collapsed = np.sort(counts)[-2:].sum() >= 900  # what the predictions themselves say
+    # Seeded and on one thread count, the run is deterministic: it collapses, every time.
+    assert np.sort(counts)[-2:].sum() >= 900, f"did not collapse: answers {counts.tolist()}"
     finding = detect_stuck(run, y_test)
-    assert (finding is not None) == collapsed, (counts, run.test_accuracy, run.test_loss)
-    if not collapsed:
-        pytest.skip(f"this short run did not collapse (answers per class: {counts.tolist()})")
+    assert finding is not None, (counts, run.test_accuracy, run.test_loss)
     top = int(counts.argmax())
     assert f'answers "{top}" for {counts[top]:,} of 1,000' in finding.evidence
     assert "stacked sigmoid layers" in finding.evidence  # the probe explains where
