@@ -83,7 +83,9 @@ def test_run_writes_results_history_and_plot(tmp_path, mnist):
     m = doc["models"]["CNN_MNIST_1"]
     assert set(m["history"]) == HISTORY_KEYS
     assert all(len(v) == 1 for v in m["history"].values())
-    assert 0 < m["test_loss"] < 3
+    # 4 steps from chance (ln 10 = 2.303, 11.35 %): measured 2.054 and 24.46 % here.
+    assert m["test_loss"] == pytest.approx(2.054, abs=0.05)
+    assert m["test_accuracy_percent"] == pytest.approx(24.46, abs=3)
     assert m["test_accuracy_percent"] == pytest.approx(100 * m["history"]["val_acc"][-1])
     assert m["test_loss"] == m["history"]["val_loss"][-1]
     assert m["status"] == "finished"
