@@ -3,6 +3,7 @@ writing the store; the same numbers as one after the other with the same thread 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -41,32 +42,119 @@ def test_two_jobs_at_once_give_the_numbers_of_one_after_the_other(tiny, tmp_path
         "processes"}
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, tmp_path: Path):
-    args = [*study_args(tmp_path / "s", tiny["TINY_A"], tiny["TINY_B"], epochs=5, limit=8192),
-            "--jobs", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "cnnbench", "run", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env())
+INTERRUPTED = {"epochs": 3, "limit": 4096}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory) -> Path:
+    """TINY_A and TINY_B as the interrupted studies below, trained without a stop."""
+    store = tmp_path_factory.mktemp("uninterrupted")
+    cnnbench(*study_args(store, tiny["TINY_A"], tiny["TINY_B"], **INTERRUPTED), "--jobs", "2")
+    return store
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        deadline = time.monotonic() + 180
-        while not list((tmp_path / "s" / "runs").glob("*/checkpoint.pt")):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no checkpoint in 180 s"
-            time.sleep(0.05)
+        return _stat(pid)[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def spawned_children(pid: int) -> set[int]:
+    """The multiprocessing workers ``pid`` spawned (not its resource tracker)."""
+    found = set()
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int(_stat(int(d.name))[1]) == pid and \
+                    b"spawn_main" in (d / "cmdline").read_bytes():
+                found.add(int(d.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return found
+
+
+def start_two_jobs(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnbench", "run", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+
+
+def first_checkpoint(store: Path, proc: subprocess.Popen) -> tuple[str, int, set[int]]:
+    """When the first run has checkpointed epoch 1 (the other is still in flight: it has not
+    checkpointed yet): that run's id, the pid of the worker that wrote the checkpoint (each
+    worker reports its own os.getpid() there), and the driver's two worker processes."""
+    from cnnbench.checkpoint import load_checkpoint
+    deadline = time.monotonic() + 240
+    while not (found := list((store / "runs").glob("*/checkpoint.pt"))):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint in 240 s"
+        time.sleep(0.02)
+    rid = found[0].parent.name
+    pid = load_checkpoint(found[0].parent)["worker_pid"]
+    workers = spawned_children(proc.pid)
+    assert len(workers) == 2 and pid in workers and alive(pid), (pid, workers)
+    return rid, pid, workers
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, uninterrupted,
+                                                                tmp_path: Path):
+    args = [*study_args(tmp_path / "s", tiny["TINY_A"], tiny["TINY_B"], **INTERRUPTED),
+            "--jobs", "2"]
+    proc = start_two_jobs(args)
+    try:
+        first, _, workers = first_checkpoint(tmp_path / "s", proc)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert out.count("interrupted after epoch") == 2, out
-    gone = subprocess.run(["pgrep", "-f", str(tmp_path / "s")], capture_output=True, text=True)
-    assert gone.stdout.strip() == "", "worker processes outlived the driver"
+    assert [pid for pid in workers if alive(pid)] == [], "worker processes outlived the driver"
     store = RunStore(tmp_path / "s", create=False)
-    assert {r.status for r in store.runs()} == {"interrupted"}
-    checkpointed = sum(r.epochs_done > 0 for r in store.runs())
-    assert checkpointed >= 1
+    assert [r.status for r in store.runs()] == ["interrupted"] * 2
+    done = {r.id: r.epochs_done for r in store.runs()}
+    assert done[first] >= 1, done
+    for rid, k in done.items():
+        assert f"run {rid} interrupted after epoch {k}/3" in out, out
     again = cnnbench(*args)
-    assert again.stdout.count("resuming run") == checkpointed, again.stdout
-    assert {r.status for r in RunStore(tmp_path / "s", create=False).runs()} == {"finished"}
+    for rid, k in done.items():
+        assert (f"resuming run {rid} after epoch {k}/3" in again.stdout) == (k > 0), again.stdout
+    # The same numbers, bit for bit, as the two runs never interrupted.
+    assert sorted(assert_same_runs(uninterrupted, tmp_path / "s")) == sorted(done)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="fixed on the store branch: a dead worker breaks the "
+                   "whole process pool today, failing the other run too")
+def test_a_killed_worker_fails_its_run_only_and_the_same_command_resumes_it(
+        tiny, uninterrupted, tmp_path: Path):
+    """SIGKILL to one worker after its run's first epoch (as the OOM killer would): that run
+    is recorded interrupted (resumable) and the user told so; the other run finishes."""
+    args = [*study_args(tmp_path / "s", tiny["TINY_A"], tiny["TINY_B"], **INTERRUPTED),
+            "--jobs", "2"]
+    proc = start_two_jobs(args)
+    try:
+        victim, pid, workers = first_checkpoint(tmp_path / "s", proc)
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = RunStore(tmp_path / "s", create=False)
+    (other,) = {r.id for r in store.runs()} - {victim}
+    assert {r.id: r.status for r in store.runs()} == {victim: "interrupted", other: "finished"}
+    killed_after = store.get(victim).epochs_done
+    assert killed_after >= 1
+    assert proc.returncode == 1, out
+    assert f"run {victim} failed" in out and "run the same command again to resume" in out
+    assert f"run {other} finished" in out
+    assert [p for p in workers if alive(p)] == [], "a worker outlived the driver"
+    again = cnnbench(*args)
+    assert f"resuming run {victim} after epoch {killed_after}/3" in again.stdout, again.stdout
+    assert again.stdout.count("Reused from") == 1  # the finished one is not trained again
+    assert sorted(assert_same_runs(uninterrupted, tmp_path / "s")) == sorted([victim, other])

@@ -398,7 +398,9 @@ def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any = N
     callbacks: list[Callback] = []
     on_norms = None
     if folder is not None:
-        saver = JobCheckpoint(folder, {"run_id": job.run_id, "environment": env})
+        # The worker's pid: which process trained it (tests check that none outlives the driver).
+        saver = JobCheckpoint(folder, {"run_id": job.run_id, "environment": env,
+                                       "worker_pid": os.getpid()})
         callbacks.append(saver)
 
         def on_norms(norms: dict[str, float]) -> None:  # kept for a retry that resumes
