@@ -468,3 +468,55 @@ def test_a_read_only_store_is_still_listed_and_shown(finished):
             assert rid in p.stdout or "TINY_A" in p.stdout, p.stdout
     finally:
         shutil.rmtree(root)
+
+
+# --- 16. Ray: a lost journal actor or a lost cluster is an executor error ---------------------
+
+RAY_CHILD = """
+import sys
+import ray
+import torch
+from cnnbench.data import load_dataset
+from cnnbench.engine import TrainConfig
+from cnnbench.executors import ExecutorError, RayExecutor
+from cnnbench.runner import StudyRunner
+from cnnbench.spec import get_spec
+from cnnbench.store import RunStore
+
+class JournalLost(RayExecutor):
+    def start(self, dataset, device):
+        super().start(dataset, device)
+        ray.kill(self._journal)
+
+class ClusterLost(RayExecutor):
+    def submit(self, job, here):
+        super().submit(job, here)
+        ray.shutdown()
+
+mnist = load_dataset("mnist", log=lambda m: None)
+for store, cls in ((sys.argv[2], JournalLost), (sys.argv[3], ClusterLost)):
+    executor = cls(None, threads=1, log=print)
+    runner = StudyRunner(RunStore(store), mnist, TrainConfig(epochs=1, train_limit=256),
+                         torch.device("cpu"), log=print, executor=executor)
+    try:
+        runner.run([get_spec(sys.argv[1])])
+    except ExecutorError as e:
+        print(f"executor error: {e}")
+    finally:
+        executor.close()
+    print(cls.__name__, [r.status for r in RunStore(store, create=False).runs()])
+"""
+
+
+@pytest.mark.slow
+def test_a_lost_ray_journal_or_cluster_is_an_executor_error_and_no_run_stays_running(
+        specs, tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed here: pip install 'cnnbench[ray]'")
+    p = subprocess.run([sys.executable, "-c", RAY_CHILD, specs["TINY_A"], str(tmp_path / "a"),
+                        str(tmp_path / "b")], capture_output=True, text=True,
+                       env=env() | {"RAY_USAGE_STATS_ENABLED": "0"}, timeout=400)
+    assert p.returncode == 0 and "Traceback" not in p.stdout, p.stdout + p.stderr
+    assert "warning: Ray: the journal of attempts is lost" in p.stdout, p.stdout
+    assert "JournalLost ['finished']" in p.stdout, p.stdout
+    assert "executor error: lost the Ray cluster at (local)" in p.stdout, p.stdout
+    assert "ClusterLost ['interrupted']" in p.stdout, p.stdout
