@@ -234,6 +234,11 @@ def _plan(args: argparse.Namespace) -> dict:
         seeds = list(range(args.seeds[0])) if len(args.seeds) == 1 else list(args.seeds)
         if not seeds:
             raise ValueError(f"--seeds {args.seeds[0]}: expected a positive number of seeds")
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:  # one run counted twice would fake agreement between seeds (std 0)
+            raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: seed(s) "
+                             f"{', '.join(map(str, repeated))} given more than once; "
+                             f"expected distinct seeds")
     else:
         seeds = [args.seed] if args.seed is not None else list(study.seeds) if study else [0]
     return {"specs": specs, "config": config, "seeds": seeds,
@@ -295,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads = f"on Ray, {executor.threads} thread(s) a run"
     elif args.jobs > 1:
         n = args.threads or max(1, torch.get_num_threads() // args.jobs)
-        executor = ProcessExecutor(args.jobs, n)
+        executor = ProcessExecutor(args.jobs, n, log=log)
         threads = f"{args.jobs} runs at once, {n} thread(s) each"
     else:
         if args.threads:
@@ -473,9 +478,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .export import SUFFIX, export
+    from .store import RunStore, default_root
     from .weights import load_weights
-    path = export(load_weights(_weights_path(args.weights, args.store)), args.format, args.out)
+    weights = _weights_path(args.weights, args.store)
+    loaded = load_weights(weights)
+    store = RunStore(args.store or default_root(), create=False) \
+        if (args.store or default_root()).exists() else None
+    out = args.out
+    if out is None and store is not None and store.contains(weights):
+        # beside a stored run's weights would be inside the store: the current folder instead
+        out = Path(f"{loaded.spec.name}-{weights.parent.name}{SUFFIX[args.format]}")
+    if out is not None and store is not None and store.contains(out):
+        raise ValueError(f"--out {out} is inside the run store {store.root}, whose files only "
+                         f"cnnbench writes (it could overwrite a run's weights); give a path "
+                         f"outside it")
+    path = export(loaded, args.format, out)
     _console().print(f"{args.format}: {path}")
     return 0
 
@@ -539,12 +557,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     dataset = _load_data(None if args.data_dir else datasets[0], args.data_dir, None,
                          log=lambda m: err.print(m))
+    _check_same_data(store, ids, dataset, args.data_dir)
     paths, lines = write_study_report(store, ids, dataset, args.out)
     console = _console()
     for line in lines:
         console.print(f"- {line}", soft_wrap=True)
     console.print(f"Report of {len(ids)} run(s): {paths['html']}\n  {paths['md']}")
     return 0
+
+
+def _check_same_data(store, ids, dataset, data_dir) -> None:
+    """A report's confusion matrices and tests compare predictions with these labels: refuse
+    data other than the runs' (fingerprint of the four arrays)."""
+    fp = dataset.fingerprint()
+    for rid in ids:
+        try:
+            theirs = store.read_config(rid)["dataset"]["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            continue  # a run without its config: the report says what it lacks
+        if theirs != fp:
+            raise ValueError(f"run {rid} was trained on data with fingerprint {theirs[:16]}..., "
+                             f"but {data_dir or dataset.info.name} has {fp[:16]}...; a report "
+                             f"needs the runs' own data (give its --data-dir)")
 
 
 COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary, "runs": cmd_runs,

@@ -119,8 +119,13 @@ class LocalExecutor:
             assert self._data is not None, "start() was not called"
             dataset, device = self._data
             self._tensors = tensors(dataset.arrays(), device)
-        out = train_job(job, self._tensors, state=here.state, callbacks=here.callbacks,
-                        on_grad_norms=here.on_grad_norms)
+        try:
+            out = train_job(job, self._tensors, state=here.state, callbacks=here.callbacks,
+                            on_grad_norms=here.on_grad_norms)
+        except OSError:  # a full disk, a store gone read-only: no other run would fare better
+            raise
+        except Exception as e:  # a failure of this run only: recorded, the study goes on
+            return Done(job, None, e, attempts=[_attempt(0, checkpoints=True)])
         out.attempt = _attempt(out.resumed_from, checkpoints=True)
         return Done(job, out, attempts=[out.attempt])
 
@@ -156,6 +161,7 @@ class RayExecutor:
         self._data_ref: Any = None
         self._data_fp: str | None = None
         self._journal: Any = None
+        self._journal_lost = False
         self._connected = self._owns = False
         self._task = self.ray.remote(run_on_worker)
 
@@ -191,23 +197,36 @@ class RayExecutor:
         if job.device.startswith("cuda"):
             options["num_gpus"] = 1
         job = replace(job, threads=self.threads)
-        ref = self._task.options(**options).remote(job, self._data_ref, self._journal)
+        try:
+            ref = self._task.options(**options).remote(job, self._data_ref, self._journal)
+        except Exception as e:  # the cluster is gone: an executor error, not a traceback
+            raise ExecutorError(f"Ray: cannot submit {job.label}: {_first_line(e)}") from e
         self._pending[ref] = job
 
     def next_done(self, timeout: float | None = None) -> Done | None:
         ray = self.ray
         if not self._pending:
             return None
-        ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        try:
+            ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        except Exception as e:  # the cluster was lost: the driver records the runs in flight
+            raise ExecutorError(f"lost the Ray cluster at {self.address or '(local)'}: "
+                                f"{_first_line(e)}") from e
         if not ready:
             return None
         job = self._pending.pop(ready[0])
         output, error = None, None
         try:
             output = ray.get(ready[0])
-        except ray.exceptions.RayError as e:
+        except Exception as e:  # RayError, or the connection to the cluster lost meanwhile
             error = e
-        attempts = ray.get(self._journal.attempts.remote(job.run_id))
+        try:
+            attempts = ray.get(self._journal.attempts.remote(job.run_id), timeout=60)
+        except Exception as e:  # the journal actor died: the attempts are unknown, not the run
+            if not self._journal_lost:
+                self.log(f"warning: Ray: the journal of attempts is lost ({_first_line(e)}); "
+                         f"retries after this are not recorded")
+            self._journal_lost, attempts = True, []
         if output is not None and output.attempt not in attempts:  # its note may be on its way
             attempts.append(output.attempt)
         return Done(job, output, error, sorted(attempts, key=lambda a: a["started"]))
@@ -226,6 +245,10 @@ class RayExecutor:
         self._connected = False
 
 
+class WorkerDied(ExecutorError):
+    """A worker process died (killed, out of memory, crashed) while it trained a job."""
+
+
 class ProcessExecutor:
     """``jobs`` runs at once on this machine, each in a worker process of its own with
     ``threads`` torch threads (``cnnbench run --jobs N``).
@@ -235,56 +258,137 @@ class ProcessExecutor:
     4,040): a small model's step leaves the second thread idle at every synchronisation
     point. Workers are spawned, get the dataset once and check its hashes, checkpoint into
     the run's folder, and ignore Ctrl-C: the driver stops them and records the runs.
-    A worker that dies fails the runs it had; the same command resumes them.
+
+    A worker that dies breaks Python's pool, and the pool then stops every other worker too.
+    So the pool is rebuilt: the run whose worker died fails (recorded resumable, named with
+    the signal that ended its worker); the runs only stopped with it are submitted again and
+    resume from their checkpoints (at most ``MAX_RETRIES`` times each).
     """
 
     name, remote = "processes", True
 
-    def __init__(self, jobs: int, threads: int) -> None:
-        self.capacity, self.threads = jobs, threads
+    def __init__(self, jobs: int, threads: int, log: Log = print) -> None:
+        self.capacity, self.threads, self.log = jobs, threads, log
         self._pool: Any = None
+        self._arrays: dict[str, np.ndarray] | None = None
         self._data_fp: str | None = None
         self._pending: dict[Any, TrainJob] = {}
+        self._ready: list[Done] = []  # jobs ended while the pool was being rebuilt
+        self._attempts: dict[str, list[dict[str, Any]]] = {}  # as the workers announced them
+        self._notes: Any = None  # the workers' queue of (run id, attempt) as each job starts
 
     def start(self, dataset: Any, device: torch.device) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
         fp = dataset.fingerprint()
         if self._pool is not None and self._data_fp == fp:
             return
         self.close()
+        self._arrays, self._data_fp = dataset.arrays(), fp
+        self._new_pool()
+
+    def _new_pool(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
         # spawn, not fork: a forked child of a process whose OpenMP threads exist can hang.
+        context = multiprocessing.get_context("spawn")
+        self._notes = context.Queue()
         self._pool = ProcessPoolExecutor(
-            self.capacity, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_process_worker, initargs=(dataset.arrays(),))
-        self._data_fp = fp
+            self.capacity, mp_context=context, initializer=_init_process_worker,
+            initargs=(self._arrays, self._notes))
 
     def submit(self, job: TrainJob, here: InProcess) -> None:
+        from concurrent.futures.process import BrokenProcessPool
         job = replace(job, threads=self.threads)
-        self._pending[self._pool.submit(_run_in_process_worker, job)] = job
+        try:
+            self._pending[self._pool.submit(_run_in_process_worker, job)] = job
+        except BrokenProcessPool:  # a worker died since the last look: rebuild, then submit
+            self._rebuild()
+            self._pending[self._pool.submit(_run_in_process_worker, job)] = job
 
     def next_done(self, timeout: float | None = None) -> Done | None:
         from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+        if self._ready:
+            return self._ready.pop(0)
         if not self._pending:
             return None
         ready, _ = wait(list(self._pending), timeout=timeout, return_when=FIRST_COMPLETED)
         if not ready:
             return None
         future = ready.pop()
-        job = self._pending.pop(future)
-        try:
-            out = future.result()
-        except Exception as e:  # the job raised, or its worker died (BrokenProcessPool)
-            return Done(job, None, e)
-        return Done(job, out, attempts=[out.attempt])
+        if isinstance(future.exception(), BrokenProcessPool):
+            self._rebuild()
+            return self._ready.pop(0) if self._ready else None
+        return self._done(self._pending.pop(future), future)
+
+    def _read_notes(self) -> None:
+        import queue
+        while True:
+            try:
+                rid, attempt = self._notes.get_nowait()
+            except (queue.Empty, OSError, ValueError, EOFError):
+                return
+            self._attempts.setdefault(rid, []).append(attempt)
+
+    def _done(self, job: TrainJob, future: Any) -> Done:
+        self._read_notes()
+        attempts = self._attempts.pop(job.run_id, [])
+        error = future.exception()
+        if error is not None:  # the job raised: its own failure, not its worker's
+            return Done(job, None, error, attempts)
+        out = future.result()
+        if out.attempt not in attempts:
+            attempts.append(out.attempt)
+        return Done(job, out, attempts=sorted(attempts, key=lambda a: a["started"]))
+
+    def _rebuild(self) -> None:
+        """The pool broke: every job in it has ended. Tell which worker died, fail its run,
+        hand back what finished, submit the rest to a new pool."""
+        from concurrent.futures import wait
+        from concurrent.futures.process import BrokenProcessPool
+        wait(list(self._pending), timeout=60)  # the broken pool fails them all at once
+        processes = dict(getattr(self._pool, "_processes", None) or {})
+        self._pool.shutdown(wait=True, cancel_futures=True)  # joins: exit codes are known
+        self._read_notes()
+        codes = {pid: proc.exitcode for pid, proc in processes.items()}
+        died = {pid for pid, code in codes.items() if code not in (None, 0, -signal.SIGTERM)}
+        stopped: list[TrainJob] = []
+        for future, job in list(self._pending.items()):
+            if not isinstance(future.exception(), BrokenProcessPool):
+                self._ready.append(self._done(job, future))
+                continue
+            pids = [a["pid"] for a in self._attempts.get(job.run_id, [])]
+            ran = pids[-1] if pids else None
+            # The pool stops the other workers with SIGTERM; a job whose worker ended any other
+            # way (or any job that was running, when no worker is told apart) is the one.
+            guilty = ran is not None and (ran in died or not died)
+            if guilty or len(pids) > MAX_RETRIES:
+                how = _exit_text(codes.get(ran)) if ran is not None else "ended"
+                self._ready.append(Done(job, None, WorkerDied(
+                    f"its worker (pid {ran}) {how} while it trained this run"),
+                    self._attempts.pop(job.run_id, [])))
+            else:
+                for a in self._attempts.get(job.run_id, [])[-1:]:
+                    a["stopped"] = True  # not its fault: stopped with the pool
+                stopped.append(job)
+        self._pending.clear()
+        culprits = [d.job.label for d in self._ready if isinstance(d.error, WorkerDied)]
+        if stopped:
+            self.log(f"a worker process died ({', '.join(culprits) or 'between jobs'}); "
+                     f"restarting the pool of {self.capacity} workers: "
+                     f"{', '.join(j.label for j in stopped)} run(s) again from the last "
+                     f"checkpoint")
+        self._new_pool()
+        for job in stopped:
+            self._pending[self._pool.submit(_run_in_process_worker, job)] = job
 
     def cancel_all(self) -> None:
         if self._pool is not None:
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
                 proc.kill()  # mid-epoch: the run's last checkpoint is what counts
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._pending.clear()
+        self._ready.clear()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -292,16 +396,40 @@ class ProcessExecutor:
             self._pool = None
 
 
+def _exit_text(code: int | None) -> str:
+    """How a process ended, from its exit code: 'was killed by signal 9 (SIGKILL)'."""
+    if code is None:
+        return "ended"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "?"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with status {code}"
+
+
 _WORKER_ARRAYS: dict[str, np.ndarray] = {}
 
 
-def _init_process_worker(arrays: dict[str, np.ndarray]) -> None:
+_WORKER_NOTES: list[Any] = []  # the driver's queue, for the attempt each job starts
+
+
+def _init_process_worker(arrays: dict[str, np.ndarray], notes: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when a run stops
     _WORKER_ARRAYS.update(arrays)
+    _WORKER_NOTES[:] = [notes]
 
 
 def _run_in_process_worker(job: TrainJob) -> JobOutput:
-    return run_on_worker(job, _WORKER_ARRAYS, executor="processes")
+    notes = _WORKER_NOTES[0] if _WORKER_NOTES else None
+    return run_on_worker(job, _WORKER_ARRAYS, executor="processes",
+                         on_start=None if notes is None else lambda rid, a: notes.put((rid, a)))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[-1][:300]}" if text else type(e).__name__
 
 
 def _connect_error(address: str | None, e: BaseException) -> str:
@@ -376,9 +504,10 @@ def reachable_folder(job: TrainJob) -> Path | None:
 
 
 def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any = None,
-                  executor: str = "ray") -> JobOutput:
+                  executor: str = "ray",
+                  on_start: Callable[[str, dict[str, Any]], None] | None = None) -> JobOutput:
     """A Ray task or a worker process: train ``job``, resuming from the run folder's
-    checkpoint when reachable; ``journal`` (Ray's) hears of the attempt."""
+    checkpoint when reachable; ``journal`` (Ray's) or ``on_start`` hears of the attempt."""
     from .store import git_commit
     from .study import environment
     device = torch.device(job.device)
@@ -395,6 +524,8 @@ def run_on_worker(job: TrainJob, arrays: dict[str, np.ndarray], journal: Any = N
     # would then share one CPU's worth of threads.
     if journal is not None:
         journal.started.remote(job.run_id, attempt)
+    if on_start is not None:
+        on_start(job.run_id, attempt)
     callbacks: list[Callback] = []
     on_norms = None
     if folder is not None:

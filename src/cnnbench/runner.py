@@ -4,7 +4,9 @@ Each (model, settings, data, seed) is an independent job with an idempotent id
 (``store.run_id``). For each job the runner takes the run's lock, then:
 
 - a finished (or diverged) run with the same id is **reused**: nothing is trained;
-  ``force`` retrains runs that finished before this command started;
+  ``force`` retrains runs that finished before this command started, in the run folder's
+  ``attempt/`` subfolder: the finished run stays whole (index row, files, served by predict
+  and report) until the retrain's files and row replace it as one set;
 - an unfinished run (interrupted, killed, crashed) **resumes** from its last good checkpoint;
 - otherwise the run is trained from scratch, checkpointed after every epoch.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +48,7 @@ from .jobs import DataRef, JobCheckpoint, JobOutput, TrainJob, usable_checkpoint
 from .loggers import RunLogger, check_loggers, make_loggers
 from .spec import ModelSpec, check_classes
 from .store import (
+    ATTEMPT,
     HISTORY_KEYS,
     RunLock,
     RunStore,
@@ -101,7 +105,7 @@ class StoreCheckpoint(JobCheckpoint):
     """Engine callback: after each epoch, checkpoint, then update history.csv and the index."""
 
     def __init__(self, store: RunStore, rid: str, extra: dict[str, Any]) -> None:
-        super().__init__(store.folder(rid), extra)
+        super().__init__(store.folder(rid), extra)  # a forced retrain uses a JobCheckpoint
         self.store, self.rid = store, rid
 
     def on_epoch_end(self, logs: EpochLogs) -> None:
@@ -152,13 +156,23 @@ class _Pending:
     state: dict[str, Any] | None  # the checkpoint it resumes from, as the driver found it
     config_doc: dict[str, Any]
     history: dict[str, list[float]]  # when it was submitted
-    saver: StoreCheckpoint | None = None  # in-process runs: updated every epoch
+    folder: Path | None = None  # where it trains: the run folder, or attempt/ under --force
+    saver: JobCheckpoint | None = None  # in-process runs: updated every epoch
     loggers: list[SafeLogger] = field(default_factory=list)
     checkpoint_mtime: int = 0  # remote runs: the last checkpoint the driver has seen
     shown: int = 0  # remote runs: epochs whose line the driver has printed
     runner: StudyRunner | None = None  # the study it belongs to, once submitted
     index: tuple[int, int] = (0, 0)  # (study, job) in the driver's work
     lock: RunLock | None = None
+
+    @property
+    def attempt(self) -> bool:
+        """A --force retrain of a finished run, in the run folder's attempt/ subfolder."""
+        return self.folder is not None and self.folder.name == ATTEMPT
+
+
+class InvalidOutput(RuntimeError):
+    """A job's output that does not fit its job: refused before it enters the store."""
 
 
 def run_studies(runners: Sequence[StudyRunner], specs: Sequence[ModelSpec]
@@ -233,7 +247,8 @@ class _Driver:
         self.inflight[planned.id] = prepared
         here = InProcess()
         if not self.executor.remote:
-            folder = runner.store.folder(planned.id)
+            folder = prepared.folder
+            assert folder is not None
             here = InProcess(prepared.state, [*runner.callbacks(planned.spec), prepared.saver,
                                               *prepared.loggers],
                              lambda n: runner.store.write_json(folder / "grad_norms.json", n))
@@ -251,6 +266,9 @@ class _Driver:
                 continue
             p = self.inflight[done.job.run_id]
             k, i = p.index
+            problem = p.runner._check_output(p, done.output) if done.output is not None else None
+            if problem:  # never stored: the run is recorded resumable, as if its worker failed
+                done = Done(done.job, None, InvalidOutput(problem), done.attempts)
             if done.output is None:
                 p.runner._failed(p, done)
             else:
@@ -309,7 +327,9 @@ class StudyRunner:
     def _prepare(self, job: PlannedRun) -> StoredResult | _Pending:
         """A finished run reused, or the run begun in the store and made a TrainJob."""
         rid, name, store = job.id, job.spec.name, self.store
+        store.recover(rid)  # under the lock: complete a set of files a kill cut, sweep *.tmp
         row = store.get(rid)
+        folder = store.folder(rid)
         if row is not None and row.status in ("finished", "diverged"):
             if rid not in self._force_ids:
                 reused = self._load_finished(job)
@@ -317,12 +337,15 @@ class StudyRunner:
                     return reused
                 self.log(f"{name}: run {rid} is marked {row.status} but its files are "
                          f"incomplete; training it again")
+                remove_checkpoints(folder)
+            else:  # --force: train beside the finished run, which stays whole until replaced
+                folder = store.attempt_folder(rid)
             self._force_ids.discard(rid)
-            remove_checkpoints(store.folder(rid))
         elif self.force:
-            remove_checkpoints(store.folder(rid))
+            remove_checkpoints(folder)
+        attempt = folder != store.folder(rid)
 
-        state = usable_checkpoint(store.folder(rid), rid, self.config.epochs,
+        state = usable_checkpoint(folder, rid, self.config.epochs,
                                   warn=lambda m: self.log(f"warning: {m}"))
         if state is None and row is not None and row.status not in ("finished", "diverged") \
                 and row.epochs_done > 0:
@@ -330,20 +353,27 @@ class StudyRunner:
                      f"restarting it from epoch 1")
         done = int(state["epoch"]) if state is not None else 0
         if state is not None:
-            self.log(f"{name}: resuming run {rid} after epoch {done}/{self.config.epochs}")
+            self.log(f"{name}: resuming run {rid} after epoch {done}/{self.config.epochs}"
+                     + (" (a --force retrain; the finished run is kept until it ends)"
+                        if attempt else ""))
             self._warn_environment(name, state.get("environment", {}))
 
         config_doc = self._config_doc(job)
         history_so_far = state["history"] if state is not None else _empty_history()
-        store.begin(rid, config_doc, epochs_done=done)
-        store.write_history(rid, history_so_far)
+        if attempt:  # the row and the finished files stay as they are until the retrain ends
+            folder.mkdir(parents=True, exist_ok=True)
+            store.write_json(folder / "config.json", config_doc)  # workers look for it there
+        else:
+            store.begin(rid, config_doc, epochs_done=done)
+            store.write_history(rid, history_so_far)
         train = TrainJob(rid, job.spec, self.config, DataRef.of(self.dataset), str(self.device),
-                         self.executor.threads, str(store.folder(rid)), self.env)
-        p = _Pending(job, train, state, config_doc, history_so_far)
+                         self.executor.threads, str(folder), self.env)
+        p = _Pending(job, train, state, config_doc, history_so_far, folder=folder)
         if self.executor.remote:
-            p.checkpoint_mtime = _mtime(store.folder(rid) / LAST)
+            p.checkpoint_mtime = _mtime(folder / LAST)
             return p
-        p.saver = StoreCheckpoint(store, rid, {"run_id": rid, "environment": self.env})
+        extra = {"run_id": rid, "environment": self.env}
+        p.saver = JobCheckpoint(folder, extra) if attempt else StoreCheckpoint(store, rid, extra)
         p.saver.history = state["history"] if state is not None else None
         p.loggers = self._start_loggers(p)
         return p
@@ -357,27 +387,79 @@ class StudyRunner:
         return loggers
 
     def _finish(self, p: _Pending, done: Done) -> StoredResult:
-        """Write a job's output to the store: weights, predictions, history, the index."""
+        """Write a job's output to the store: weights, predictions, history, the index, as one
+        set (a forced retrain's set replaces the finished run's only now)."""
         out, job, store = done.output, p.planned, self.store
-        assert out is not None
+        assert out is not None and p.folder is not None
         rid, name, result = job.id, job.spec.name, out.result
         if self.executor.remote:
             self._record_remote(p, done)
+        files: dict[str, bytes] = {}
+        if p.attempt:  # what the retrain wrote beside its checkpoints travels with the set
+            for extra in ("config.json", "grad_norms.json"):
+                if (p.folder / extra).is_file():
+                    files[extra] = (p.folder / extra).read_bytes()
         if result.status == "diverged":
             epoch, step = result.diverged_at or (0, 0)
-            store.end(rid, "diverged", result.history, diverged_at=result.diverged_at)
+            store.end(rid, "diverged", result.history, diverged_at=result.diverged_at,
+                      files=files)
+            if p.attempt:  # the finished run's final files do not belong to a diverged one
+                for stale in ("weights.safetensors", "predictions.npy", "probabilities.npy"):
+                    (store.folder(rid) / stale).unlink(missing_ok=True)
             self.log(f"{name}: run {rid} diverged (non-finite loss) at epoch {epoch}, "
                      f"step {step}; going on with the next model")
         else:
-            self._save_outputs(rid, out)
-            store.end(rid, "finished", result.history, result.test_loss, result.test_accuracy)
-            remove_checkpoints(store.folder(rid))  # the weights file holds the final model
+            assert out.weights is not None
+            files |= {"weights.safetensors": out.weights,
+                      "predictions.npy": _npy(result.test_predictions),
+                      "probabilities.npy": _npy(out.probabilities)}
+            store.end(rid, "finished", result.history, result.test_loss, result.test_accuracy,
+                      files=files)
+        # the weights file holds the final model; a forced retrain's folder has done its job
+        if p.attempt:
+            shutil.rmtree(p.folder, ignore_errors=True)
+        elif result.status == "finished":
+            remove_checkpoints(store.folder(rid))
         for lg in p.loggers:
             lg.end(result.status, result)
         first = done.attempts[0]["resumed_from"] if done.attempts else out.resumed_from
         return StoredResult(ModelResult(job.spec, self.config, result, out.seconds), rid,
                             "resumed" if first > 0 else "trained", len(done.attempts) - 1
                             if done.attempts else 0)
+
+    def _check_output(self, p: _Pending, out: JobOutput) -> str | None:
+        """What is wrong with a job's output before it enters the store, or None. A worker
+        is trusted not to be malicious (its output is unpickled), but a bug, a stale worker
+        or a mixed-up result must not become a finished run."""
+        rid, ds, res = p.planned.id, self.dataset, out.result
+        where = f"the output of run {rid} ({p.job.label}) from {out.host} pid {out.pid}"
+        n_test, classes, epochs = len(ds.x_test), ds.num_classes, self.config.epochs
+        if out.run_id != rid:
+            return f"{where} names run {out.run_id}"
+        if res.status not in ("finished", "diverged"):
+            return f"{where} has status {res.status!r}, expected finished or diverged"
+        lengths = {k: len(res.history.get(k, ())) for k in HISTORY_KEYS}
+        n = lengths["loss"]
+        if len(set(lengths.values())) != 1:
+            return f"{where} has history columns of different lengths {lengths}"
+        if n < len(p.history["loss"]) or n > epochs or (res.status == "finished" and n != epochs):
+            return (f"{where} has {n} epochs of history; expected {epochs}"
+                    + (f" (it resumed after {len(p.history['loss'])})" if p.history["loss"]
+                       else ""))
+        if res.status == "diverged":
+            return None
+        if not (math.isfinite(res.test_loss) and 0 <= res.test_accuracy <= 1):
+            return f"{where} has test loss {res.test_loss} and accuracy {res.test_accuracy}"
+        preds, proba = np.asarray(res.test_predictions), np.asarray(out.probabilities)
+        if preds.shape != (n_test,) or preds.dtype.kind not in "iu" or \
+                (n_test and not 0 <= int(preds.min()) <= int(preds.max()) < classes):
+            return (f"{where} has predictions of shape {preds.shape} ({preds.dtype}); "
+                    f"expected ({n_test},) classes in 0..{classes - 1}")
+        if proba.shape != (n_test, classes) or proba.dtype.kind != "f" or \
+                not np.isfinite(proba).all():
+            return (f"{where} has probabilities of shape {proba.shape} ({proba.dtype}); "
+                    f"expected ({n_test}, {classes}), finite")
+        return _check_weights(out.weights, p.planned.spec, rid, where)
 
     def _record_remote(self, p: _Pending, done: Done) -> None:
         """A remote job's environment, attempts and progress, as the driver writes them."""
@@ -387,9 +469,10 @@ class StudyRunner:
         doc["environment"] = out.environment
         doc["bit_exact_under"] = {k: out.environment.get(k) for k in EXACTNESS_SETTINGS}
         doc["sessions"][-1] |= {"environment": out.environment, "attempts": done.attempts}
-        store.write_json(store.folder(rid) / "config.json", doc)
+        assert p.folder is not None
+        store.write_json(p.folder / "config.json", doc)
         if out.grad_norms is not None:
-            store.write_json(store.folder(rid) / "grad_norms.json", out.grad_norms)
+            store.write_json(p.folder / "grad_norms.json", out.grad_norms)
         # Loggers see the epochs this command trained, as if they had followed them.
         p.loggers = self._start_loggers(p)
         h, start = out.result.history, len(p.history["loss"])
@@ -403,7 +486,10 @@ class StudyRunner:
             last = done.attempts[-1]
             how = (f"resumed after epoch {last['resumed_from']}" if last["resumed_from"]
                    else "from epoch 1")
-            self.log(f"{label}: run {rid}: its worker died ({died}); Ray ran it again "
+            why = ("was stopped when another run's worker died" if all(
+                a.get("stopped") for a in done.attempts[:-1]) else f"its worker died ({died})")
+            who = "Ray" if self.executor.name == "ray" else "the worker pool"
+            self.log(f"{label}: run {rid}: {why}; {who} ran it again "
                      f"({len(done.attempts) - 1} retry, {how})")
         where = f"{out.host} pid {out.pid}, {out.environment.get('threads')} thread(s)"
         if out.result.status == "finished":
@@ -416,27 +502,30 @@ class StudyRunner:
         cause = getattr(e, "cause", None) or e
         text = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}" \
             if str(cause).strip() else type(cause).__name__
-        history = self._history_now(p)
-        self._mark_interrupted(rid, history)
+        history = self._mark_interrupted(p, self._history_now(p))
         for lg in p.loggers:
             lg.end("failed", None)
         self.log(f"{p.job.label}: run {rid} failed after {max(1, len(done.attempts))} "
                  f"attempt(s) ({text}); its last epoch ({len(history['loss'])}) is kept: run the "
-                 f"same command again to resume")
+                 f"same command again to resume" + self._kept(p))
         self.failures.append(f"{p.job.label} ({text})")
 
     def _follow_checkpoint(self, p: _Pending) -> None:
         """A remote run's new checkpoint: its epoch goes to history.csv, the index, the log."""
-        folder = self.store.folder(p.planned.id)
+        folder = p.folder
+        assert folder is not None
         mtime = _mtime(folder / LAST)
         if mtime == p.checkpoint_mtime:
             return
         p.checkpoint_mtime = mtime
         state = usable_checkpoint(folder, p.planned.id, self.config.epochs)
-        row = self.store.get(p.planned.id)
-        if state is None or row is None or state["epoch"] <= row.epochs_done:
+        if state is None or state["epoch"] <= p.shown:
             return
-        self.store.epoch_done(p.planned.id, state["history"])
+        if not p.attempt:  # a forced retrain leaves the finished run's row alone until it ends
+            row = self.store.get(p.planned.id)
+            if row is None or state["epoch"] <= row.epochs_done:
+                return
+            self.store.epoch_done(p.planned.id, state["history"])
         self._log_epochs(p, state["history"])
 
     def _log_epochs(self, p: _Pending, h: dict[str, list[float]]) -> None:
@@ -452,45 +541,51 @@ class StudyRunner:
         """The history of a run in flight: what its checkpoints say."""
         if p.saver is not None:
             return p.saver.history or _empty_history()
-        state = usable_checkpoint(self.store.folder(p.planned.id), p.planned.id,
-                                  self.config.epochs)
+        assert p.folder is not None
+        state = usable_checkpoint(p.folder, p.planned.id, self.config.epochs)
         return state["history"] if state is not None else p.history
 
     def _stop(self, p: _Pending, e: BaseException) -> None:
-        """Ctrl-C, a failed write or a crash: leave the run in flight resumable, unlocked."""
+        """Ctrl-C, a failed write or any other exception while the run is in flight: leave it
+        recorded resumable (never "running"), and unlocked."""
         rid, name = p.planned.id, p.planned.spec.name
         try:
+            history = self._mark_interrupted(p, self._history_now(p))
+            after = f"after epoch {len(history['loss'])}/{self.config.epochs}"
             if isinstance(e, KeyboardInterrupt):
-                history = self._mark_interrupted(rid, self._history_now(p))
-                self.log(f"{name}: run {rid} interrupted after epoch {len(history['loss'])}/"
-                         f"{self.config.epochs}; its last epoch is checkpointed")
+                self.log(f"{name}: run {rid} interrupted {after}; its last epoch is "
+                         f"checkpointed" + self._kept(p))
             elif isinstance(e, OSError):  # a full disk, a store gone read-only
-                history = self._mark_interrupted(rid, self._history_now(p))
-                self.log(f"{name}: run {rid} stopped after epoch {len(history['loss'])}/"
-                         f"{self.config.epochs} because a file could not be written ({e}); "
-                         f"fix that and run the same command again to resume")
+                self.log(f"{name}: run {rid} stopped {after} because a file could not be "
+                         f"written ({e}); fix that and run the same command again to resume"
+                         + self._kept(p))
+            else:
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                self.log(f"{name}: run {rid} stopped {after} ({type(e).__name__}: {first}); "
+                         f"recorded interrupted, the same command resumes it" + self._kept(p))
             for lg in p.loggers:
                 lg.end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", None)
         finally:
             if p.lock is not None:
                 p.lock.release()
 
-    def _mark_interrupted(self, rid: str, history: dict[str, list[float]]
+    @staticmethod
+    def _kept(p: _Pending) -> str:
+        return ("; the finished run is kept as it was (--force again resumes the retrain)"
+                if p.attempt else "")
+
+    def _mark_interrupted(self, p: _Pending, history: dict[str, list[float]]
                           ) -> dict[str, list[float]]:
-        """Record an interrupted run, as far as the disk still allows; its history so far."""
+        """Record an interrupted run, as far as the disk still allows; its history so far.
+        A forced retrain's finished run stays as it is: only the retrain was interrupted."""
+        rid = p.planned.id
+        if p.attempt:
+            return history
         try:
             self.store.end(rid, "interrupted", history)
         except (OSError, sqlite3.Error) as e:  # a full disk refuses this too: say so, go on
             self.log(f"warning: could not mark run {rid} interrupted in {self.store.root}: {e}")
         return history
-
-    def _save_outputs(self, rid: str, out: JobOutput) -> None:
-        """Final weights with their spec (safetensors), predicted classes, probabilities."""
-        folder = self.store.folder(rid)
-        assert out.weights is not None
-        self.store.write_bytes(folder / "weights.safetensors", out.weights)
-        self.store.write_bytes(folder / "predictions.npy", _npy(out.result.test_predictions))
-        self.store.write_bytes(folder / "probabilities.npy", _npy(out.probabilities))
 
     def _load_finished(self, job: PlannedRun) -> StoredResult | None:
         """A finished or diverged run as a study result, or None if its files are missing."""
@@ -558,6 +653,35 @@ class StudyRunner:
         if changed:
             self.log(f"warning: {name}: resuming with {', '.join(changed)}; the numbers may "
                      f"differ in the last bits from an uninterrupted run")
+
+
+def _check_weights(data: bytes | None, spec: ModelSpec, rid: str, where: str) -> str | None:
+    """A safetensors weights file's header against the spec's tensors (names, shapes) and
+    its run id; what is wrong, or None. The tensors themselves are not decoded."""
+    import struct
+    if not isinstance(data, bytes) or len(data) < 8:
+        return f"{where} has no weights"
+    (size,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8:8 + size]) if size <= len(data) - 8 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        return f"{where} has weights that are not a safetensors file"
+    meta = header.pop("__metadata__", {}) or {}
+    if meta.get("run_id") != rid:
+        return f"{where} has the weights of run {meta.get('run_id')}"
+    from .nn import build_model
+    with torch.device("meta"):  # shapes only: nothing allocated
+        expected = {k: list(v.shape) for k, v in build_model(spec).state_dict().items()}
+    got = {k: v.get("shape") for k, v in header.items() if isinstance(v, dict)}
+    if got != expected:
+        wrong = sorted(k for k in expected.keys() | got.keys() if got.get(k) != expected.get(k))
+        return f"{where} has weights that do not fit {spec.name} ({', '.join(wrong[:3])})"
+    end = max((v["data_offsets"][1] for v in header.values()), default=0)
+    if 8 + size + end != len(data):
+        return f"{where} has a truncated weights file ({len(data)} bytes)"
+    return None
 
 
 def _mtime(path: Path) -> int:

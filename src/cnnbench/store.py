@@ -8,7 +8,9 @@ Layout under the store root (default ``./cnnbench-runs``, or ``--store``, or
     runs/<id>/history.csv     per-epoch metrics, rewritten atomically after every epoch
     runs/<id>/checkpoint.pt   the last completed epoch (and checkpoint.prev.pt, the one before)
     runs/<id>/weights.safetensors, predictions.npy, probabilities.npy   once finished
-    runs/<id>/lock            held (flock) by the process training the run
+    runs/<id>/attempt/        a --force retrain of a finished run, until it replaces it
+    locks/<id>                held (flock) by the process training or deleting the run; never
+                              deleted, so a lock file is never swapped under a waiting process
 
 A run's id is a short SHA-256 of what determines its result (``run_key``), so the same
 model, settings, data and seed always land in the same folder, whoever trains them. The
@@ -38,6 +40,7 @@ from typing import Any
 ENV_VAR = "CNNBENCH_STORE"
 DEFAULT_ROOT = "cnnbench-runs"
 BUSY_SECONDS = 60  # how long a process waits for another one's write to the index
+ATTEMPT = "attempt"  # a run folder's subfolder where a forced retrain trains
 ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic store
 # TrainConfig fields that change speed, never numbers: left out of the run key.
 NOT_IN_KEY = ("eval_batch_size",)
@@ -68,6 +71,10 @@ CREATE TABLE IF NOT EXISTS runs (
 
 class StoreError(OSError):
     """The store cannot be used: unwritable, full, or not a store. Names the path."""
+
+
+def _busy(e: sqlite3.Error) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
 
 
 def default_root() -> Path:
@@ -122,6 +129,17 @@ def git_commit(path: Path | None = None) -> str | None:
         return None
 
 
+def history_csv(history: Mapping[str, Sequence[float]]) -> bytes:
+    """history.csv's bytes: ``epoch,loss,acc,val_loss,val_acc,seconds``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("epoch",) + HISTORY_KEYS)
+    for i in range(len(history["loss"])):
+        # repr() round-trips a float exactly: the file holds the very numbers trained.
+        w.writerow([i + 1] + [repr(float(history[k][i])) for k in HISTORY_KEYS])
+    return buf.getvalue().encode()
+
+
 @dataclass
 class RunRow:
     """One run as the index holds it."""
@@ -158,6 +176,7 @@ class RunLock:
 
     def acquire(self, blocking: bool) -> bool:
         import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -218,7 +237,8 @@ class RunStore:
 
         SQLite's busy timeout covers most waits, but not all: switching a fresh database to
         WAL while another process opens it can answer "database is locked" at once. Those
-        few cases are retried here, for up to a minute.
+        few cases are retried here, for up to a minute. Any other SQLite error (a file that is
+        not a database) is a StoreError naming the file, and the connection is closed.
         """
         deadline, pause = time.monotonic() + BUSY_SECONDS, 0.01
         while True:
@@ -231,24 +251,68 @@ class RunStore:
                 db.execute("BEGIN IMMEDIATE")
                 db.row_factory = sqlite3.Row
                 return db
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 db.close()
-                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
-                    raise
+                if not _busy(e) or time.monotonic() > deadline:
+                    raise self._error(e) from e
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
 
+    def _open_read(self) -> sqlite3.Connection:
+        """A read-only connection in a read transaction: never waits for a writer (WAL), and
+        works on a store this process may read but not write. A read-only folder without the
+        WAL's shared-memory file cannot host a WAL reader; nobody can write there either, so
+        the database is then read as immutable."""
+        uri = self.db_path.resolve().as_uri()
+        for query in ("mode=ro", "immutable=1"):
+            db = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=BUSY_SECONDS,
+                                 isolation_level=None)
+            try:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
+                db.execute("BEGIN")
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file
+                db.row_factory = sqlite3.Row
+                return db
+            except sqlite3.Error as e:
+                db.close()
+                unopenable = isinstance(e, sqlite3.OperationalError) and not _busy(e)
+                if query == "immutable=1" or not unopenable or os.access(self.root, os.W_OK):
+                    raise self._error(e) from e
+        raise AssertionError("unreachable")
+
+    def _error(self, e: sqlite3.Error) -> StoreError:
+        if isinstance(e, sqlite3.OperationalError) and _busy(e):
+            return StoreError(f"the run store index {self.db_path} stayed locked by another "
+                              f"process for {BUSY_SECONDS} s ({e})")
+        return StoreError(f"the run store index {self.db_path} cannot be read ({e}); "
+                          f"if it is damaged, move it away and give --store PATH for a new "
+                          f"store (the run folders in {self.runs_dir} keep their files)")
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection; each ``with`` block is one transaction."""
+        """A short-lived connection; each ``with`` block is one write transaction."""
         db = self._open()
         try:
             try:
                 yield db
+            except sqlite3.DatabaseError as e:
+                db.execute("ROLLBACK")
+                raise self._error(e) from e
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        finally:
+            db.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived read-only connection: one read transaction (pure reads never write)."""
+        db = self._open_read()
+        try:
+            yield db
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from e
         finally:
             db.close()
 
@@ -262,18 +326,26 @@ class RunStore:
 
     # --- runs ---------------------------------------------------------------------------
 
+    def contains(self, path: str | Path) -> bool:
+        """Whether ``path`` (existing or not, links resolved) lies inside this store."""
+        root, target = self.root.resolve(), Path(path).resolve()
+        return target == root or root in target.parents
+
     def folder(self, rid: str) -> Path:
         return self.runs_dir / rid
 
+    def attempt_folder(self, rid: str) -> Path:
+        """Where a --force retrain of finished run ``rid`` trains, the finished files intact."""
+        return self.folder(rid) / ATTEMPT
+
     def lock(self, rid: str) -> RunLock:
-        self.folder(rid).mkdir(parents=True, exist_ok=True)
-        return RunLock(self.folder(rid) / "lock")
+        return RunLock(self.root / "locks" / rid)
 
     def is_locked(self, rid: str) -> bool:
-        """True while some process trains ``rid``."""
-        if not (self.folder(rid) / "lock").exists():
+        """True while some process trains (or deletes) ``rid``."""
+        if not (self.root / "locks" / rid).exists():
             return False
-        lock = RunLock(self.folder(rid) / "lock")
+        lock = self.lock(rid)
         try:
             if lock.acquire(blocking=False):
                 lock.release()
@@ -283,18 +355,18 @@ class RunStore:
         return True
 
     def get(self, rid: str) -> RunRow | None:
-        with self._connect() as db:
+        with self._read() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (rid,)).fetchone()
         return RunRow(**dict(row)) if row else None
 
     def runs(self) -> list[RunRow]:
-        with self._connect() as db:
+        with self._read() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY started, id").fetchall()
         return [RunRow(**dict(r)) for r in rows]
 
     def resolve(self, prefix: str) -> str:
         """The one run id starting with ``prefix``; StoreError if none or several."""
-        with self._connect() as db:
+        with self._read() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY id",
                                             (prefix.replace("%", "").replace("_", "") + "%",))]
         if not ids:
@@ -332,27 +404,63 @@ class RunStore:
 
     def end(self, rid: str, status: str, history: Mapping[str, Sequence[float]],
             test_loss: float | None = None, test_accuracy: float | None = None,
-            diverged_at: tuple[int, int] | None = None) -> None:
+            diverged_at: tuple[int, int] | None = None,
+            files: Mapping[str, bytes] | None = None) -> None:
+        """Record how a run ended. ``files`` (weights, predictions...) are written with
+        history.csv as one set, whose commit record carries this index update too: a kill
+        anywhere leaves the old set and row, or a set :meth:`recover` completes, row included."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}. Got {status!r}.")
-        self.write_history(rid, history)
-        t = now()
         de, ds = diverged_at if diverged_at else (None, None)
+        row = {"status": status, "epochs_done": len(history["loss"]),
+               "train_seconds": float(sum(history["seconds"])), "test_loss": test_loss,
+               "test_accuracy": test_accuracy, "diverged_epoch": de, "diverged_step": ds}
+        if files is None:
+            self.write_history(rid, history)
+        else:
+            from .atomic import write_together
+            try:
+                write_together(self.folder(rid), {**files, "history.csv": history_csv(history)},
+                               note={"run_id": rid, "index": row})
+            except OSError as e:
+                raise StoreError(f"cannot write {e.filename or self.folder(rid)}: "
+                                 f"{e.strerror or e}") from e
+        self._update_row(rid, row)
+
+    def _update_row(self, rid: str, row: Mapping[str, Any]) -> None:
+        t = now()
         with self._connect() as db:
             db.execute("UPDATE runs SET status = ?, epochs_done = ?, train_seconds = ?,"
                        " test_loss = ?, test_accuracy = ?, diverged_epoch = ?, diverged_step = ?,"
                        " updated = ?, finished = ? WHERE id = ?",
-                       (status, len(history["loss"]), float(sum(history["seconds"])),
-                        test_loss, test_accuracy, de, ds, t,
-                        t if status in ("finished", "diverged") else None, rid))
+                       (row["status"], row["epochs_done"], row["train_seconds"], row["test_loss"],
+                        row["test_accuracy"], row["diverged_epoch"], row["diverged_step"], t,
+                        t if row["status"] in ("finished", "diverged") else None, rid))
+
+    def recover(self, rid: str) -> list[Path]:
+        """Tidy a run folder before it is trained again (under the run's lock): complete a
+        set of files a kill interrupted after its commit record (and its index update), and
+        remove the temporary files a kill left (a checkpoint's up to 60 MB). What it removed."""
+        from .atomic import roll_forward, sweep_temps
+        removed = []
+        for folder in (self.folder(rid), self.attempt_folder(rid)):
+            if not folder.is_dir():
+                continue
+            for note in roll_forward(folder):
+                if note.get("run_id") == rid and "index" in note and folder == self.folder(rid):
+                    self._update_row(rid, note["index"])
+            removed += sweep_temps(folder)
+        return removed
 
     def remove(self, rid: str) -> None:
-        """Delete a run's row and folder. Refused while a process trains it."""
-        if self.is_locked(rid):
-            raise StoreError(f"run {rid} is being trained by another process; stop it first")
-        with self._connect() as db:
-            db.execute("DELETE FROM runs WHERE id = ?", (rid,))
-        shutil.rmtree(self.folder(rid), ignore_errors=True)
+        """Delete a run's row and folder, holding its lock meanwhile: refused while a process
+        trains it, and no process can start it until the folder is gone."""
+        with self.lock(rid) as lock:
+            if not lock.acquire(blocking=False):
+                raise StoreError(f"run {rid} is being trained by another process; stop it first")
+            with self._connect() as db:
+                db.execute("DELETE FROM runs WHERE id = ?", (rid,))
+            shutil.rmtree(self.folder(rid), ignore_errors=True)
 
     def effective_status(self, row: RunRow) -> str:
         """'running' only while its process lives; a killed run reads as 'interrupted'."""
@@ -375,15 +483,10 @@ class RunStore:
                 history[k].append(float(row[k]))
         return history
 
-    def write_history(self, rid: str, history: Mapping[str, Sequence[float]]) -> None:
+    def write_history(self, rid: str, history: Mapping[str, Sequence[float]],
+                      folder: Path | None = None) -> None:
         """Keras' CSVLogger, but atomic: ``epoch,loss,acc,val_loss,val_acc,seconds``."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(("epoch",) + HISTORY_KEYS)
-        for i in range(len(history["loss"])):
-            # repr() round-trips a float exactly: the file holds the very numbers trained.
-            w.writerow([i + 1] + [repr(float(history[k][i])) for k in HISTORY_KEYS])
-        self.write_bytes(self.folder(rid) / "history.csv", buf.getvalue().encode())
+        self.write_bytes((folder or self.folder(rid)) / "history.csv", history_csv(history))
 
     def write_json(self, path: Path, obj: Any) -> None:
         self.write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
@@ -400,7 +503,7 @@ class RunStore:
     def verify(self) -> list[str]:
         """Problems found in the store (empty when consistent): index, folders, files."""
         problems = []
-        with self._connect() as db:
+        with self._read() as db:
             ok = db.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
             problems.append(f"{self.db_path}: {ok}")
@@ -410,6 +513,8 @@ class RunStore:
             problems.append(f"{self.folder(rid)}: a folder without an index row")
         for rid, row in rows.items():
             folder = self.folder(rid)
+            for leftover in (*folder.glob("*.tmp"), *folder.glob(".cnnbench-commit-*")):
+                problems.append(f"{leftover}: left by an interrupted write")
             if not (folder / "config.json").exists():
                 problems.append(f"{folder}: no config.json")
                 continue

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
+from ..atomic import write_together
 from ..study import ModelResult
 from .table import describe_batchnorm, describe_dropout
 
@@ -54,14 +54,15 @@ def results_document(results: Sequence[ModelResult], dataset: dict[str, Any],
 
 
 def write_results(out: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``results.json`` and ``history.csv`` into ``out``; return their paths."""
+    """Write ``results.json`` and ``history.csv`` into ``out`` as one set (a kill leaves
+    both old or both new); return their paths."""
     json_path, csv_path = out / "results.json", out / "history.csv"
-    atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(("model", "epoch") + HISTORY_KEYS)
     for name, m in doc["models"].items():
         for i in range(len(m["history"]["loss"])):
             writer.writerow([name, i + 1] + [m["history"][k][i] for k in HISTORY_KEYS])
-    atomic_write_text(csv_path, buf.getvalue())
+    write_together(out, {json_path.name: (json.dumps(doc, indent=1) + "\n").encode(),
+                         csv_path.name: buf.getvalue().encode("utf-8")})
     return json_path, csv_path

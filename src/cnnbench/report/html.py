@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import analysis
-from ..atomic import atomic_write_text
+from ..atomic import write_together
 from ..records import RunRecord
 from . import charts
 from .content import ReportContent, collect
@@ -180,6 +180,8 @@ def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.nd
         reference = notebook_reference()
     out_dir = Path(out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    atomic_write_text(html_path, render_html(content, x_test, y_test, reference, title))
-    atomic_write_text(md_path, render_markdown(content, title))
+    # one set: a kill leaves both old or both new, never one report of each
+    write_together(out_dir, {
+        html_path.name: render_html(content, x_test, y_test, reference, title).encode("utf-8"),
+        md_path.name: render_markdown(content, title).encode("utf-8")})
     return {"html": html_path, "md": md_path}
