@@ -10,12 +10,12 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
 
+from cnnbench.analysis import seeds_needed
 from cnnbench.effects import (
     Observation,
     factorial_effects,
     held_fixed,
     ofat_effects,
-    seeds_needed,
     sentence,
     welch,
 )

@@ -223,16 +223,6 @@ def held_fixed(obs: Sequence[Observation], factor: str, level: str, reference: s
     return out
 
 
-def seeds_needed(diff: float, sd: float, alpha: float = ALPHA, power: float = 0.8) -> int | None:
-    """Seeds per side for a two-sided test at ``alpha`` to find ``diff`` with ``power``,
-    given a per-run spread ``sd`` (normal approximation: n = 2 (z_a/2 + z_b)^2 sd^2 / d^2).
-    None when the difference is zero or the spread unknown."""
-    if not (math.isfinite(diff) and math.isfinite(sd)) or diff == 0:
-        return None
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return max(2, math.ceil(2 * (z * sd / abs(diff)) ** 2))
-
-
 def sentence(e: Effect, what: str = "") -> str:
     """One factor level's effect in words, saying plainly when the seeds cannot tell."""
     name = METRICS[e.metric][0]

@@ -148,7 +148,9 @@ def collect(records: Sequence[RunRecord], y_test: np.ndarray,
     findings = diagnosis.diagnose(records, y_test, len(classes))
     return ReportContent(
         records=records, groups=groups, stats=stats, comparisons=comparisons,
-        findings=findings, conclusions=analysis.conclusions(stats, comparisons),
+        findings=findings,
+        conclusions=analysis.conclusions(stats, comparisons, epochs_spread={
+            m: analysis.epoch_spread(rs[0].history) for m, rs in groups.items() if rs}),
         diagnosis_lines=diagnosis.summarise(records, findings),
         summary_rows=_summary_rows(stats, groups, findings, dataset),
         method=_method(records, dataset), dataset=dataset)

@@ -119,7 +119,7 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
         rows = [{"A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
                  "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
                  "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
-                 "Significant": "yes" if x.significant() else "no"} for x in c.comparisons]
+                 "Significant": x.significance_label()} for x in c.comparisons]
         parts += ["<h3>Pairwise comparisons</h3>",
                   _table(rows, numeric=("A − B (points)", "p", "p (Holm)"),
                          row_class=["sig" if x.significant() else "" for x in c.comparisons])]

@@ -35,7 +35,7 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
             "A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
             "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
             "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
-            "Significant": "yes" if x.significant() else "no"} for x in c.comparisons])
+            "Significant": x.significance_label()} for x in c.comparisons])
     lines += ["", "## Method", ""]
     lines += [f"- **{label}.** {text}" for label, text in c.method]
     return "\n".join(lines) + "\n"
