@@ -121,7 +121,7 @@ def test_notebook_claims_ships_and_its_shared_variants_train_once():
 
 
 @pytest.mark.parametrize("factor, message", [
-    ({"set": "activation", "levels": ["relu"]}, "two or more distinct levels"),
+    ({"set": "activation", "levels": ["relu"]}, "2 or more distinct levels"),
     ({"set": "activation", "layers": "Conv2D#9", "levels": ["relu", "tanh"]},
      "has 4 Conv2D layer"),
     ({"set": "activation", "levels": ["relu", "swish"]}, "'activation' of Conv2D must be"),

@@ -159,3 +159,19 @@ def analyse(ablations: Sequence[Ablation], runs: Mapping[tuple[str, str, int], R
 def verdicts(claims: Sequence[Any], results: Sequence[AblationResult]) -> list[Verdict]:
     by_name = {r.ablation.name: r for r in results}
     return [judge(c, by_name[c.ablation].observations) for c in claims if c.ablation in by_name]
+
+
+def run_map(ablations: Sequence[Ablation], base: Mapping[str, Any], seeds: Sequence[int],
+            precision: str, fingerprint: str) -> dict[tuple[str, str, int], str]:
+    """(ablation, variant, seed) -> the run id it trains under: every variant of every
+    ablation, so a variant two ablations share maps to the same run from both."""
+    from .engine import TrainConfig
+
+    out = {}
+    for a in ablations:
+        for v in a.variants:
+            kw = variant_config(base, v)
+            for seed in seeds:
+                cfg = TrainConfig(seed=seed, precision=precision, **kw)
+                out[(a.name, v.name, seed)] = variant_run_id(v, cfg, fingerprint)
+    return out

@@ -113,7 +113,7 @@ def level_label(value: Any) -> str:
     return str(value)
 
 
-def parse_factor(name: str, data: Any, where: str) -> Factor:
+def parse_factor(name: str, data: Any, where: str, min_levels: int = 2) -> Factor:
     """Validate one factor's mapping (see the module docstring)."""
     where = f"{where}: factor '{name}'"
     if not isinstance(data, dict):
@@ -138,8 +138,9 @@ def parse_factor(name: str, data: Any, where: str) -> Factor:
         raise SpecError(f"{where}: 'levels' must be a list of values or a mapping of "
                         f"label: value. Got {raw!r}.")
     labels = [lb for lb, _ in levels]
-    if len(levels) < 2 or len(set(labels)) != len(labels):
-        raise SpecError(f"{where}: 'levels' needs two or more distinct levels. Got {labels}.")
+    if len(levels) < min_levels or len(set(labels)) != len(labels):
+        raise SpecError(f"{where}: 'levels' needs {min_levels} or more distinct levels. "
+                        f"Got {labels}.")
     base = data.get("base", labels[0])
     base = level_label(base) if not isinstance(base, str) else base
     if base not in labels:
@@ -430,3 +431,46 @@ def parse_vary(text: str, base: ModelSpec) -> tuple[str, dict[str, Any]]:
 def params_table(ablation: Ablation) -> list[tuple[str, int, str]]:
     """(variant, parameters, layers) for listing."""
     return [(v.name, v.spec.params, v.spec.shorthand()) for v in ablation.variants]
+
+
+def summary_target(name: str, vary: Sequence[str] = (), variant: str | None = None
+                   ) -> tuple[ModelSpec | None, Any]:
+    """What ``cnnbench summary`` shows: a model, one of its variants (``--vary``), or a
+    study's variants as a table (a study name or file) and one of them (``--variant``)."""
+    from rich.table import Table
+
+    from .studyfile import find_study, is_model_spec, load_study
+
+    path = find_study(name)
+    if path.is_file() and not is_model_spec(path):
+        study = load_study(path)
+        if not study.ablations:
+            raise SpecError(f"{name}: a study without ablations has no variants to show; "
+                            f"name one of its models instead.")
+        variants = {v.name: v for a in study.ablations for v in a.variants}
+        if variant is not None:
+            if variant not in variants:
+                import difflib
+                close = difflib.get_close_matches(variant, variants, n=3)
+                raise SpecError(f"{name}: no variant {variant!r}."
+                                + (f" Did you mean {', '.join(close)}?" if close else "")
+                                + f" Its variants: {', '.join(variants)}.")
+            return variants[variant].spec, None
+        table = Table(title=f"{study.name}: variants")
+        for col in ("Ablation", "Variant", "Params", "Training", "Layers"):
+            table.add_column(col, justify="right" if col == "Params" else "left",
+                             overflow="fold", min_width=12 if col == "Variant" else None)
+        for a in study.ablations:
+            for v in a.variants:
+                edits = ", ".join(f"{k}={x}" for k, x in v.training.items()) or "—"
+                table.add_row(a.name, v.name, f"{v.spec.params:,}", edits, v.spec.shorthand())
+        return None, table
+    base = get_spec(name)
+    if not vary:
+        return base, None
+    # Each --vary's last level: 'summary CNN_MNIST_2 --vary activation=relu'.
+    factors = [parse_factor(n, d, "--vary", min_levels=1)
+               for n, d in (parse_vary(v, base) for v in vary)]
+    levels = {f.name: f.labels[-1] for f in factors}
+    spec, _ = apply_levels(base, factors, levels, variant_name(base.name, levels))
+    return spec, None

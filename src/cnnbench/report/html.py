@@ -110,6 +110,11 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
         "<h3>Diagnosis</h3><ul class=conc>"
         + ("".join(f"<li>{escape(s)}</li>" for s in c.diagnosis_lines)
            or "<li>No run shows a failure the detectors look for.</li>") + "</ul>",
+    ]
+    if c.what_matters is not None:
+        from .whatmatters import html
+        parts += html(c.what_matters, _table, _img)
+    parts += [
         "<h2>Summary</h2>",
         _table(c.summary_rows, numeric=("Test accuracy %", "95% CI %", "Min – max %",
                                         "Test loss", "Params", "Training FLOPs / epoch",

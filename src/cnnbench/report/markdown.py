@@ -19,6 +19,9 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
     lines = [f"# {title}", "", "Figures, confusion matrices and misclassified digits: "
              "`report.html` (self-contained, opens offline).", "", "## Conclusions", ""]
     lines += [f"- {s}" for s in c.conclusions] or ["- (no finished runs)"]
+    if c.what_matters is not None:
+        from .whatmatters import markdown
+        lines += [""] + markdown(c.what_matters, _table)
     lines += ["", "## Diagnosis", ""]
     lines += [f"- {s}" for s in c.diagnosis_lines] or ["- Nothing went wrong that the "
                                                        "detectors look for."]
