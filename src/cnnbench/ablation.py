@@ -18,7 +18,7 @@ from . import effects
 from .claims import Verdict, judge
 from .records import RunRecord
 from .store import canonical_json, resolved_spec, run_id, run_key
-from .variants import Ablation, Variant, unique_runs
+from .variants import Ablation, Variant
 
 
 def variant_config(base: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
@@ -56,16 +56,23 @@ class Group:
 
 
 def groups(ablations: Sequence[Ablation], base: Mapping[str, Any]) -> list[Group]:
-    """Every distinct variant once, grouped by its resolved training settings."""
+    """Every distinct run once (the same layers and the same resolved training settings,
+    however the variants are named or whichever ablation made them), grouped by settings."""
     out: dict[str, Group] = {}
-    for v in unique_runs(ablations):
-        kw = variant_config(base, v)
-        key = canonical_json(kw)
-        if key not in out:
-            label = ("base" if key == canonical_json(dict(base)) else
-                     ",".join(f"{k}={x}" for k, x in sorted(v.training.items())))
-            out[key] = Group(label, kw, [])
-        out[key].variants.append(v)
+    seen: set[tuple[str, str]] = set()
+    for a in ablations:
+        for v in a.variants:
+            kw = variant_config(base, v)
+            key = canonical_json(kw)
+            spec_key = canonical_json(resolved_spec(v.spec))
+            if (key, spec_key) in seen:
+                continue
+            seen.add((key, spec_key))
+            if key not in out:
+                label = ("base" if key == canonical_json(dict(base)) else
+                         ",".join(f"{k}={x}" for k, x in sorted(v.training.items())))
+                out[key] = Group(label, kw, [])
+            out[key].variants.append(v)
     return list(out.values())
 
 

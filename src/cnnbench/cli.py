@@ -652,8 +652,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "models": cmd_models, "summary": cmd_summary, "runs": cmd_runs,
-            "show": cmd_show, "rm": cmd_rm, "report": cmd_report,
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "models": cmd_models, "summary": cmd_summary,
+            "runs": cmd_runs, "show": cmd_show, "rm": cmd_rm, "report": cmd_report,
             "import-keras": cmd_import_keras, "predict": cmd_predict, "export": cmd_export}
 
 
