@@ -63,6 +63,8 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
             "classes": list(dataset.info.classes)}
     reference = notebook_reference() if dataset.info.name == "mnist" else {}
     content = collect(records, dataset.y_test, info)
+    from .notebook_table import notebook_rows
+    content.notebook_rows = notebook_rows(content.stats, reference)
     extra: list[str] = []
     if ablation is not None:
         from .whatmatters import build

@@ -27,6 +27,7 @@ class ReportContent:
     method: list[tuple[str, str]]  # (label, text) pairs
     dataset: dict[str, Any] = field(default_factory=dict)
     what_matters: Any = None  # whatmatters.WhatMatters, for ablation studies
+    notebook_rows: list[dict[str, str]] = field(default_factory=list)  # notebook_table.py
 
 
 def fmt_flops(f: float) -> str:

@@ -120,6 +120,12 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
                                         "Test loss", "Params", "Training FLOPs / epoch",
                                         "Time / run")),
     ]
+    if c.notebook_rows:
+        parts += ["<h3>The notebook's numbers beside the seeds</h3>",
+                  "<p class=muted>The notebook ran each model once; the seeds show how far "
+                  "one run can move.</p>",
+                  _table(c.notebook_rows, numeric=("Mean ± sd %", "95% CI %", "Min – max %",
+                                                   "Notebook % (1 run)"))]
     if c.comparisons:
         rows = [{"A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
                  "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),

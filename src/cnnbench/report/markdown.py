@@ -32,6 +32,10 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
         seen.add(f.kind)
         lines.append(f"  - *{f.title}*: {f.explanation} Usual fix: {f.fix}")
     lines += ["", "## Summary", ""] + _table(c.summary_rows)
+    if c.notebook_rows:
+        lines += ["", "### The notebook's numbers beside the seeds", "",
+                  "The notebook ran each model once; the seeds show how far one run can "
+                  "move.", ""] + _table(c.notebook_rows)
     if c.comparisons:
         lines += ["", "## Pairwise comparisons", ""]
         lines += _table([{
