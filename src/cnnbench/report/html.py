@@ -134,8 +134,11 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
         parts += ["<h3>Pairwise comparisons</h3>",
                   _table(rows, numeric=("A − B (points)", "p", "p (Holm)"),
                          row_class=["sig" if x.significant() else "" for x in c.comparisons])]
-    parts += ["<h2>Test accuracy of all models</h2>",
-              _img(charts.val_acc_overlay_png(c.groups, ref), "test accuracy, all models")]
+    held = any(r.config.get("validation_split") or r.config.get("validation_size")
+               for r in c.records)
+    what = "validation accuracy (holdout)" if held else "test accuracy"
+    parts += [f"<h2>{what[0].upper() + what[1:]} of all models</h2>",
+              _img(charts.val_acc_overlay_png(c.groups, ref, what), f"{what}, all models")]
     norms = {m: rs[0].grad_norms for m, rs in c.groups.items() if rs and rs[0].grad_norms}
     if norms:
         parts += ["<h3>Gradient norm per layer</h3>",

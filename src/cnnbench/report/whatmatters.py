@@ -21,6 +21,8 @@ class WhatMatters:
     results: list[AblationResult]
     verdicts: list[Verdict]
     validation: str  # how the runs validated, in words
+    curves: dict[str, dict[str, list[RunRecord]]]  # ablation -> variant -> its runs
+    holdout: bool = True
 
     def lines(self) -> list[str]:
         """The claims' verdicts, then each ablation's sentences: for the terminal."""
@@ -49,7 +51,11 @@ def build(ablations: Sequence[Any], claims: Sequence[Any],
                       f"never trained on); best epochs and early stopping use it only. The "
                       f"test set was evaluated once per run, at the end: no number here was "
                       f"used for selection.")
-    return WhatMatters(results, verdicts(claims, results), validation)
+    curves: dict[str, dict[str, list[RunRecord]]] = {}
+    for (a, v, _), r in sorted(runs.items(), key=lambda kv: kv[0][2]):
+        curves.setdefault(a, {}).setdefault(v, []).append(r)
+    return WhatMatters(results, verdicts(claims, results), validation, curves,
+                       splits != {(None, None)})
 
 
 def effect_png(result: AblationResult) -> bytes | None:
@@ -157,5 +163,11 @@ def html(wm: WhatMatters, table: Any, img: Any) -> list[str]:
                   "<ul class=conc>" + "".join(f"<li>{escape(s)}</li>"
                                                for s in r.sentences()[1:]) + "</ul>",
                   table(_effect_rows(r)), table(_variant_rows(r))]
+        groups = wm.curves.get(r.ablation.name)
+        if groups:
+            from .charts import val_acc_overlay_png
+            what = "validation accuracy (holdout)" if wm.holdout else "test accuracy"
+            parts.append(img(val_acc_overlay_png(groups, {}, what),
+                             f"{r.ablation.name}: accuracy per epoch of each variant"))
     parts.append(f"<p class=muted>{escape(effects.METHOD_NOTE)}</p>")
     return parts
