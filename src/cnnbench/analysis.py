@@ -198,6 +198,12 @@ class Comparison:
     def significant(self, alpha: float = ALPHA) -> bool:
         return bool(self.p_holm < alpha)
 
+    def significance_label(self, alpha: float = ALPHA) -> str:
+        """For tables: a single-seed McNemar result is about two trained networks only."""
+        if not self.significant(alpha):
+            return "no"
+        return "yes, for these two trained networks" if self.test == "mcnemar" else "yes"
+
 
 def _correct(run: RunRecord, y_test: np.ndarray) -> np.ndarray | None:
     if run.test_predictions is None or len(run.test_predictions) != len(y_test):
@@ -288,9 +294,58 @@ def fmt_p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
+def seeds_needed(diff: float, sd: float, alpha: float = ALPHA, power: float = 0.8
+                 ) -> int | None:
+    """Seeds per model for a two-sided test at ``alpha`` to find ``diff`` with ``power``,
+    given a per-run spread ``sd`` (normal approximation: n = 2 (z_a/2 + z_b)^2 sd^2 / d^2).
+    None when the difference is zero or the spread unknown."""
+    if not (math.isfinite(diff) and math.isfinite(sd)) or diff == 0:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(2, math.ceil(2 * (z * sd / abs(diff)) ** 2))
+
+
+def epoch_spread(history: dict[str, list[float]]) -> tuple[float, int]:
+    """How much validation accuracy moves from epoch to epoch late in a run: the sample sd
+    (points) over the last half of its epochs (at least two), and how many epochs that is.
+    A stand-in for the seed-to-seed spread when only one seed was run."""
+    va = [v for v in history.get("val_acc", []) if math.isfinite(v)]
+    k = max(2, len(va) // 2)
+    if len(va) < 2:
+        return math.nan, len(va)
+    return float(100 * np.std(va[-k:], ddof=1)), k
+
+
+def _single_seed(c: Comparison, spread: dict[str, tuple[float, int]], alpha: float) -> str:
+    """A McNemar result in words: about two trained networks, with the seeds a claim about
+    the architectures would need."""
+    beyond = ("more than test-set noise explains" if c.significant(alpha)
+              else "within test-set noise")
+    text = (f"One seed each: on this test set, the trained network {c.a} got "
+            f"{c.diff:.2f} ± {c.se:.2f} points more images right than the trained network "
+            f"{c.b}, {beyond} ({fmt_p(c.p_holm)} Holm-adjusted; {c.detail}). This is about "
+            f"these two networks, not about {c.a} and {c.b} as architectures: retrained from "
+            f"other seeds, either may come out ahead.")
+    sds = [spread[m] for m in (c.a, c.b) if m in spread and math.isfinite(spread[m][0])]
+    if not sds:
+        return text + (" These runs are too short to show how much accuracy moves between "
+                       "epochs; a pilot over 3 or more seeds per model would show how many "
+                       "seeds it takes to tell them apart.")
+    sd = float(np.mean([s for s, _ in sds]))
+    n = seeds_needed(c.diff, sd, alpha)
+    need = (f"about {n} seeds per model" if n is not None else "more seeds than any study "
+            "can run (no difference to find)")
+    return text + (f" Their test accuracy moved by {sd:.2f} points (sd over the last "
+                   f"{sds[0][1]} epochs) from epoch to epoch; if retrained networks spread as "
+                   f"much, telling {abs(c.diff):.2f} points apart would take {need} (Welch, "
+                   f"two-sided 5 %, power 80 %). Run with --seeds to find out.")
+
+
 def conclusions(model_stats_: Sequence[ModelStats], comparisons: Sequence[Comparison],
-                alpha: float = ALPHA) -> list[str]:
-    """Plain sentences, each with its evidence, generated from the numbers."""
+                alpha: float = ALPHA, epochs_spread: dict[str, tuple[float, int]] | None = None
+                ) -> list[str]:
+    """Plain sentences, each with its evidence, generated from the numbers. ``epochs_spread``: per
+    model, ``epoch_spread`` of one of its runs, for the single-seed sentences."""
     out = []
     ranked = sorted((s for s in model_stats_ if s.n), key=lambda s: -s.acc_mean)
     if ranked:
@@ -304,6 +359,9 @@ def conclusions(model_stats_: Sequence[ModelStats], comparisons: Sequence[Compar
         out.append(f"Mean test accuracy {over}: " + ", ".join(parts) + ".")
     for c in comparisons:
         evidence = f"{fmt_p(c.p_holm)} Holm-adjusted ({c.detail}; raw {fmt_p(c.pvalue)})"
+        if c.test == "mcnemar":
+            out.append(_single_seed(c, epochs_spread or {}, alpha))
+            continue
         if c.seeds_matched:
             evidence += (f"; seed by seed, {c.a} was ahead in {c.seeds_ahead} of "
                          f"{c.seeds_matched}, beyond test-set noise in {c.seeds_significant}")

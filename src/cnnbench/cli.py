@@ -31,6 +31,16 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnbench",
@@ -91,8 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_positive_int, metavar="N",
                      help="torch threads a run uses (local default: torch's; ray default: 1, "
                           "and each run asks Ray for N CPUs)")
+    run.add_argument("--validation-split", type=_fraction, metavar="F",
+                     help="validate on the last fraction F of the training images (Keras' "
+                          "validation_split; the test set is then evaluated once, at the end); "
+                          "0: the test set validates, as in the notebook (the default, but "
+                          "0.1 for ablation studies)")
+    run.add_argument("--early-stopping", type=_int, metavar="PATIENCE",
+                     help="stop when the validation loss has not improved for PATIENCE epochs "
+                          "and restore the best epoch's weights (Keras' EarlyStopping); needs "
+                          "a held-out validation set")
     # Hidden: a learning rate other than the notebook's, for divergence tests and experiments.
     run.add_argument("--lr", type=float, help=argparse.SUPPRESS)
+
+    abl = sub.add_parser("ablate", help="vary factors of a model and estimate their effects",
+                         description="The short form of a study file with one ablation: "
+                                     "e.g. 'cnnbench ablate CNN_MNIST_2 --vary "
+                                     "activation=sigmoid,relu --seeds 3'. Validates on a "
+                                     "holdout (--validation-split, default 0.1).")
+    abl.add_argument("base", help="the base model: a built-in name or a spec file")
+    abl.add_argument("--vary", action="append", required=True, metavar="FACTOR=L1,L2",
+                     help="a factor and its levels (the first is the base): activation, norm "
+                          "(batchnorm, dropout, dropout0.2, none), lr, batch_size, optimizer, "
+                          "width, or SELECTOR.argument (e.g. Conv2D#4.use_bias=false,true); "
+                          "repeatable")
+    abl.add_argument("--design", choices=("factorial", "ofat"), default="factorial",
+                     help="factorial (every combination, default) or ofat (one factor at a "
+                          "time around the base)")
+    for action in run._actions:  # every option of 'run' (seeds, epochs, store, jobs, ...)
+        if action.dest not in ("help", "study", "models", "model_file"):
+            abl._add_action(action)
 
     imp = sub.add_parser("import-keras", help="turn Keras Sequential models in Python or "
                                               "notebook source into spec files",
@@ -153,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     _store_argument(rep)
 
     summary = sub.add_parser("summary", help="a Keras-style summary of a model")
-    summary.add_argument("name", help="a built-in model name or a spec file")
+    summary.add_argument("name", help="a built-in model name or a spec file; or a study with "
+                                      "ablations (e.g. notebook-claims): its variants")
+    summary.add_argument("--vary", action="append", default=[], metavar="FACTOR=LEVEL",
+                         help="the variant of NAME with this level (as for 'ablate'); "
+                              "repeatable")
+    summary.add_argument("--variant", metavar="NAME",
+                         help="with a study: the summary of this variant")
     return p
 
 
@@ -164,9 +207,10 @@ def _store_argument(p: argparse.ArgumentParser) -> None:
 
 def _console(stderr: bool = False):
     from rich.console import Console
-    console = Console(stderr=stderr, highlight=False)
+    # No markup: model names like CNN_MNIST_2[activation=relu] are text, not style tags.
+    console = Console(stderr=stderr, highlight=False, markup=False)
     if not console.is_terminal:  # logs and CI: wide enough that tables do not wrap
-        console = Console(stderr=stderr, highlight=False, width=140)
+        console = Console(stderr=stderr, highlight=False, markup=False, width=140)
     return console
 
 
@@ -179,9 +223,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .report.table import model_summary
-    from .spec import get_spec
-    table, totals = model_summary(get_spec(args.name))
+    from .variants import summary_target
     console = _console()
+    spec, listing = summary_target(args.name, args.vary, args.variant)
+    if listing is not None:
+        console.print(listing)
+        return 0
+    table, totals = model_summary(spec)
     console.print(table)
     for line in totals:
         console.print(" " + line)
@@ -211,7 +259,8 @@ def _plan(args: argparse.Namespace) -> dict:
     if args.study and is_model_spec(args.study):
         args.model_file = [args.study, *args.model_file]  # 'run my_model.yaml' works too
         args.study = None
-    study = load_study(args.study) if args.study else None
+    study = getattr(args, "built_study", None) or (load_study(args.study) if args.study
+                                                    else None)
     if args.models:
         specs = [get_spec(n) for n in args.models]  # unknown names fail here, before any data
     elif study and not args.model_file:
@@ -225,9 +274,12 @@ def _plan(args: argparse.Namespace) -> dict:
         raise ValueError(f"the model name(s) {dupes} appear twice; results are keyed by "
                          f"model name, give each spec its own 'name'.")
     config: dict = study.train_config_kwargs() if study else {}
-    for key in ("epochs", "batch_size", "train_limit", "lr"):
+    for key in ("epochs", "batch_size", "train_limit", "lr", "validation_split",
+                "early_stopping"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    if config.get("validation_split") == 0:
+        config.pop("validation_split")  # --validation-split 0: the test set validates
     if args.seeds and args.seed is not None:
         raise ValueError("give --seed S or --seeds K|S..., not both")
     if args.seeds:  # one number K: seeds 0..K-1; several: exactly those
@@ -241,7 +293,16 @@ def _plan(args: argparse.Namespace) -> dict:
                              f"expected distinct seeds")
     else:
         seeds = [args.seed] if args.seed is not None else list(study.seeds) if study else [0]
-    return {"specs": specs, "config": config, "seeds": seeds,
+    ablations = study.ablations if study and not (args.models or args.model_file) else ()
+    if ablations:  # the variants, each once, grouped by their training settings
+        from .ablation import groups
+        plan_groups = [(g.label, [v.spec for v in g.variants], g.config)
+                       for g in groups(ablations, config)]
+    else:
+        plan_groups = [("", specs, config)]
+    return {"specs": [s for _, ss, _ in plan_groups for s in ss], "config": config,
+            "seeds": seeds, "groups": plan_groups, "ablations": ablations,
+            "claims": study.claims if ablations else (),
             "dataset": args.dataset or (study.dataset if study else None),
             "data_dir": args.data_dir or (study.data_dir if study else None)}
 
@@ -310,9 +371,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     configs = [TrainConfig(seed=seed, precision=precision, **plan["config"])
                for seed in plan["seeds"]]
     n_train = min(len(dataset.x_train), configs[0].train_limit or len(dataset.x_train))
-    console.print(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
-                  f"({dataset.info.name}, {configs[0].optimizer_label()}, {device}, "
-                  f"{precision}, {threads})")
+    if configs[0].holdout:
+        from .holdout import split_at
+        n_fit = split_at(n_train, configs[0].validation_split, configs[0].validation_size)
+        console.print(f"Train on {n_fit} samples, validate on the last {n_train - n_fit} of "
+                      f"them; the {len(dataset.x_test)} test images are evaluated once, at "
+                      f"the end ({dataset.info.name}, {configs[0].optimizer_label()}, {device}, "
+                      f"{precision}, {threads})")
+    else:
+        console.print(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
+                      f"({dataset.info.name}, {configs[0].optimizer_label()}, {device}, "
+                      f"{precision}, {threads})")
+    if plan["ablations"]:
+        n_runs = len(plan["specs"]) * len(plan["seeds"])
+        console.print(f"Ablations: {', '.join(a.name for a in plan['ablations'])}: "
+                      f"{len(plan['specs'])} distinct variants x {len(plan['seeds'])} seed(s) "
+                      f"= {n_runs} runs")
 
     # A scheduler's or `kill`'s stop request ends as cleanly as Ctrl-C: recorded, resumable.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -325,9 +399,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "test_images": len(dataset.x_test), "class_counts": dataset.class_counts()}
     reference = notebook_reference() if dataset.info.name == "mnist" else {}
     run_ids: list[str] = []
+    code = 0
     try:
-        code = _run_seeds(args, configs, specs, store, dataset, device, executor, data_doc, env,
-                          reference, run_ids, console, err)
+        for label, group_specs, group_config in plan["groups"]:
+            group_args = args
+            if label:  # an ablation's training group: its tables and plots in a folder
+                group_args = argparse.Namespace(**vars(args))
+                group_args.out = args.out / "runs" / label
+            group_configs = [TrainConfig(seed=seed, precision=precision, **group_config)
+                             for seed in plan["seeds"]]
+            code = _run_seeds(group_args, group_configs, group_specs, store, dataset, device,
+                              executor, data_doc, env, reference, run_ids, console, err)
+            if code:
+                break
     except ExecutorError as e:
         err.print(f"cnnbench run: error: {e}", soft_wrap=True)
         return 1
@@ -335,7 +419,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor.close()
     if code:
         return code
-    paths, lines = write_study_report(store, run_ids, dataset, args.out)
+    ablation = None
+    if plan["ablations"]:
+        from .ablation import run_map
+        ablation = (plan["ablations"], plan["claims"],
+                    run_map(plan["ablations"], plan["config"], plan["seeds"], precision,
+                            dataset.fingerprint()))
+    paths, lines = write_study_report(store, run_ids, dataset, args.out, ablation=ablation)
     console.print()
     for line in lines:
         console.print(f"- {line}", soft_wrap=True)
@@ -406,6 +496,21 @@ def _print_seed(args, configs, config, stored, store, data_doc, env, reference, 
                for s in stored if s.retries]
     if retried:
         console.print(f"Retried after a worker died: {', '.join(retried)}")
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """A one-ablation study built from the command line, run as 'run' runs a study file."""
+    from .spec import get_spec
+    from .studyfile import build_study
+    from .variants import parse_vary
+    base = get_spec(args.base)
+    factors = dict(parse_vary(v, base) for v in args.vary)
+    name = f"ablate-{base.name}"
+    args.built_study = build_study(
+        {"name": name, "ablations": [{"name": name, "base": args.base, "design": args.design,
+                                      "factors": factors}]}, "cnnbench ablate", Path.cwd())
+    args.study, args.models, args.model_file = None, None, []
+    return cmd_run(args)
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:
@@ -581,8 +686,8 @@ def _check_same_data(store, ids, dataset, data_dir) -> None:
                              f"needs the runs' own data (give its --data-dir)")
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "summary": cmd_summary, "runs": cmd_runs,
-            "show": cmd_show, "rm": cmd_rm, "report": cmd_report,
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "models": cmd_models, "summary": cmd_summary,
+            "runs": cmd_runs, "show": cmd_show, "rm": cmd_rm, "report": cmd_report,
             "import-keras": cmd_import_keras, "predict": cmd_predict, "export": cmd_export}
 
 

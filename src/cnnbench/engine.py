@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .holdout import MONITORS, split_at, stop_state
 from .nn import clipped_categorical_crossentropy, make_optimizer
 from .optim import describe_optimizer, resolve_optimizer
 from .trainstate import restore_training_state, training_state
@@ -59,6 +60,16 @@ class TrainConfig:
     # takes its Keras-named arguments here, e.g. (("learning_rate", 0.01), ("momentum", 0.9)).
     optimizer: str = "Adadelta"
     optimizer_args: tuple[tuple[str, Any], ...] = ()
+    # A held-out validation set (holdout.py, Keras' semantics): the last fraction / number of
+    # the training images; val_* then come from it and the test set is evaluated once, at the
+    # end. 0: the notebook's protocol, the test set as validation data.
+    validation_split: float = 0.0
+    validation_size: int = 0
+    # Keras EarlyStopping on the validation set: None (off) or its patience in epochs.
+    early_stopping: int | None = None
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -74,6 +85,30 @@ class TrainConfig:
             raise ValueError("Adadelta takes 'lr', 'rho' and 'epsilon' of TrainConfig, "
                              f"not optimizer_args. Got {self.optimizer_args!r}.")
         resolve_optimizer(self.optimizer, dict(self.optimizer_args), "TrainConfig")
+        if not (isinstance(self.validation_split, int | float) and 0 <= self.validation_split < 1):
+            raise ValueError(f"'validation_split' must be a number in [0, 1). "
+                             f"Got {self.validation_split!r}.")
+        if not isinstance(self.validation_size, int) or self.validation_size < 0:
+            raise ValueError(f"'validation_size' must be a non-negative integer. "
+                             f"Got {self.validation_size!r}.")
+        if self.validation_split and self.validation_size:
+            raise ValueError("give 'validation_split' or 'validation_size', not both.")
+        if self.early_stopping is not None:
+            if not isinstance(self.early_stopping, int) or self.early_stopping < 0:
+                raise ValueError(f"'early_stopping' (the patience) must be a non-negative "
+                                 f"integer or None. Got {self.early_stopping!r}.")
+            if not self.holdout:
+                raise ValueError("early stopping needs a held-out validation set "
+                                 "('validation_split' or 'validation_size'): stopping on the "
+                                 "test set would select on the numbers that are reported.")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"'monitor' must be one of {', '.join(MONITORS)}. "
+                             f"Got {self.monitor!r}.")
+
+    @property
+    def holdout(self) -> bool:
+        """Whether validation data is held out of the training set (else: the test set)."""
+        return bool(self.validation_split or self.validation_size)
 
     def optimizer_label(self) -> str:
         """E.g. ``Adadelta(lr=1.0, rho=0.95, epsilon=1e-07)``, every argument shown."""
@@ -83,7 +118,19 @@ class TrainConfig:
                                   resolve_optimizer(self.optimizer, dict(self.optimizer_args), ""))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting; those added after the first release only when not at their default,
+        so the run ids of every run made before them stay the same."""
+        d = asdict(self)
+        for k, default in ONLY_IF_SET.items():
+            if d[k] == default:
+                del d[k]
+        return d
+
+
+# Settings that enter the run key (and config.json) only when set: their defaults.
+ONLY_IF_SET: dict[str, Any] = {"validation_split": 0.0, "validation_size": 0,
+                               "early_stopping": None, "monitor": "val_loss", "min_delta": 0.0,
+                               "restore_best_weights": True}
 
 
 @dataclass
@@ -107,6 +154,8 @@ class TrainResult:
     test_predictions: np.ndarray | None = None  # argmax class per test image
     status: str = "finished"  # or "diverged"
     diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
+    best_epoch: int | None = None  # early stopping's best epoch (1-based), when it ran
+    stopped_epoch: int | None = None  # the epoch after which early stopping ended training
 
     def append(self, logs: EpochLogs) -> None:
         for k in self.history:
@@ -339,6 +388,10 @@ def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bo
     return step
 
 
+def _cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 500, precision: str = "fp32") -> tuple[float, float, np.ndarray]:
@@ -366,13 +419,22 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
 
     Each epoch reshuffles the training set (its own generator, seeded by ``config.seed``),
     takes Adadelta steps on batches of ``batch_size``, reports the batch-size-weighted mean
-    loss and accuracy in training mode, then evaluates the test set in inference mode.
+    loss and accuracy in training mode, then evaluates the validation data in inference mode.
     Dropout draws from torch's global generator: seed it before building the model.
     ``state`` (from ``training_state``) continues a run after its last completed epoch, with
     the same numbers as a run never interrupted (same machine, same thread count).
+
+    With ``validation_split`` / ``validation_size`` the validation data is the last part of
+    the (limited) training arrays, as Keras' ``fit(validation_split=...)`` takes it, and the
+    test set is evaluated once, after training (after restoring the best epoch's weights when
+    early stopping asks for it). Otherwise the test set validates, as in the notebook.
     """
     if config.train_limit is not None:
         x_train, y_train = x_train[:config.train_limit], y_train[:config.train_limit]
+    x_val, y_val = x_test, y_test
+    if config.holdout:
+        at = split_at(len(x_train), config.validation_split, config.validation_size)
+        x_train, y_train, x_val, y_val = x_train[:at], y_train[:at], x_train[at:], y_train[at:]
     n = len(x_train)
     bs = config.batch_size
     steps = math.ceil(n / bs)
@@ -381,16 +443,36 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
     shuffle = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
     done = 0
+    best_weights: dict[str, torch.Tensor] | None = None  # EarlyStopping's, when not the last
     if state is not None:
         done, result.history = restore_training_state(state, model, optimizer, shuffle)
-    get_state: Callable[[], dict[str, Any]] = lambda: training_state(  # noqa: E731
-        model, optimizer, shuffle, result.history)
+    stopping = config.early_stopping is not None
+    keep_best = stopping and config.restore_best_weights
+
+    def stopped() -> Any:
+        return stop_state(result.history[config.monitor], config.monitor,
+                          config.early_stopping or 0, config.min_delta)
+
+    if keep_best and done:
+        # The checkpoint holds the best epoch's weights when they are not the model's own.
+        best_weights = state.get("best_model") if state is not None else None
+        if best_weights is None and stopped().best_epoch == done:
+            best_weights = _cpu_weights(model)
+
+    def get_state() -> dict[str, Any]:
+        s = training_state(model, optimizer, shuffle, result.history)
+        if best_weights is not None and stopped().best_epoch != len(result.history["loss"]):
+            s["best_model"] = best_weights
+        return s
+
     for cb in callbacks:
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin(get_state)
     preds = None
 
     for epoch in range(done + 1, config.epochs + 1):
+        if stopping and done and stopped().stop:
+            break  # resumed after early stopping had ended it: nothing more to train
         for cb in callbacks:
             cb.on_epoch_begin(epoch, config.epochs, steps)
         start = time.perf_counter()
@@ -418,17 +500,35 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                     return result
             for cb in callbacks:
                 cb.on_step_end(step + 1, running)
-        val_loss, val_acc, preds = evaluate(model, x_test, y_test, config.eval_batch_size,
+        val_loss, val_acc, preds = evaluate(model, x_val, y_val, config.eval_batch_size,
                                             config.precision)
         logs = EpochLogs(epoch, loss_sum.item() / n, correct.item() / n, val_loss, val_acc,
                          time.perf_counter() - start)
         result.append(logs)
+        if keep_best and stopped().best_epoch == epoch:
+            best_weights = _cpu_weights(model)
         for cb in callbacks:
             cb.on_epoch_end(logs)
-    if preds is None:  # resumed after the last epoch: only the predictions are missing
-        _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size, config.precision)
-    # Keras' evaluate() after fit gives the last epoch's val_* numbers: reuse them.
-    result.test_loss, result.test_accuracy = result.history["val_loss"][-1], result.history[
-        "val_acc"][-1]
+        done = epoch
+        if stopping and stopped().stop:
+            break
+    if stopping:
+        s = stopped()
+        result.best_epoch = s.best_epoch
+        result.stopped_epoch = len(result.history["loss"]) if s.stop else None
+        if keep_best and best_weights is not None:
+            model.load_state_dict(best_weights)  # Keras 3.15: also when it ran to the end
+            preds = None
+    if config.holdout:
+        # The test set, once, after training: nothing was selected on it.
+        result.test_loss, result.test_accuracy, preds = evaluate(
+            model, x_test, y_test, config.eval_batch_size, config.precision)
+    else:
+        if preds is None:  # resumed after the last epoch: only the predictions are missing
+            _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size,
+                                   config.precision)
+        # Keras' evaluate() after fit gives the last epoch's val_* numbers: reuse them.
+        result.test_loss = result.history["val_loss"][-1]
+        result.test_accuracy = result.history["val_acc"][-1]
     result.test_predictions = preds
     return result

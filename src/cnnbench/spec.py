@@ -182,6 +182,9 @@ class ModelSpec:
     layers: tuple[Layer, ...]
     source: str = "<memory>"
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The name its runs are keyed under when not its own: a variant's base model (variants.py),
+    # so the same layers and settings are one run whatever the variant is called.
+    run_name: str | None = field(default=None, compare=False)
 
     @property
     def trainable_params(self) -> int:

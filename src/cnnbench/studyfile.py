@@ -28,8 +28,15 @@ from .optim import OptimizerError, describe_optimizer, resolve_optimizer
 from .spec import ModelSpec, SpecError, get_spec, read_yaml
 
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")  # the same function
-TOP_FIELDS = ("name", "description", "models", "dataset", "data_dir", "training")
-TRAINING_FIELDS = ("optimizer", "loss", "batch_size", "epochs", "seeds", "seed", "train_limit")
+TOP_FIELDS = ("name", "description", "models", "dataset", "data_dir", "training", "ablations",
+              "claims")
+TRAINING_FIELDS = ("optimizer", "loss", "batch_size", "epochs", "seeds", "seed", "train_limit",
+                   "validation_split", "validation_size", "early_stopping", "monitor",
+                   "restore_best_weights")
+# An ablation's conclusions must not rest on numbers used for selection: without a word from
+# the study file, its runs validate on the last tenth of the training images (Keras'
+# validation_split=0.1), and the test set is evaluated once, at the end.
+ABLATION_VALIDATION_SPLIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,9 @@ class StudyFile:
     epochs: int = 12
     seeds: tuple[int, ...] = (0,)
     train_limit: int | None = None
+    holdout: dict[str, Any] = field(default_factory=dict)  # validation_split, early_stopping...
+    ablations: tuple[Any, ...] = ()  # variants.Ablation
+    claims: tuple[Any, ...] = ()  # claims.Claim
 
     def optimizer_label(self) -> str:
         return describe_optimizer(self.optimizer, self.optimizer_args)
@@ -61,7 +71,65 @@ class StudyFile:
             kw.update(lr=a["learning_rate"], rho=a["rho"], epsilon=a["epsilon"])
         else:
             kw.update(optimizer=self.optimizer, optimizer_args=tuple(a.items()))
-        return kw
+        return kw | self.holdout
+
+
+def _holdout(training: dict[str, Any], where: str, ablation: bool) -> dict[str, Any]:
+    """The validation settings of TrainConfig the study sets (an ablation: a holdout)."""
+    out: dict[str, Any] = {}
+    split, size = training.get("validation_split"), training.get("validation_size")
+    if split is not None and not (isinstance(split, int | float) and not isinstance(split, bool)
+                                  and 0 <= split < 1):
+        raise SpecError(f"{where}.validation_split must be a number in [0, 1). Got {split!r}.")
+    if size is not None and not (_int(size) and size >= 0):
+        raise SpecError(f"{where}.validation_size must be a non-negative integer. Got {size!r}.")
+    if split and size:
+        raise SpecError(f"{where}: give validation_split or validation_size, not both.")
+    if split:
+        out["validation_split"] = float(split)
+    elif size:
+        out["validation_size"] = size
+    elif ablation and split is None and size is None:
+        out["validation_split"] = ABLATION_VALIDATION_SPLIT
+    patience = training.get("early_stopping")
+    if patience is not None:
+        if not (_int(patience) and patience >= 0):
+            raise SpecError(f"{where}.early_stopping is the patience in epochs, a non-negative "
+                            f"integer (or null: off). Got {patience!r}.")
+        if not out:
+            raise SpecError(f"{where}.early_stopping needs a held-out validation set: set "
+                            f"validation_split or validation_size (stopping on the test set "
+                            f"would select on the numbers reported).")
+        out["early_stopping"] = patience
+    monitor = training.get("monitor")
+    if monitor is not None:
+        if monitor not in ("val_loss", "val_acc"):
+            raise SpecError(f"{where}.monitor must be val_loss or val_acc. Got {monitor!r}.")
+        out["monitor"] = monitor
+    restore = training.get("restore_best_weights")
+    if restore is not None:
+        if not isinstance(restore, bool):
+            raise SpecError(f"{where}.restore_best_weights must be true or false. "
+                            f"Got {restore!r}.")
+        out["restore_best_weights"] = restore
+    return out
+
+
+def _builtin_studies() -> dict[str, Any]:
+    from importlib import resources
+    root = resources.files("cnnbench") / "studies"
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".yaml")}
+
+
+def find_study(name: str | Path) -> Path:
+    """A study file by path, or a study shipped with cnnbench by name (``notebook-claims``)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    builtin = _builtin_studies()
+    if str(name) in builtin:
+        return Path(str(builtin[str(name)]))
+    return path
 
 
 def _positive_int(v: Any) -> bool:
@@ -117,7 +185,9 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
     models = data.get("models")
     if isinstance(models, str):
         models = [models]
-    if not isinstance(models, list) or not models:
+    if models is None and data.get("ablations"):
+        models = []  # the ablations' variants are the models
+    elif not isinstance(models, list) or not models:
         raise SpecError(f"{source}: 'models' must be a non-empty list of built-in model names "
                         f"or spec files. Got {models!r}.")
     specs = []
@@ -182,13 +252,39 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
                         f"Got {seeds!r}.")
     if len(set(seeds)) != len(seeds):
         raise SpecError(f"{where}.seeds: {seeds} repeats a seed.")
+    ablations = _ablations(data.get("ablations"), source, base)
+    claims = ()
+    if data.get("claims") is not None:
+        from .claims import parse_claims
+        claims = parse_claims(data["claims"], ablations, f"{source}: claims")
     return StudyFile(name=name, source=source, specs=tuple(specs), dataset=dataset,
                      data_dir=data_dir, optimizer=opt_name, optimizer_args=opt_args, loss=loss,
                      batch_size=values["batch_size"], epochs=values["epochs"],
-                     seeds=tuple(seeds), train_limit=limit)
+                     seeds=tuple(seeds), train_limit=limit,
+                     holdout=_holdout(training, where, bool(ablations)),
+                     ablations=ablations, claims=claims)
+
+
+def _ablations(value: Any, source: str, base: Path) -> tuple[Any, ...]:
+    """The study's ablations (variants.py), each validated with its variants built."""
+    if value is None:
+        return ()
+    from .variants import build_ablation
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{source}: 'ablations' must be a list of ablations (base, design, "
+                        f"factors). Got {value!r}.")
+    out = [build_ablation(a, f"{source}: ablations[{i}]", base)
+           for i, a in enumerate(value, start=1)]
+    names = [a.name for a in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"{source}: ablations: the name(s) {dupes} appear twice.")
+    return tuple(out)
 
 
 def load_study(path: str | Path) -> StudyFile:
-    """Read and validate a study file."""
-    path = Path(path)
+    """Read and validate a study file (or a shipped one, by name)."""
+    path = find_study(path)
     return build_study(read_yaml(path, "study file"), str(path), path.parent)

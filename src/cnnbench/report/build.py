@@ -39,9 +39,12 @@ def record_from_store(store: RunStore, rid: str) -> RunRecord:
 
 
 def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset,
-                       out: Path) -> tuple[dict[str, Path], list[str]]:
+                       out: Path, ablation: tuple[Any, Any, Any] | None = None
+                       ) -> tuple[dict[str, Path], list[str]]:
     """report.html and report.md in ``out`` for these runs (finished or diverged ones);
-    returns their paths and the report's conclusions and diagnosis, for the terminal."""
+    returns their paths and the report's conclusions and diagnosis, for the terminal.
+    ``ablation``: (ablations, claims, run ids by (ablation, variant, seed)) adds the
+    "what matters" section."""
     from .content import collect
     from .figures import notebook_reference
     from .html import write_report
@@ -60,7 +63,16 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
             "classes": list(dataset.info.classes)}
     reference = notebook_reference() if dataset.info.name == "mnist" else {}
     content = collect(records, dataset.y_test, info)
+    from .notebook_table import notebook_rows
+    content.notebook_rows = notebook_rows(content.stats, reference)
+    extra: list[str] = []
+    if ablation is not None:
+        from .whatmatters import build
+        ablations, claims, ids = ablation
+        content.what_matters = build(ablations, claims, ids, {r.run_id: r for r in records},
+                                     dataset.y_test, dataset.num_classes)
+        extra = content.what_matters.lines()
     paths = write_report(records, dataset.y_test, dataset.x_test, out, dataset=info,
                          reference=reference, title=f"cnnbench report: {dataset.info.name}",
                          content=content)
-    return paths, content.conclusions + content.diagnosis_lines
+    return paths, extra + content.conclusions + content.diagnosis_lines

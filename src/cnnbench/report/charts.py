@@ -70,9 +70,10 @@ def history_png(name: str, histories: Sequence[Mapping[str, Sequence[float]]],
 
 
 def val_acc_overlay_png(groups: Mapping[str, Sequence[RunRecord]],
-                        reference: Mapping[str, Mapping[str, Sequence[float]]] | None = None
-                        ) -> bytes:
-    """Every model's mean test (validation) accuracy per epoch on one axis."""
+                        reference: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                        what: str = "test accuracy") -> bytes:
+    """Every model's mean validation accuracy per epoch on one axis (``what`` it is: the
+    test set in the notebook's protocol, else a holdout)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 4.2))
     for i, (model, runs) in enumerate(groups.items()):
@@ -90,8 +91,9 @@ def val_acc_overlay_png(groups: Mapping[str, Sequence[RunRecord]],
     if reference:
         ax.plot([], [], color="grey", alpha=0.3, lw=5, label="notebook (faint)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Test accuracy per epoch, all models (bold: mean over seeds; thin: each seed)")
+    ax.set_ylabel(what)
+    ax.set_title(f"{what[0].upper() + what[1:]} per epoch, all models (bold: mean over seeds; "
+                 f"thin: each seed)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -26,6 +26,8 @@ class ReportContent:
     summary_rows: list[dict[str, str]]
     method: list[tuple[str, str]]  # (label, text) pairs
     dataset: dict[str, Any] = field(default_factory=dict)
+    what_matters: Any = None  # whatmatters.WhatMatters, for ablation studies
+    notebook_rows: list[dict[str, str]] = field(default_factory=list)  # notebook_table.py
 
 
 def fmt_flops(f: float) -> str:
@@ -95,6 +97,22 @@ def _distinct(values: Sequence[Any]) -> str:
     return " / ".join(seen)
 
 
+def _validation(configs: Sequence[Mapping[str, Any]]) -> str:
+    """How the runs validated: on the test set (the notebook) or on a holdout."""
+    held = [c for c in configs if c.get("validation_split") or c.get("validation_size")]
+    test = ("the test set as validation data after every epoch (the notebook's protocol): "
+            "every per-epoch number, and any best epoch read from them, comes from the test "
+            "set, which also gives the final numbers.")
+    holdout = ("validation on the last part of the training images (Keras' validation_split, "
+               "taken before shuffling, never trained on); the test set is evaluated once, at "
+               "the end, and best epochs and early stopping use the validation set only.")
+    if not held:
+        return test[0].upper() + test[1:]
+    if len(held) == len(configs):
+        return holdout[0].upper() + holdout[1:]
+    return f"{len(held)} of {len(configs)} runs: {holdout} The others: {test}"
+
+
 def _method(records: Sequence[RunRecord], dataset: Mapping[str, Any]) -> list[tuple[str, str]]:
     configs = [r.config for r in records if r.config]
     keys = sorted({k for c in configs for k in c if k != "seed"})
@@ -105,8 +123,7 @@ def _method(records: Sequence[RunRecord], dataset: Mapping[str, Any]) -> list[tu
     env_text = ", ".join(f"{k} {_distinct([e.get(k) for e in envs])}" for k in env_keys)
     data = ", ".join(f"{k}={v}" for k, v in dataset.items() if k != "classes") or "not given"
     out = [
-        ("Training", "Adadelta, categorical cross-entropy, the test set as validation data "
-                     "after every epoch (the notebook's protocol). Settings: "
+        ("Training", "Categorical cross-entropy; " + _validation(configs) + " Settings: "
          + (settings or "not recorded") + "."),
         ("Seeds", f"{len(seeds)} seed(s): {', '.join(map(str, seeds))}; each model trained "
                   f"once per seed. Mean ± std uses the sample standard deviation; the 95 % "
@@ -148,7 +165,9 @@ def collect(records: Sequence[RunRecord], y_test: np.ndarray,
     findings = diagnosis.diagnose(records, y_test, len(classes))
     return ReportContent(
         records=records, groups=groups, stats=stats, comparisons=comparisons,
-        findings=findings, conclusions=analysis.conclusions(stats, comparisons),
+        findings=findings,
+        conclusions=analysis.conclusions(stats, comparisons, epochs_spread={
+            m: analysis.epoch_spread(rs[0].history) for m, rs in groups.items() if rs}),
         diagnosis_lines=diagnosis.summarise(records, findings),
         summary_rows=_summary_rows(stats, groups, findings, dataset),
         method=_method(records, dataset), dataset=dataset)

@@ -110,21 +110,35 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
         "<h3>Diagnosis</h3><ul class=conc>"
         + ("".join(f"<li>{escape(s)}</li>" for s in c.diagnosis_lines)
            or "<li>No run shows a failure the detectors look for.</li>") + "</ul>",
+    ]
+    if c.what_matters is not None:
+        from .whatmatters import html
+        parts += html(c.what_matters, _table, _img)
+    parts += [
         "<h2>Summary</h2>",
         _table(c.summary_rows, numeric=("Test accuracy %", "95% CI %", "Min – max %",
                                         "Test loss", "Params", "Training FLOPs / epoch",
                                         "Time / run")),
     ]
+    if c.notebook_rows:
+        parts += ["<h3>The notebook's numbers beside the seeds</h3>",
+                  "<p class=muted>The notebook ran each model once; the seeds show how far "
+                  "one run can move.</p>",
+                  _table(c.notebook_rows, numeric=("Mean ± sd %", "95% CI %", "Min – max %",
+                                                   "Notebook % (1 run)"))]
     if c.comparisons:
         rows = [{"A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
                  "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
                  "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
-                 "Significant": "yes" if x.significant() else "no"} for x in c.comparisons]
+                 "Significant": x.significance_label()} for x in c.comparisons]
         parts += ["<h3>Pairwise comparisons</h3>",
                   _table(rows, numeric=("A − B (points)", "p", "p (Holm)"),
                          row_class=["sig" if x.significant() else "" for x in c.comparisons])]
-    parts += ["<h2>Test accuracy of all models</h2>",
-              _img(charts.val_acc_overlay_png(c.groups, ref), "test accuracy, all models")]
+    held = any(r.config.get("validation_split") or r.config.get("validation_size")
+               for r in c.records)
+    what = "validation accuracy (holdout)" if held else "test accuracy"
+    parts += [f"<h2>{what[0].upper() + what[1:]} of all models</h2>",
+              _img(charts.val_acc_overlay_png(c.groups, ref, what), f"{what}, all models")]
     norms = {m: rs[0].grad_norms for m, rs in c.groups.items() if rs and rs[0].grad_norms}
     if norms:
         parts += ["<h3>Gradient norm per layer</h3>",

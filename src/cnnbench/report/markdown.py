@@ -19,6 +19,9 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
     lines = [f"# {title}", "", "Figures, confusion matrices and misclassified digits: "
              "`report.html` (self-contained, opens offline).", "", "## Conclusions", ""]
     lines += [f"- {s}" for s in c.conclusions] or ["- (no finished runs)"]
+    if c.what_matters is not None:
+        from .whatmatters import markdown
+        lines += [""] + markdown(c.what_matters, _table)
     lines += ["", "## Diagnosis", ""]
     lines += [f"- {s}" for s in c.diagnosis_lines] or ["- Nothing went wrong that the "
                                                        "detectors look for."]
@@ -29,13 +32,17 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
         seen.add(f.kind)
         lines.append(f"  - *{f.title}*: {f.explanation} Usual fix: {f.fix}")
     lines += ["", "## Summary", ""] + _table(c.summary_rows)
+    if c.notebook_rows:
+        lines += ["", "### The notebook's numbers beside the seeds", "",
+                  "The notebook ran each model once; the seeds show how far one run can "
+                  "move.", ""] + _table(c.notebook_rows)
     if c.comparisons:
         lines += ["", "## Pairwise comparisons", ""]
         lines += _table([{
             "A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
             "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
             "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
-            "Significant": "yes" if x.significant() else "no"} for x in c.comparisons])
+            "Significant": x.significance_label()} for x in c.comparisons])
     lines += ["", "## Method", ""]
     lines += [f"- **{label}.** {text}" for label, text in c.method]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,173 @@
+"""The report's "what matters" section: each ablation's design, its effects with intervals
+(a dot and whisker per factor level), a sentence per factor, and the claims' verdicts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from .. import effects
+from ..ablation import AblationResult, analyse, verdicts
+from ..analysis import fmt_p
+from ..claims import Verdict
+from ..records import RunRecord
+
+
+@dataclass
+class WhatMatters:
+    results: list[AblationResult]
+    verdicts: list[Verdict]
+    validation: str  # how the runs validated, in words
+    curves: dict[str, dict[str, list[RunRecord]]]  # ablation -> variant -> its runs
+    holdout: bool = True
+
+    def lines(self) -> list[str]:
+        """The claims' verdicts, then each ablation's sentences: for the terminal."""
+        out = [v.sentences()[0] for v in self.verdicts]
+        for r in self.results:
+            out += r.sentences()
+        return out
+
+
+def build(ablations: Sequence[Any], claims: Sequence[Any],
+          run_ids: Mapping[tuple[str, str, int], str], records: Mapping[str, RunRecord],
+          y_test: Any, num_classes: int) -> WhatMatters:
+    """The section from the stored runs of each (ablation, variant, seed)."""
+    runs = {k: records[rid] for k, rid in run_ids.items() if rid in records}
+    results = analyse(ablations, runs, y_test, num_classes)
+    held = [r.config for r in runs.values() if r.config]
+    splits = {(c.get("validation_split"), c.get("validation_size")) for c in held}
+    if splits == {(None, None)} or not splits:
+        validation = ("These runs validated on the test set after every epoch (the notebook's "
+                      "protocol): their per-epoch numbers were seen during training.")
+    else:
+        what = ", ".join(f"the last {100 * s:g} % of the training images" if s else
+                         f"the last {n} training images" for s, n in sorted(
+                             splits, key=str) if s or n)
+        validation = (f"Validation: {what} (Keras' validation_split: taken before shuffling, "
+                      f"never trained on); best epochs and early stopping use it only. The "
+                      f"test set was evaluated once per run, at the end: no number here was "
+                      f"used for selection.")
+    curves: dict[str, dict[str, list[RunRecord]]] = {}
+    for (a, v, _), r in sorted(runs.items(), key=lambda kv: kv[0][2]):
+        curves.setdefault(a, {}).setdefault(v, []).append(r)
+    return WhatMatters(results, verdicts(claims, results), validation, curves,
+                       splits != {(None, None)})
+
+
+def effect_png(result: AblationResult) -> bytes | None:
+    """Dot (estimate) and whisker (95 % interval) per factor level, test accuracy in points."""
+    from .charts import _plt, _png
+    rows = result.effects.get("acc", [])
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.3))
+    for i, e in enumerate(reversed(rows)):
+        lo, hi = e.ci
+        colour = "#1b7837" if e.separable else "#777777"
+        if not math.isnan(lo):
+            ax.plot([lo, hi], [i, i], color=colour, lw=2)
+        ax.plot([e.estimate], [i], "o", color=colour)
+    ax.axvline(0, color="#444", lw=0.8, ls="--")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{e.factor}={e.level} vs {e.reference}" for e in reversed(rows)])
+    ax.set_xlabel("effect on test accuracy (points), 95 % interval")
+    ax.set_title(f"{result.ablation.name}: green = separable after Holm, grey = not")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _effect_rows(r: AblationResult) -> list[dict[str, str]]:
+    loss = {(e.factor, e.level): e for e in r.effects.get("loss", [])}
+    rows = []
+    for e in r.effects.get("acc", []):
+        lo, hi = e.ci
+        el = loss.get((e.factor, e.level))
+        rows.append({
+            "Factor": e.factor, "Level vs base": f"{e.level} vs {e.reference}",
+            "Δ accuracy (points)": f"{e.estimate:+.2f}",
+            "95 % CI": "n/a" if math.isnan(lo) else f"{lo:+.2f} to {hi:+.2f}",
+            "p (Holm)": fmt_p(e.p_holm).removeprefix("p").lstrip("="),
+            "Δ loss": "n/a" if el is None else f"{el.estimate:+.4f}",
+            "Separable": "yes" if e.separable else "no",
+            "Runs": f"{e.n} vs {e.n_ref}"})
+    return rows
+
+
+def _variant_rows(r: AblationResult) -> list[dict[str, str]]:
+    import numpy as np
+    rows = []
+    for v in r.ablation.variants:
+        accs = [100 * o.acc for o in r.observations if o.variant == v.name]
+        k, n = r.stuck.get(v.name, (0, 0))
+        g = r.gradient.get(v.name)
+        best = r.best_epochs.get(v.name) or []
+        rows.append({
+            "Variant": v.name, "Params": f"{v.spec.params:,}", "Seeds": str(len(accs)),
+            "Test accuracy %": (f"{np.mean(accs):.2f}" + (f" ± {np.std(accs, ddof=1):.2f}"
+                                                          if len(accs) > 1 else ""))
+            if accs else "n/a",
+            "Stuck": f"{k}/{n}",
+            "Gradient at layer 1 / largest": "n/a" if g is None else f"{g:.1e}",
+            "Best epoch (validation loss)": ", ".join(map(str, best)) or "n/a"})
+    return rows
+
+
+def _design(r: AblationResult) -> str:
+    a = r.ablation
+    cells = sorted(set(r.seeds_per_cell.values()))
+    per = (str(cells[0]) if len(cells) == 1 else f"{cells[0]}-{cells[-1]}") if cells else "0"
+    factors = "; ".join(f"{f.name}: {', '.join(f.labels)} (base {f.base})" for f in a.factors)
+    kind = ("full factorial (every combination of levels)" if a.design == "factorial"
+            else "one factor at a time around the base")
+    return (f"Base {a.base.name}, {kind}, {len(a.variants)} variants, {per} finished seed(s) "
+            f"per variant. Factors: {factors}.")
+
+
+def markdown(wm: WhatMatters, table: Any) -> list[str]:
+    """The section in Markdown; ``table`` renders a list of row dicts."""
+    out = ["## What matters", "", wm.validation, ""]
+    if wm.verdicts:
+        out += ["### The claims", ""]
+        for v in wm.verdicts:
+            s = v.sentences()
+            out.append(f"- {s[0]}")
+            out += [f"  - {line.strip()}" for line in s[1:]]
+        out.append("")
+    for r in wm.results:
+        out += [f"### {r.ablation.name}", "", _design(r), ""]
+        out += [f"- {s}" for s in r.sentences()[1:]] + [""]
+        out += table(_effect_rows(r)) + [""] + table(_variant_rows(r)) + [""]
+    out += [f"*Method.* {effects.METHOD_NOTE}", ""]
+    return out
+
+
+def html(wm: WhatMatters, table: Any, img: Any) -> list[str]:
+    """The section as HTML parts; ``table(rows)`` and ``img(png, alt)`` are html.py's."""
+    parts = ["<h2 id=what-matters>What matters</h2>", f"<p>{escape(wm.validation)}</p>"]
+    if wm.verdicts:
+        items = []
+        for v in wm.verdicts:
+            s = v.sentences()
+            items.append(f"<li><b>{escape(s[0])}</b><ul>"
+                         + "".join(f"<li>{escape(x.strip())}</li>" for x in s[1:])
+                         + "</ul></li>")
+        parts.append("<h3>The claims</h3><ul class=conc>" + "".join(items) + "</ul>")
+    for r in wm.results:
+        parts += [f"<h3>{escape(r.ablation.name)}</h3>", f"<p class=muted>{escape(_design(r))}"
+                  "</p>", img(effect_png(r), f"{r.ablation.name} effects"),
+                  "<ul class=conc>" + "".join(f"<li>{escape(s)}</li>"
+                                               for s in r.sentences()[1:]) + "</ul>",
+                  table(_effect_rows(r)), table(_variant_rows(r))]
+        groups = wm.curves.get(r.ablation.name)
+        if groups:
+            from .charts import val_acc_overlay_png
+            what = "validation accuracy (holdout)" if wm.holdout else "test accuracy"
+            parts.append(img(val_acc_overlay_png(groups, {}, what),
+                             f"{r.ablation.name}: accuracy per epoch of each variant"))
+    parts.append(f"<p class=muted>{escape(effects.METHOD_NOTE)}</p>")
+    return parts

@@ -1,0 +1,77 @@
+"""claims.py: the verdict logic on synthetic results, and claims validated against a study."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnbench.claims import Claim, judge, parse_claims
+from cnnbench.effects import Observation
+from cnnbench.spec import SpecError
+from cnnbench.studyfile import load_study
+
+DEPTH = Claim("depth", "accuracy dropped as number of convolutional layers increase", "a",
+              "depth", "lower", "conv4", ("conv2",))
+
+
+def runs(means, sd=0.05, seeds=3, seed=0):
+    """means[(depth, act)] in points -> observations, seeds per cell."""
+    rng = np.random.default_rng(seed)
+    return [Observation(f"m[{d},{a}]", {"depth": d, "act": a}, s,
+                        (m + rng.normal(0, sd)) / 100, 0.05)
+            for (d, a), m in means.items() for s in range(seeds)]
+
+
+def test_supported_when_lower_beyond_noise_at_every_level_of_the_others():
+    v = judge(DEPTH, runs({("conv4", "sigmoid"): 97.0, ("conv2", "sigmoid"): 98.5,
+                           ("conv4", "relu"): 98.0, ("conv2", "relu"): 99.0}))
+    assert v.verdict == "supported"
+    assert [e.within for e in v.comparisons] == [{"act": "sigmoid"}, {"act": "relu"}]
+    assert v.comparisons[0].estimate == pytest.approx(-1.5, abs=0.15)
+    assert "SUPPORTED" in v.sentences()[0] and "held fixed" in v.sentences()[0]
+
+
+def test_contradicted_when_the_other_way_round_beyond_noise():
+    v = judge(DEPTH, runs({("conv4", "sigmoid"): 99.0, ("conv2", "sigmoid"): 98.0,
+                           ("conv4", "relu"): 99.2, ("conv2", "relu"): 98.8}))
+    assert v.verdict == "contradicted"
+    assert all(line.endswith("-> contradicted.") for line in v.sentences()[1:])
+
+
+def test_not_separable_when_the_seeds_cannot_tell_and_mixed_when_levels_disagree():
+    noisy = judge(DEPTH, runs({("conv4", "sigmoid"): 98.0, ("conv2", "sigmoid"): 98.3,
+                               ("conv4", "relu"): 99.0, ("conv2", "relu"): 98.8}, sd=1.0))
+    assert noisy.verdict == "not separable"
+    assert all(e.p_holm >= 0.05 for e in noisy.comparisons)
+    mixed = judge(DEPTH, runs({("conv4", "sigmoid"): 96.0, ("conv2", "sigmoid"): 98.0,
+                               ("conv4", "relu"): 99.0, ("conv2", "relu"): 99.0}))
+    assert mixed.verdict == "mixed"
+    assert [line.rsplit("-> ", 1)[1] for line in mixed.sentences()[1:]] == [
+        "supported.", "not separable."]
+
+
+def test_one_seed_is_never_enough_to_judge():
+    v = judge(DEPTH, runs({("conv4", "sigmoid"): 90.0, ("conv2", "sigmoid"): 99.0}, seeds=1))
+    assert v.verdict == "not separable" and "no interval" in v.sentences()[1]
+
+
+def test_holm_runs_over_all_of_a_claims_comparisons():
+    claim = Claim("w", "worst", "a", "depth", "lower", "conv4", ("conv2", "conv3"))
+    obs = runs({("conv4", "x"): 97.0, ("conv2", "x"): 97.1, ("conv3", "x"): 98.0}, sd=0.3)
+    v = judge(claim, obs)
+    p = sorted(e.pvalue for e in v.comparisons)
+    assert sorted(e.p_holm for e in v.comparisons) == pytest.approx(
+        [min(1, 2 * p[0]), min(1, max(2 * p[0], p[1]))])
+
+
+def test_claims_are_checked_against_the_ablations_factors_and_levels():
+    s = load_study("notebook-claims")
+    good = {"name": "x", "says": "y", "ablation": "model-3", "factor": "lr", "expect": "higher",
+            "level": "0.1", "than": "1"}
+    assert parse_claims([good], s.ablations, "f")[0].than == ("1",)
+    for change, message in [({"ablation": "nope"}, "no ablation named 'nope'"),
+                            ({"factor": "depth"}, "has no factor 'depth'"),
+                            ({"level": "0.5"}, "'0.5' is not a level of factor 'lr'"),
+                            ({"expect": "better"}, "expect must be lower or higher")]:
+        with pytest.raises(SpecError, match=message):
+            parse_claims([good | change], s.ablations, "f")

@@ -1,0 +1,147 @@
+"""variants.py: factors as spec edits, designs, names, parameter counts, shared run ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnbench.engine import TrainConfig
+from cnnbench.spec import SpecError, get_spec
+from cnnbench.store import resolved_spec, run_id, run_key
+from cnnbench.studyfile import load_study
+from cnnbench.variants import build_ablation, parse_vary, same_run, unique_runs
+
+ACT = {"set": "activation", "layers": "hidden", "levels": ["sigmoid", "relu"]}
+NORM = {"replace": "BatchNormalization#1", "levels": {
+    "batchnorm": {"BatchNormalization": {}}, "dropout": {"Dropout": {"rate": 0.5}},
+    "none": None}}
+
+
+def ablation(design="factorial", **factors):
+    return build_ablation({"base": "CNN_MNIST_2", "design": design, "factors": factors}, "t")
+
+
+def by_name(a):
+    return {v.name: v for v in a.variants}
+
+
+def test_factorial_names_every_cell_and_crosses_all_levels():
+    a = ablation(activation=ACT, norm=NORM)
+    assert list(by_name(a)) == [
+        "CNN_MNIST_2[activation=sigmoid,norm=batchnorm]",
+        "CNN_MNIST_2[activation=sigmoid,norm=dropout]",
+        "CNN_MNIST_2[activation=sigmoid,norm=none]",
+        "CNN_MNIST_2[activation=relu,norm=batchnorm]",
+        "CNN_MNIST_2[activation=relu,norm=dropout]",
+        "CNN_MNIST_2[activation=relu,norm=none]"]
+    assert by_name(a)["CNN_MNIST_2[activation=relu,norm=none]"].levels == {
+        "activation": "relu", "norm": "none"}
+
+
+def test_ofat_varies_one_factor_at_a_time_around_the_base():
+    a = ablation("ofat", activation=ACT, norm=NORM)
+    assert list(by_name(a)) == ["CNN_MNIST_2[base]", "CNN_MNIST_2[activation=relu]",
+                                "CNN_MNIST_2[norm=dropout]", "CNN_MNIST_2[norm=none]"]
+    assert by_name(a)["CNN_MNIST_2[norm=none]"].levels == {"activation": "sigmoid",
+                                                           "norm": "none"}
+
+
+def test_set_changes_every_hidden_layer_and_never_the_softmax_output():
+    v = by_name(ablation(activation=ACT))["CNN_MNIST_2[activation=relu]"]
+    acts = [(lay.kind, lay.args.get("activation")) for lay in v.spec.layers]
+    assert acts == [("Conv2D", "relu"), ("Conv2D", "relu"), ("MaxPooling2D", None),
+                    ("Conv2D", "relu"), ("Conv2D", "relu"), ("BatchNormalization", None),
+                    ("Flatten", None), ("Dense", "relu"), ("Dense", "relu"),
+                    ("Dense", "softmax")]
+    assert v.spec.params == 5_367_950  # an activation has no parameters
+
+
+def test_replace_and_remove_give_keras_parameter_counts():
+    v = by_name(ablation(norm=NORM))
+    # BatchNorm(128): 256 trainable + 256 moving statistics, Keras counts them all.
+    assert v["CNN_MNIST_2[norm=batchnorm]"].spec.params == 5_367_950
+    assert v["CNN_MNIST_2[norm=dropout]"].spec.params == 5_367_438
+    assert [lay.kind for lay in v["CNN_MNIST_2[norm=dropout]"].spec.layers][5] == "Dropout"
+    assert v["CNN_MNIST_2[norm=none]"].spec.params == 5_367_438
+    assert len(v["CNN_MNIST_2[norm=none]"].spec.layers) == 9
+
+
+def test_model_3_with_batchnorm_back_counts_as_model_4_without_its_dropout():
+    a = build_ablation({"base": "CNN_MNIST_3", "design": "ofat", "factors": {
+        "norm": {"replace": "Dropout#1", "levels": {"dropout": {"Dropout": {"rate": 0.5}},
+                                                    "batchnorm": {"BatchNormalization": {}}}}}},
+        "t")
+    assert by_name(a)["CNN_MNIST_3[norm=batchnorm]"].spec.params == 5_368_078  # CNN_MNIST_4
+    assert by_name(a)["CNN_MNIST_3[base]"].spec.params == 5_367_566
+
+
+def test_repeat_drops_or_repeats_a_block_and_width_scales_units():
+    a = ablation(depth={"repeat": [4, 5], "levels": {"conv4": 1, "conv2": 0, "conv6": 2}})
+    v = by_name(a)
+    convs = {n: sum(lay.kind == "Conv2D" for lay in x.spec.layers) for n, x in v.items()}
+    assert convs == {"CNN_MNIST_2[depth=conv4]": 4, "CNN_MNIST_2[depth=conv2]": 2,
+                     "CNN_MNIST_2[depth=conv6]": 6}
+    # Two convs: 416 + 12,832 + BN(32) 128 + Dense(3200 -> 1024) 3,277,824 + 537,100 + 5,250.
+    assert v["CNN_MNIST_2[depth=conv2]"].spec.params == 3_833_550
+    w = by_name(ablation(width={"scale": "hidden", "levels": [1, 0.5]}))["CNN_MNIST_2[width=0.5]"]
+    assert [lay.args.get("filters") or lay.args.get("units") for lay in w.spec.layers
+            if lay.kind in ("Conv2D", "Dense")] == [8, 16, 32, 64, 512, 262, 10]
+
+
+def test_training_factor_edits_settings_not_layers():
+    a = ablation("ofat", lr={"training": "learning_rate", "levels": [1.0, 0.1]})
+    base, low = a.variants
+    assert (low.name, dict(low.training)) == ("CNN_MNIST_2[lr=0.1]", {"learning_rate": 0.1})
+    assert resolved_spec(base.spec) == resolved_spec(low.spec)
+
+
+def test_a_variant_is_keyed_under_its_base_name_so_two_designs_share_its_run():
+    f = ablation(activation=ACT, norm=NORM)
+    o = ablation("ofat", activation=ACT, norm=NORM)
+    cell = by_name(f)["CNN_MNIST_2[activation=relu,norm=batchnorm]"]
+    same = by_name(o)["CNN_MNIST_2[activation=relu]"]
+    cfg = TrainConfig(seed=1, validation_split=0.1).to_dict()
+    ids = [run_id(run_key(resolved_spec(v.spec), cfg, "fp")) for v in (cell, same)]
+    assert ids[0] == ids[1] and same_run(cell, same)
+    # The base cell is the base model itself: the same run as a plain CNN_MNIST_2 run.
+    base_cell = by_name(f)["CNN_MNIST_2[activation=sigmoid,norm=batchnorm]"]
+    assert run_id(run_key(resolved_spec(base_cell.spec), cfg, "fp")) == run_id(
+        run_key(resolved_spec(get_spec("CNN_MNIST_2")), cfg, "fp"))
+    other = by_name(f)["CNN_MNIST_2[activation=relu,norm=none]"]
+    assert run_id(run_key(resolved_spec(other.spec), cfg, "fp")) != ids[0]
+    assert len(unique_runs([f, o])) == 6  # the 4 OFAT variants are all factorial cells
+
+
+def test_notebook_claims_ships_and_its_shared_variants_train_once():
+    s = load_study("notebook-claims")
+    assert [a.name for a in s.ablations] == ["depth-activation", "norm-activation", "model-3"]
+    assert s.holdout == {"validation_split": 0.1}
+    assert len(unique_runs(s.ablations)) == 12  # 4 + 6 + 4 variants, 2 shared
+    assert [c.name for c in s.claims] == ["depth", "dropout-worst", "model-3-relu",
+                                          "model-3-batchnorm", "model-3-lr"]
+
+
+@pytest.mark.parametrize("factor, message", [
+    ({"set": "activation", "levels": ["relu"]}, "2 or more distinct levels"),
+    ({"set": "activation", "layers": "Conv2D#9", "levels": ["relu", "tanh"]},
+     "has 4 Conv2D layer"),
+    ({"set": "activation", "levels": ["relu", "swish"]}, "'activation' of Conv2D must be"),
+    ({"replace": 42, "levels": {"a": None, "b": None}}, "outside the base's layers 1..10"),
+    ({"repeat": [4, 5], "levels": [1, -1]}, "repeat count"),
+    ({"sett": "activation", "levels": [1, 2]}, "exactly one of"),
+])
+def test_bad_factors_get_one_line_errors_naming_the_factor(factor, message):
+    with pytest.raises(SpecError, match=message) as e:
+        ablation(f=factor)
+    assert "factor 'f'" in str(e.value) or "variant" in str(e.value)
+
+
+def test_vary_shortcuts_build_the_same_factors_as_the_study_file():
+    spec = get_spec("CNN_MNIST_2")
+    assert parse_vary("activation=sigmoid,relu", spec) == ("activation", ACT)
+    name, norm = parse_vary("norm=batchnorm,dropout,none", spec)
+    assert norm == {"replace": 6, "levels": NORM["levels"]}
+    assert parse_vary("Conv2D#4.use_bias=false,true", spec)[1] == {
+        "set": "use_bias", "layers": "Conv2D#4", "levels": [False, True]}
+    assert parse_vary("lr=1.0,0.1", spec)[1]["levels"] == [1.0, 0.1]
+    with pytest.raises(SpecError, match="unknown factor 'colour'"):
+        parse_vary("colour=red,blue", spec)
