@@ -61,7 +61,8 @@ def test_an_ablation_study_trains_each_distinct_variant_once_and_says_what_matte
     md = (out / "report.md").read_text()
     assert "## What matters" in md and "### act-lr" in md and "### act-only" in md
     assert re.search(r"Claim \"tanh is worse than relu here\" \(activation=tanh lower test "
-                     r"accuracy than relu, the other factors held fixed\): (SUPPORTED|"
+                     r"accuracy than relu, the other factors held fixed; Holm over its 2 "
+                     r"comparison\(s\)\): (SUPPORTED|"
                      r"CONTRADICTED|NOT SEPARABLE|MIXED)\.", md)
     assert "lr x activation interaction" in md or "activation x lr interaction" in md
     assert "Validation: the last 10 % of the training images" in md

@@ -57,7 +57,8 @@ class Verdict:
         head = (f"Claim \"{c.says}\" ({c.factor}={c.level} {c.expect} test accuracy than "
                 f"{' and '.join(c.than)}"
                 + (", the other factors held fixed" if any(e.within for e in self.comparisons)
-                   else "") + f"): {self.verdict.upper()}.")
+                   else "") + f"; Holm over its {len(self.comparisons)} comparison(s)): "
+                f"{self.verdict.upper()}.")
         out = [head]
         for e in self.comparisons:
             held = ", ".join(f"{k}={v}" for k, v in e.within.items())

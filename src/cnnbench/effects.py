@@ -45,7 +45,8 @@ METHOD_NOTE = (
     "claim); 'not separable' means the adjusted p is 0.05 or more: the seeds cannot tell the "
     "levels apart, which is not the same as the levels being equal. A 95 % interval is for "
     "the difference retrained networks show on this test set, the seed-to-seed spread being "
-    "the noise.")
+    "the noise; intervals are not adjusted for the number of tests, the p-values are, so an "
+    "interval can exclude 0 while its adjusted p is above 0.05.")
 
 
 @dataclass(frozen=True)

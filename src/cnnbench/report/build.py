@@ -72,6 +72,13 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
         content.what_matters = build(ablations, claims, ids, {r.run_id: r for r in records},
                                      dataset.y_test, dataset.num_classes)
         extra = content.what_matters.lines()
+        # Every variant against every other is not the designed comparison (and Holm over
+        # all pairs is the wrong family): the pairwise table stays, its sentences go.
+        from ..analysis import conclusions
+        content.conclusions = conclusions(content.stats, []) + [
+            f"Every variant against every other: the pairwise table below (Holm over all "
+            f"{len(content.comparisons)} pairs); the designed comparisons are in What "
+            f"matters."]
     paths = write_report(records, dataset.y_test, dataset.x_test, out, dataset=info,
                          reference=reference, title=f"cnnbench report: {dataset.info.name}",
                          content=content)
