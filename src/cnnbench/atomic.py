@@ -65,3 +65,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text; creates the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def output_path(folder: Path, name: str, suffix: str) -> Path:
+    """``folder/NAME.suffix`` for a user-given name, refused unless it stays inside ``folder``.
+
+    spec.check_name already keeps separators and '..' out of model names; this is the check at
+    the point of writing, for names from anywhere (an old store, a weights file).
+    """
+    path = folder / f"{name}{suffix}"
+    root = folder.resolve()
+    if "/" in name or "\\" in name or path.resolve().parent != root:
+        raise ValueError(f"the name {name!r} would write {path} outside {folder}; "
+                         f"refusing it.")
+    return path
