@@ -31,6 +31,15 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _seed(text: str) -> int:
+    from .studyfile import SEED_MAX, SEED_MIN
+    value = _int(text)
+    if not SEED_MIN <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from {SEED_MIN} to {SEED_MAX} "
+                                         f"(64 bits), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnbench",
@@ -55,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive_int, help="images per step (default 128)")
     run.add_argument("--train-limit", type=_positive_int, metavar="N",
                      help="train on the first N training images; the test set stays whole")
-    run.add_argument("--seed", type=_int, help="seed for weights, dropout, shuffling (default 0)")
+    run.add_argument("--seed", type=_seed, help="seed for weights, dropout, shuffling (default 0)")
     run.add_argument("--out", type=Path, default=Path("cnnbench-results"),
                      help="folder for results.json, history.csv and plots "
                           "(default ./cnnbench-results)")
@@ -70,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                      help="fp32 (default: the notebook's arithmetic), bf16 autocast, or auto "
                           "(bf16 on CUDA and on CPUs with native bf16)")
-    run.add_argument("--seeds", nargs="+", type=_int, metavar="K|S",
+    run.add_argument("--seeds", nargs="+", type=_seed, metavar="K|S",
                      help="one number K: seeds 0..K-1; several: those seeds (each model is "
                           "trained once per seed; the report gives statistics over them)")
     _store_argument(run)
@@ -164,9 +173,11 @@ def _store_argument(p: argparse.ArgumentParser) -> None:
 
 def _console(stderr: bool = False):
     from rich.console import Console
-    console = Console(stderr=stderr, highlight=False)
+    # markup=False: model names, paths and class names are printed as given; Rich would read
+    # 'm[/]' as a closing tag (MarkupError) and 'net[red]' as a colour.
+    console = Console(stderr=stderr, highlight=False, markup=False)
     if not console.is_terminal:  # logs and CI: wide enough that tables do not wrap
-        console = Console(stderr=stderr, highlight=False, width=140)
+        console = Console(stderr=stderr, highlight=False, markup=False, width=140)
     return console
 
 
@@ -230,6 +241,9 @@ def _plan(args: argparse.Namespace) -> dict:
             config[key] = getattr(args, key)
     if args.seeds and args.seed is not None:
         raise ValueError("give --seed S or --seeds K|S..., not both")
+    from .studyfile import MAX_SEEDS
+    if args.seeds and len(args.seeds) == 1 and args.seeds[0] > MAX_SEEDS:
+        raise ValueError(f"--seeds {args.seeds[0]}: at most {MAX_SEEDS} seeds")
     if args.seeds:  # one number K: seeds 0..K-1; several: exactly those
         seeds = list(range(args.seeds[0])) if len(args.seeds) == 1 else list(args.seeds)
         if not seeds:
@@ -383,7 +397,8 @@ def _print_seed(args, configs, config, stored, store, data_doc, env, reference, 
         console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains "
                       f"again)")
     json_path, csv_path = write_results(out, results_document(results, data_doc, env))
-    plots = [plot_history(r.spec.name, r.result.history, out / f"{r.spec.name}.png",
+    from .atomic import output_path
+    plots = [plot_history(r.spec.name, r.result.history, output_path(out, r.spec.name, ".png"),
                           reference.get(r.spec.name, {}).get("history"))
              for r in results]
     rows = [{"spec": r.spec, "test_loss": r.result.test_loss,
