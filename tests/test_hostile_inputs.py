@@ -424,3 +424,25 @@ def test_the_memory_estimate_of_the_notebook_models_is_small():
     with pytest.raises(SpecError, match=r"CNN_MNIST_2 needs about 0.2 GiB .* this machine has "
                                         r"0.1 GiB available"):
         check_memory([spec], 128, available=100 << 20)
+
+
+# --- found by bench/chaos_fuzz.py ----------------------------------------------------------
+
+def test_a_nul_byte_in_a_spec_is_one_line(tmp_path, capsys):
+    path = tmp_path / "nul.yaml"
+    path.write_text("name: x\x00\nlayers: []\n")
+    code, out, err = cli(capsys, "summary", path)
+    assert code == 2
+    assert err == (f"cnnbench summary: error: {path}: not valid YAML: unacceptable character "
+                   f"#x0000: special characters are not allowed in \"<unicode string>\", "
+                   f"position 7\n")
+
+
+def test_data_log_lines_are_not_wrapped(tmp_path, capsys):
+    data = tiny_data(tmp_path / ("d" * 120))
+    code, out, err = cli(capsys, "run", write_spec(tmp_path / "s.yaml", "tiny"), "--dataset",
+                         "custom", "--data-dir", data, "--epochs", "1", "--out", tmp_path / "o",
+                         "--store", tmp_path / "st")
+    assert code == 0, err
+    assert f"data: user files in {data}: ok, a custom dataset of 10 classes (24 train, 6 test " \
+           f"images); not pinned, SHA-256 recorded\n" in err

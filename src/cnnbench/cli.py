@@ -295,7 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console, err = _console(), _console(stderr=True)
     dataset = _load_data(plan["dataset"], plan["data_dir"], args.class_names,
-                         log=lambda m: err.print(m))
+                         log=lambda m: err.print(m, soft_wrap=True))
     image_shape = (*dataset.x_train.shape[1:], 1)
     for spec in specs:  # fail before any training time is spent
         check_input_shape(spec, image_shape)
@@ -553,7 +553,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          f"{', '.join(datasets) or 'none'}: name the runs to report")
     err = _console(stderr=True)
     dataset = _load_data(None if args.data_dir else datasets[0], args.data_dir, None,
-                         log=lambda m: err.print(m))
+                         log=lambda m: err.print(m, soft_wrap=True))
     paths, lines = write_study_report(store, ids, dataset, args.out)
     console = _console()
     for line in lines:

@@ -40,6 +40,9 @@ def _load_gray(path: str | Path) -> np.ndarray:
     from PIL import Image, ImageOps
     try:
         with warnings.catch_warnings():
+            # A damaged TIFF's "Tag data larger than file" would print Pillow's own lines
+            # before ours; the error below says what went wrong, in one line.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size  # from the header: nothing is decoded yet

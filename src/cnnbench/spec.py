@@ -450,8 +450,8 @@ def parse_yaml(text: str, source: str) -> Any:
         if e.context and e.context_mark and e.problem_mark:
             what += f" ({e.context}, which starts on line {e.context_mark.line + 1})"
         raise SpecError(f"{where}: not valid YAML: {what}.") from e
-    except yaml.YAMLError as e:
-        raise SpecError(f"{source}: not valid YAML: {e}") from e
+    except yaml.YAMLError as e:  # e.g. a NUL byte (ReaderError): its text spans two lines
+        raise SpecError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from e
     except RecursionError as e:  # [[[[...]]]] thousands deep: the composer recurses
         raise SpecError(f"{source}: not valid YAML: nested too deeply.") from e
     except (ValueError, TypeError, OverflowError) as e:  # 2001-13-45, an unhashable key
