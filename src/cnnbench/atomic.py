@@ -145,3 +145,17 @@ def sweep_temps(folder: Path) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def output_path(folder: Path, name: str, suffix: str) -> Path:
+    """``folder/NAME.suffix`` for a user-given name, refused unless it stays inside ``folder``.
+
+    spec.check_name already keeps separators and '..' out of model names; this is the check at
+    the point of writing, for names from anywhere (an old store, a weights file).
+    """
+    path = folder / f"{name}{suffix}"
+    root = folder.resolve()
+    if "/" in name or "\\" in name or path.resolve().parent != root:
+        raise ValueError(f"the name {name!r} would write {path} outside {folder}; "
+                         f"refusing it.")
+    return path

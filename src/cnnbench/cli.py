@@ -41,6 +41,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    from .studyfile import SEED_MAX, SEED_MIN
+    value = _int(text)
+    if not SEED_MIN <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from {SEED_MIN} to {SEED_MAX} "
+                                         f"(64 bits), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnbench",
@@ -65,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive_int, help="images per step (default 128)")
     run.add_argument("--train-limit", type=_positive_int, metavar="N",
                      help="train on the first N training images; the test set stays whole")
-    run.add_argument("--seed", type=_int, help="seed for weights, dropout, shuffling (default 0)")
+    run.add_argument("--seed", type=_seed, help="seed for weights, dropout, shuffling (default 0)")
     run.add_argument("--out", type=Path, default=Path("cnnbench-results"),
                      help="folder for results.json, history.csv and plots "
                           "(default ./cnnbench-results)")
@@ -80,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                      help="fp32 (default: the notebook's arithmetic), bf16 autocast, or auto "
                           "(bf16 on CUDA and on CPUs with native bf16)")
-    run.add_argument("--seeds", nargs="+", type=_int, metavar="K|S",
+    run.add_argument("--seeds", nargs="+", type=_seed, metavar="K|S",
                      help="one number K: seeds 0..K-1; several: those seeds (each model is "
                           "trained once per seed; the report gives statistics over them)")
     _store_argument(run)
@@ -207,7 +216,8 @@ def _store_argument(p: argparse.ArgumentParser) -> None:
 
 def _console(stderr: bool = False):
     from rich.console import Console
-    # No markup: model names like CNN_MNIST_2[activation=relu] are text, not style tags.
+    # markup=False: model names, paths and class names are printed as given; Rich would read
+    # 'm[/]' as a closing tag (MarkupError) and 'net[red]' as a colour.
     console = Console(stderr=stderr, highlight=False, markup=False)
     if not console.is_terminal:  # logs and CI: wide enough that tables do not wrap
         console = Console(stderr=stderr, highlight=False, markup=False, width=140)
@@ -282,6 +292,9 @@ def _plan(args: argparse.Namespace) -> dict:
         config.pop("validation_split")  # --validation-split 0: the test set validates
     if args.seeds and args.seed is not None:
         raise ValueError("give --seed S or --seeds K|S..., not both")
+    from .studyfile import MAX_SEEDS
+    if args.seeds and len(args.seeds) == 1 and args.seeds[0] > MAX_SEEDS:
+        raise ValueError(f"--seeds {args.seeds[0]}: at most {MAX_SEEDS} seeds")
     if args.seeds:  # one number K: seeds 0..K-1; several: exactly those
         seeds = list(range(args.seeds[0])) if len(args.seeds) == 1 else list(args.seeds)
         if not seeds:
@@ -347,7 +360,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console, err = _console(), _console(stderr=True)
     dataset = _load_data(plan["dataset"], plan["data_dir"], args.class_names,
-                         log=lambda m: err.print(m))
+                         log=lambda m: err.print(m, soft_wrap=True))
     image_shape = (*dataset.x_train.shape[1:], 1)
     for spec in specs:  # fail before any training time is spent
         check_input_shape(spec, image_shape)
@@ -478,7 +491,8 @@ def _print_seed(args, configs, config, stored, store, data_doc, env, reference, 
         console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains "
                       f"again)")
     json_path, csv_path = write_results(out, results_document(results, data_doc, env))
-    plots = [plot_history(r.spec.name, r.result.history, out / f"{r.spec.name}.png",
+    from .atomic import output_path
+    plots = [plot_history(r.spec.name, r.result.history, output_path(out, r.spec.name, ".png"),
                           reference.get(r.spec.name, {}).get("history"))
              for r in results]
     rows = [{"spec": r.spec, "test_loss": r.result.test_loss,
@@ -661,7 +675,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          f"{', '.join(datasets) or 'none'}: name the runs to report")
     err = _console(stderr=True)
     dataset = _load_data(None if args.data_dir else datasets[0], args.data_dir, None,
-                         log=lambda m: err.print(m))
+                         log=lambda m: err.print(m, soft_wrap=True))
     _check_same_data(store, ids, dataset, args.data_dir)
     paths, lines = write_study_report(store, ids, dataset, args.out)
     console = _console()

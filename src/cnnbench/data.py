@@ -18,11 +18,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import struct
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +112,9 @@ FASHION_MNIST = DatasetInfo(
     system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian: dataset-fashion-mnist
 )
 # Kuzushiji-MNIST: no copy was reachable when this was written, so its arrays are not pinned;
-# downloads are checked against torchvision's file MD5s.
+# downloads are checked against torchvision's file MD5s, and every load says UNPINNED. (Issue
+# 12, 2026-12-01: no PyPI package carries the KMNIST arrays; 'mnists' 0.4.1, the only
+# candidate listed, is a 12 KB downloader, and the CODH site is not reachable from here.)
 KMNIST = DatasetInfo(
     name="kmnist",
     sha256={},
@@ -190,40 +194,96 @@ def verify(arrays: dict[str, np.ndarray], info: DatasetInfo, where: str) -> None
 
 # --- readers: one per file format -----------------------------------------------------------
 
+# No array of a dataset cnnbench trains on is this large (MNIST's train images: 47 MB); a
+# header declaring more is damaged or hostile, and is refused before anything is allocated.
+MAX_ARRAY_BYTES = 4 << 30
+
+
+def _check_declared(path: Path, dims: Sequence[int], itemsize: int = 1) -> int:
+    """The byte count a header declares, refused above MAX_ARRAY_BYTES."""
+    if any(int(d) < 0 for d in dims):
+        raise DataError(f"{path}: its header declares the shape {tuple(dims)}; sizes cannot "
+                        f"be negative. The file is damaged.")
+    size = math.prod(int(d) for d in dims) * itemsize
+    if size > MAX_ARRAY_BYTES:
+        raise DataError(f"{path}: its header declares a {'x'.join(map(str, dims))} array "
+                        f"({size / 2**30:,.1f} GiB); cnnbench reads arrays of at most "
+                        f"{MAX_ARRAY_BYTES >> 30} GiB. The file is damaged or not a dataset.")
+    return size
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """An idx file (``...-ubyte`` or ``...-ubyte.gz``) as a uint8 array."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """An idx file (``...-ubyte`` or ``...-ubyte.gz``) as a uint8 array.
+
+    The header is read first and the body read only up to the size it declares, so a .gz
+    that inflates to more than that (a gzip bomb) is refused after reading one byte past it.
+    """
+    gz = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+        with (gzip.open if gz else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: {len(head)} bytes is too short for an idx file.")
+            zero, dtype_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+                raise DataError(f"{path}: not an idx file of unsigned bytes (magic "
+                                f"{head.hex()}, expected 00000801 or 00000803).")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: the header ends after {4 + len(raw_dims)} bytes; "
+                                f"a {ndim}-d idx header has {4 + 4 * ndim}. The file is "
+                                f"truncated.")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            expected = _check_declared(path, dims)
+            body = f.read(expected + 1)  # one byte more tells a longer file
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read ({e}); the file may be truncated.") from e
-    if len(raw) < 4:
-        raise DataError(f"{path}: {len(raw)} bytes is too short for an idx file.")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
-        raise DataError(f"{path}: not an idx file of unsigned bytes (magic "
-                        f"{raw[:4].hex()}, expected 00000801 or 00000803).")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    body = raw[4 + 4 * ndim:]
-    expected = int(np.prod(dims))
     if len(body) != expected:
+        held = f"more than {expected}" if len(body) > expected else str(len(body))
         raise DataError(f"{path}: header says {'x'.join(map(str, dims))} = {expected} bytes "
-                        f"of data, the file holds {len(body)}; it is truncated or damaged.")
+                        f"of data, the file holds {held}; it is truncated or damaged.")
     # A writable copy: torch.from_numpy warns on (and must not write to) read-only buffers.
     return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()
 
 
+def _read_npy_member(zf: zipfile.ZipFile, member: str, path: Path, key: str) -> np.ndarray:
+    """One array of an npz, its header checked before its data is allocated or inflated."""
+    where = f"{path}: {key}"
+    with zf.open(member) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = reader(f)
+        except (ValueError, SyntaxError, TypeError, OverflowError) as e:
+            raise DataError(f"{where}: not a numpy array ({e}).") from e
+        if dtype != np.uint8:
+            raise DataError(f"{path}: {key} has dtype {dtype}, expected uint8 (images 0-255 "
+                            f"and labels as bytes).")
+        expected = _check_declared(Path(where), shape)
+        body = f.read(expected + 1)  # the zip's CRC check covers what is read to its end
+    if len(body) != expected:
+        held = f"more than {expected}" if len(body) > expected else str(len(body))
+        raise DataError(f"{where}: its header says {'x'.join(map(str, shape))} = {expected} "
+                        f"bytes, it holds {held}; it is truncated or damaged.")
+    a = np.frombuffer(body, dtype=np.uint8)
+    return (a.reshape(shape[::-1]).T if fortran else a.reshape(shape)).copy()
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """A Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test)."""
+    """A Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test), uint8 arrays."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ARRAYS if k not in z.files]
+        with zipfile.ZipFile(path) as zf:
+            members = {n.removesuffix(".npy"): n for n in zf.namelist()}
+            missing = [k for k in ARRAYS if k not in members]
             if missing:
                 raise DataError(f"{path}: lacks {missing}; a Keras-style npz holds "
                                 f"{', '.join(ARRAYS)}.")
-            return {k: np.ascontiguousarray(z[k]) for k in ARRAYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            return {k: _read_npy_member(zf, members[k], path, k) for k in ARRAYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"{path}: cannot read as npz ({e}); it may be truncated.") from e
 
 
@@ -376,9 +436,10 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
             log(f"data: {label}: {msg}")
             tried.append(f"{label}: {msg}")
             return None
-        pinned = "checksums verified" if info.sha256 else (
-            f"no pinned checksums for {info.name}; SHA-256 recorded")
-        log(f"data: {label}: ok, {pinned}")
+        log(f"data: {label}: ok, checksums verified" if info.sha256 else
+            f"data: {label}: ok, BUT UNPINNED: {info.name} has no published checksums in "
+            f"cnnbench, so these arrays are used as they are (a damaged or altered copy would "
+            f"not be noticed); their SHA-256 is recorded with every run")
         if save:
             try:
                 _save_cache(arrays, cache_file)

@@ -7,6 +7,7 @@ reports progress through callbacks.
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -183,9 +184,21 @@ def labels_to_tensor(y: np.ndarray, device: torch.device | str = "cpu") -> torch
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """auto, cpu, cuda or cuda:N as a torch device; ValueError for any other, or for CUDA
+    where this torch sees none."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if not re.fullmatch(r"cpu|cuda(:[0-9]{1,3})?", device):
+        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA "
+                             f"device; use --device cpu or auto")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA "
+                             f"device(s), numbered from 0")
+    return resolved
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:

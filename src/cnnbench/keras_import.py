@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .atomic import output_path
 from .spec import LAYERS, ModelSpec, SpecError, build_spec
 
 # Keras' positional order of each layer's arguments.
@@ -102,7 +104,8 @@ def _title(line: str) -> str | None:
         return None
     text = m.group(1)
     if line.lstrip().startswith("#") or re.fullmatch(r"[A-Za-z][\w\-.]*", text):
-        return re.sub(r"[^\w\-]+", "_", text).strip("_") or None
+        # ASCII only: the name becomes a file name and must pass spec.check_name.
+        return re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_") or None
     return None
 
 
@@ -129,10 +132,18 @@ def _notebook_blocks(text: str, path: Path) -> list[Block]:
     try:
         nb = json.loads(text)
         cells = nb["cells"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SpecError(f"{path}: not a Jupyter notebook (JSON with 'cells'): {e}") from e
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError, RecursionError) as e:
+        raise SpecError(f"{path}: not a Jupyter notebook (JSON with 'cells'): "
+                        f"{type(e).__name__}: {str(e)[:200]}") from e
+    if not isinstance(cells, list):
+        raise SpecError(f"{path}: not a Jupyter notebook: 'cells' is a "
+                        f"{type(cells).__name__}, not a list.")
     blocks, heading = [], None
     for n, cell in enumerate(cells, start=1):
+        if not isinstance(cell, dict):
+            raise SpecError(f"{path}: not a Jupyter notebook: cell {n} is a "
+                            f"{type(cell).__name__}, not a mapping with 'cell_type' and "
+                            f"'source'.")
         src = cell.get("source", "")
         src = "".join(src) if isinstance(src, list) else str(src)
         if cell.get("cell_type") == "code":
@@ -164,9 +175,31 @@ def _strip_magics(code: str) -> str:
 
 # --- evaluating constant expressions --------------------------------------------------------
 
+# A layer argument is a small number; bigger ones (x = x*x repeated, 1.5 * 10**400 spelled
+# out) would take minutes or gigabytes to compute, or overflow a float: refused, not computed.
+MAX_INT_BITS = 64
+
+
+def _unparse(node: ast.AST, limit: int = 80) -> str:
+    """Source text of a node for a message, shortened; never fails."""
+    try:
+        text = ast.unparse(node)
+    except (ValueError, RecursionError, OverflowError):  # a 5000-digit int, deep nesting
+        return f"<a {type(node).__name__} expression>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _bounded(v: Any, node: ast.AST) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > MAX_INT_BITS:
+        raise Untranslatable(f"'{_unparse(node)}' is too large a number for a layer argument")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise Untranslatable(f"'{_unparse(node)}' is not a finite number")
+    return v
+
+
 def _value(node: ast.AST, consts: dict[str, Any]) -> Any:
     if isinstance(node, ast.Constant):
-        return node.value
+        return _bounded(node.value, node)
     if isinstance(node, ast.Tuple | ast.List):
         return [_value(e, consts) for e in node.elts]
     if isinstance(node, ast.Name):
@@ -177,16 +210,20 @@ def _value(node: ast.AST, consts: dict[str, Any]) -> Any:
         v = _value(node.operand, consts)
         if isinstance(v, int | float):
             return -v if isinstance(node.op, ast.USub) else v
+        raise Untranslatable(f"'{_unparse(node)}' is not a constant expression")
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult |
                                                   ast.FloorDiv | ast.Div):
         a, b = _value(node.left, consts), _value(node.right, consts)
         if isinstance(a, int | float) and isinstance(b, int | float):
-            ops = {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}
             if isinstance(node.op, ast.FloorDiv | ast.Div) and b == 0:
-                raise Untranslatable(f"division by zero in {ast.unparse(node)}")
-            ops.update({ast.FloorDiv: a // b if b else 0, ast.Div: a / b if b else 0})
-            return ops[type(node.op)]
-    raise Untranslatable(f"'{ast.unparse(node)}' is not a constant expression")
+                raise Untranslatable(f"division by zero in {_unparse(node)}")
+            try:  # only the one operation asked for: a and b are bounded, so is the result
+                v = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                     ast.FloorDiv: lambda: a // b, ast.Div: lambda: a / b}[type(node.op)]()
+            except OverflowError as e:  # an int too large to become a float
+                raise Untranslatable(f"'{_unparse(node)}' overflows ({e})") from e
+            return _bounded(v, node)
+    raise Untranslatable(f"'{_unparse(node)}' is not a constant expression")
 
 
 def _call_name(node: ast.AST) -> str | None:
@@ -242,7 +279,7 @@ def translate_layer(call: ast.Call, consts: dict[str, Any]
     name = _call_name(call)
     kind = ALIASES.get(name or "", name or "")
     if kind not in POSITIONAL:
-        what = ast.unparse(call.func)
+        what = _unparse(call.func)
         raise Untranslatable(f"{what}(...) has no spec equivalent (spec layers: "
                              f"{', '.join(LAYERS)})")
     order = POSITIONAL[kind]
@@ -252,7 +289,7 @@ def translate_layer(call: ast.Call, consts: dict[str, Any]
     given: list[tuple[str, ast.AST]] = list(zip(order, call.args, strict=False))
     for kw in call.keywords:
         if kw.arg is None:
-            raise Untranslatable(f"{kind}(**{ast.unparse(kw.value)}) cannot be read without "
+            raise Untranslatable(f"{kind}(**{_unparse(kw.value)}) cannot be read without "
                                  f"running the code")
         given.append((kw.arg, kw.value))
     args: dict[str, Any] = {}
@@ -260,6 +297,9 @@ def translate_layer(call: ast.Call, consts: dict[str, Any]
     for arg, node in given:
         if arg in ("input_shape", "input_dim"):
             shape = _value(node, consts)
+            if arg == "input_shape" and not isinstance(shape, list):
+                raise Untranslatable(f"input_shape={_unparse(node)}: expected a tuple "
+                                     f"(height, width, channels)")
             input_shape = list(shape) if arg == "input_shape" else [shape]
             continue
         if arg in IGNORED:
@@ -285,7 +325,8 @@ def translate_layer(call: ast.Call, consts: dict[str, Any]
 
 class _Follower:
     def __init__(self, path: Path) -> None:
-        self.stem = re.sub(r"\W+", "_", path.stem)
+        # ASCII and short: model names become file names and must pass spec.check_name.
+        self.stem = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem)[:60].strip("_") or "model"
         self.consts: dict[str, Any] = {}
         self.live: dict[str, ImportedModel] = {}  # variable -> model being built
         self.models: list[ImportedModel] = []
@@ -312,7 +353,7 @@ class _Follower:
             return
         if not isinstance(items, ast.List | ast.Tuple):
             model.problems.append(f"{block.where(call.lineno)}: Sequential("
-                                  f"{ast.unparse(items)}) is not a literal list of layers")
+                                  f"{_unparse(items)}) is not a literal list of layers")
             return
         for item in items.elts:
             self._add(model, item, block)
@@ -324,22 +365,29 @@ class _Follower:
             shape_node = node.args[0] if node.args else next(
                 (k.value for k in node.keywords if k.arg in ("shape", "input_shape")), None)
             try:
-                model.input_shape = list(_value(shape_node, self.consts)) if shape_node else None
+                shape = _value(shape_node, self.consts) if shape_node else None
             except Untranslatable as e:
                 model.problems.append(f"{where}: {e}")
+                return
+            if shape is not None and not isinstance(shape, list):
+                # Input(5): Keras reads it as shape (5,), which no image model takes.
+                model.problems.append(f"{where}: {_unparse(node)}: the shape must be a tuple "
+                                      f"(height, width, channels), got {shape!r}")
+                return
+            model.input_shape = shape
             return
         if not isinstance(node, ast.Call):
-            model.problems.append(f"{where}: {ast.unparse(node)} is not a layer call")
+            model.problems.append(f"{where}: {_unparse(node)} is not a layer call")
             return
         try:
             kind, args, input_shape = translate_layer(node, self.consts)
         except Untranslatable as e:
             shape_kw = next((k for k in node.keywords if k.arg == "input_shape"), None)
-            if shape_kw is not None and f"'{ast.unparse(shape_kw.value)}'" in str(e):
+            if shape_kw is not None and f"'{_unparse(shape_kw.value)}'" in str(e):
                 # Keras' own examples set input_shape in an if/else on the data format.
                 node = ast.Call(node.func, node.args,
                                 [k for k in node.keywords if k is not shape_kw])
-                model.notes.append(f"{where}: input_shape={ast.unparse(shape_kw.value)} "
+                model.notes.append(f"{where}: input_shape={_unparse(shape_kw.value)} "
                                    f"is not a constant; assumed [28, 28, 1]")
                 self._add(model, ast.copy_location(node, shape_kw.value), block)
                 return
@@ -383,7 +431,7 @@ class _Follower:
                         and node.func.attr == "add" and isinstance(node.func.value, ast.Name)
                         and node.func.value.id in self.live):
                     self.live[node.func.value.id].problems.append(
-                        f"{block.where(node.lineno)}: {ast.unparse(node)[:60]} sits inside "
+                        f"{block.where(node.lineno)}: {_unparse(node, 60)} sits inside "
                         f"a {type(stmt).__name__.lower()} block; it is not followed without "
                         f"running the code")
         _record_constants(stmt, self.consts)
@@ -400,13 +448,20 @@ def import_keras(path: str | Path) -> ImportResult:
             continue
         try:
             tree = ast.parse(code)
-        except SyntaxError:
+        except (RecursionError, MemoryError):  # nesting the parser cannot hold
+            follower.problems.append(f"{_block_where(block)}: nested too deeply to parse")
+            continue
+        except (SyntaxError, ValueError):  # ValueError: a 5000-digit int literal
             last = block.first_line + max(code.count("\n"), 0)
             skipped.append(f"cell {block.cell}" if block.cell is not None
                            else f"lines {block.first_line}-{last}")
             continue
         for stmt in tree.body:
-            follower.statement(stmt, block)
+            try:
+                follower.statement(stmt, block)
+            except RecursionError:  # 1+1+...+1 100,000 times parses, and recurses here
+                follower.problems.append(f"{block.where(stmt.lineno)}: an expression nested "
+                                         f"too deeply to follow")
     for model in follower.models:
         if not model.layers and not model.problems:
             model.problems.append(f"{model.where}: the model has no layers")
@@ -421,6 +476,10 @@ def import_keras(path: str | Path) -> ImportResult:
     return ImportResult(str(path), follower.models, follower.problems, skipped)
 
 
+def _block_where(block: Block) -> str:
+    return f"cell {block.cell}" if block.cell is not None else f"line {block.first_line}"
+
+
 def _plain(args: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
 
@@ -428,10 +487,14 @@ def _plain(args: dict[str, Any]) -> dict[str, Any]:
 def spec_yaml(model: ImportedModel, source: str) -> str:
     """The spec file text of an imported model, in the style of the built-in specs."""
     assert model.spec is not None
-    lines = [f"# Imported by cnnbench import-keras from {source} ({model.where}).",
+    def comment(text: str) -> str:  # a file name or note with a newline stays a comment
+        return "# " + " ".join(text.splitlines())
+
+    lines = [comment(f"Imported by cnnbench import-keras from {source} ({model.where})."),
              f"# {model.spec.params:,} parameters.",
-             *[f"# Note: {n}" for n in model.notes],
-             f"name: {model.name}",
+             *[comment(f"Note: {n}") for n in model.notes],
+             # safe_dump: a heading 'True', 'null' or 'on' stays a string, quoted.
+             yaml.safe_dump({"name": model.name}, width=1000).strip(),
              f"input_shape: {list(model.spec.input_shape)}",
              "layers:"]
     for layer in model.layers:
@@ -450,7 +513,7 @@ def write_specs(result: ImportResult, out_dir: str | Path) -> list[Path]:
     for model in result.models:
         if model.spec is None:
             continue
-        path = out / f"{model.name}.yaml"
+        path = output_path(out, model.name, ".yaml")
         path.write_text(spec_yaml(model, Path(result.source).name))
         paths.append(path)
     return paths

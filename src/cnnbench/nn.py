@@ -11,6 +11,7 @@ so training is distributed identically; only a weight import/export from Keras w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,7 +99,7 @@ def _layer_modules(layer: Layer) -> list[nn.Module]:
         # Keras momentum 0.99 == PyTorch momentum 0.01; Keras epsilon 1e-3 (PyTorch's is 1e-5).
         if len(layer.input_shape) == 3:
             return [BatchNorm2d(c, eps=1e-3, momentum=0.01)]
-        return [nn.BatchNorm1d(c, eps=1e-3, momentum=0.01)]
+        return [BatchNorm1d(c, eps=1e-3, momentum=0.01)]
     if kind == "Dropout":
         return [Dropout(a["rate"])]
     if kind == "Flatten":
@@ -113,6 +114,43 @@ def _layer_modules(layer: Layer) -> list[nn.Module]:
     raise AssertionError(f"no module for layer kind {kind}")  # spec.py validated the kinds
 
 
+def _one_value_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Training batch norm over a batch with one value per channel, as Keras 2.2 computes it.
+
+    torch refuses such a batch ("Expected more than 1 value per channel"): a Dense layer's
+    last batch of one image failed every epoch. Keras trains on it: the batch variance is 0
+    (its moving variance is updated with n / (n - 1 + epsilon) * 0 = 0), the output is beta.
+    """
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims, keepdim=True)
+    if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
+        m = bn.momentum if bn.momentum is not None else 0.1
+        with torch.no_grad():
+            bn.running_mean.mul_(1 - m).add_(mean.detach().flatten().to(bn.running_mean.dtype),
+                                             alpha=m)
+            bn.running_var.mul_(1 - m)  # plus m * 0, the batch's variance
+            if bn.num_batches_tracked is not None:
+                bn.num_batches_tracked.add_(1)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    y = (x - mean) * (1.0 / math.sqrt(bn.eps))  # exactly 0, and a 0 gradient, as in Keras
+    if bn.affine:
+        y = y * bn.weight.view(shape) + bn.bias.view(shape)
+    return y
+
+
+def _one_value_per_channel(x: torch.Tensor) -> bool:
+    return x.numel() == x.shape[1]
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that trains on a batch of one image, as Keras does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and _one_value_per_channel(x):
+            return _one_value_batch_norm(self, x)
+        return super().forward(x)
+
+
 class BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` computed on NCHW on the CPU, whatever layout its input comes in.
 
@@ -123,6 +161,8 @@ class BatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and _one_value_per_channel(x):  # one image of 1x1: as BatchNorm1d
+            return _one_value_batch_norm(self, x)
         return super().forward(x.contiguous() if x.device.type == "cpu" else x)
 
 

@@ -28,47 +28,76 @@ class Preprocessed:
     source_size: tuple[int, int]  # width, height
 
 
+# Pillow refuses images over 2 x 89.5 M pixels and only warns from 89.5 M; cnnbench refuses
+# from 25 M (6000 x 4000, a 24-megapixel photo): 25 MB decoded, 100 MB as float32.
+MAX_PIXELS = 25_000_000
+
+
 def _load_gray(path: str | Path) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """The image as H x W uint8 grayscale; ImageError names the image for any failure."""
+    import warnings
+
+    from PIL import Image, ImageOps
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, im)  # transparency reads as white paper
-            return np.asarray(im.convert("L"), dtype=np.float64)
-    except (OSError, UnidentifiedImageError) as e:
-        raise ImageError(f"{path}: cannot read as an image ({e}).") from e
+        with warnings.catch_warnings():
+            # A damaged TIFF's "Tag data larger than file" would print Pillow's own lines
+            # before ours; the error below says what went wrong, in one line.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size  # from the header: nothing is decoded yet
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} M pixels; predict "
+                                     f"reads images of at most {MAX_PIXELS / 1e6:.0f} M pixels. "
+                                     f"Scale it down first.")
+                im = ImageOps.exif_transpose(im)
+                if im.mode in ("RGBA", "LA", "P"):
+                    im = im.convert("RGBA")
+                    white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                    im = Image.alpha_composite(white, im)  # transparency reads as white paper
+                return np.asarray(im.convert("L"), dtype=np.uint8)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: refused as a decompression bomb ({e}).") from e
+    except Exception as e:  # a damaged image makes Pillow raise nearly anything
+        raise ImageError(f"{path}: cannot read as an image ({type(e).__name__}: "
+                         f"{str(e)[:200]}).") from e
 
 
 def preprocess_array(gray: np.ndarray, where: str = "image") -> Preprocessed:
     """The MNIST preprocessing of a grayscale array (H x W, 0..255)."""
     from PIL import Image
-    a = np.asarray(gray, dtype=np.float64)
-    if a.ndim != 2 or min(a.shape) < 2:
-        raise ImageError(f"{where}: expected a 2-D grayscale image, got shape {a.shape}.")
-    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise ImageError(f"{where}: expected a 2-D grayscale image, got shape {gray.shape}.")
+    # One float32 working copy, changed in place: a 25 M pixel image costs 100 MB, not the
+    # several float64 copies (200 MB each) that plain expressions would make.
+    a = gray.astype(np.float32)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).astype(np.float64)
     inverted = bool(np.median(border) > 127)  # paper-like background: make the ink white
     if inverted:
-        a = 255.0 - a
+        np.subtract(255.0, a, out=a)
         border = 255.0 - border
     # Background to 0 and the strongest ink to 255, as in MNIST's clean black fields.
     background = float(np.median(border))
-    a = np.clip(a - background, 0, None)
+    a -= background
+    np.clip(a, 0, None, out=a)
     peak = float(a.max())
     if peak < 16:
         raise ImageError(f"{where}: no ink found (the image is nearly uniform).")
     a *= 255.0 / peak
-    rows = np.flatnonzero((a > 64).any(axis=1))  # ignore faint specks and JPEG noise
-    cols = np.flatnonzero((a > 64).any(axis=0))
+    ink = a > 64  # ignore faint specks and JPEG noise
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    del ink
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = a[top:bottom, left:right]
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     # Lanczos on floats: anti-aliased like MNIST's, no rounding before the final step.
-    small = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(crop), mode="F").resize(
         size, Image.Resampling.LANCZOS), dtype=np.float64).clip(0, 255)
     total = small.sum()
     ys, xs = np.indices(small.shape)

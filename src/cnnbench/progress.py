@@ -28,12 +28,16 @@ class KerasProgress:
     def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None:
         self.epochs, self.steps = epochs, steps
         if self.live:
+            # The label goes in as a field, not into the format string, and is not read as
+            # markup: a model called 'm{}' or 'x[/]' must print as it is, not crash the bar.
             self.progress = Progress(
-                TextColumn(f"{self.name} epoch {epoch}/{epochs}"), BarColumn(),
-                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"),
+                TextColumn("{task.fields[label]}", markup=False), BarColumn(),
+                MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[metrics]}", markup=False),
                 console=self.console, transient=True)
             self.progress.start()
-            self.task = self.progress.add_task("train", total=steps, metrics="")
+            self.task = self.progress.add_task("train", total=steps, metrics="",
+                                              label=f"{self.name} epoch {epoch}/{epochs}")
 
     def on_step_end(self, step: int, running: dict[str, float] | None) -> None:
         if self.progress is None:

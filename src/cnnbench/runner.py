@@ -46,6 +46,7 @@ from .engine import Callback, EpochLogs, TrainConfig, TrainResult
 from .executors import Done, Executor, ExecutorError, InProcess, LocalExecutor
 from .jobs import DataRef, JobCheckpoint, JobOutput, TrainJob, usable_checkpoint
 from .loggers import RunLogger, check_loggers, make_loggers
+from .memory import check_memory, gpu_memory
 from .spec import ModelSpec, check_classes
 from .store import (
     ATTEMPT,
@@ -312,6 +313,8 @@ class StudyRunner:
         for spec in specs:
             check_classes(spec, self.dataset.num_classes)  # fail before any training
         ds = self.dataset
+        check_memory(specs, self.config.batch_size, self.config.eval_batch_size,
+                     *gpu_memory(self.device))  # as the disk below: refused before training
         self.store.check_free_space(bytes_needed(specs, len(ds.x_test), ds.num_classes))
         jobs = plan(specs, ds, self.config)
         # --force retrains what was finished when this command started, not what another

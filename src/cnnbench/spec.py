@@ -37,6 +37,36 @@ class SpecError(ValueError):
     """A spec that cannot be built; the message says where and why."""
 
 
+# A model's name becomes file names (its plot, an imported spec) and keys results: letters,
+# digits and ``_ . - [ ] = ,`` (an ablation's ``CNN_MNIST_2[activation=relu,norm=none]``), no
+# path separator, not starting with '.' or '-' (no '..', no hidden file, no option look-alike).
+NAME_RULE = r"[A-Za-z0-9_][A-Za-z0-9_.,=\[\]-]{0,99}"
+NAME_RULE_TEXT = ("1 to 100 of the characters A-Z a-z 0-9 _ . - [ ] = , "
+                  "(not starting with '.' or '-')")
+_NAME = re.compile(NAME_RULE)
+MAX_DESCRIPTION = 10_000  # characters; a description is prose, not data
+MAX_SPEC_BYTES = 1 << 20  # a spec or study file of over 1 MiB is not one a person wrote
+
+
+def check_name(name: Any, where: str, what: str = "name") -> str:
+    """A model (or study) name that is safe as a file name; SpecError saying the rule."""
+    if not isinstance(name, str):
+        raise SpecError(f"{where}: '{what}' must be a string. Got {name!r}.")
+    if not _NAME.fullmatch(name):
+        shown = name if len(name) <= 120 else name[:120] + "..."
+        raise SpecError(f"{where}: '{what}' {shown!r} is not allowed: a name is {NAME_RULE_TEXT}; "
+                        f"it becomes file names.")
+    return name
+
+
+def check_description(value: Any, where: str) -> None:
+    """A description is an optional string of bounded length."""
+    if value is not None and not (isinstance(value, str) and len(value) <= MAX_DESCRIPTION):
+        got = f"{len(value):,} characters" if isinstance(value, str) else type(value).__name__
+        raise SpecError(f"{where}: 'description' must be a string of at most "
+                        f"{MAX_DESCRIPTION:,} characters. Got {got}.")
+
+
 # --- argument constraints: one checker per kind, one message template for all -------------
 
 def _positive_int(v: Any) -> bool:
@@ -343,9 +373,8 @@ def build_spec(data: Any, source: str = "<memory>") -> ModelSpec:
     if unknown:
         raise SpecError(f"{source}: unknown field(s) {sorted(unknown)}; a model spec has "
                         f"'name', 'input_shape', 'layers' and optionally 'description'.")
-    name = data.get("name") or Path(source).stem
-    if not isinstance(name, str):
-        raise SpecError(f"{source}: 'name' must be a string. Got {name!r}.")
+    name = check_name(data.get("name") or Path(source).stem, source)
+    check_description(data.get("description"), source)
     input_shape = data.get("input_shape", [28, 28, 1])
     if not (isinstance(input_shape, list | tuple) and len(input_shape) == 3
             and all(_positive_int(v) for v in input_shape)):
@@ -379,7 +408,18 @@ def build_spec(data: Any, source: str = "<memory>") -> ModelSpec:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads ``1e-7`` as a number (YAML 1.2)."""
+    """SafeLoader that rejects duplicate keys and aliases, and reads ``1e-7`` as a number
+    (YAML 1.2)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # A 350-byte file of nested aliases expands to gigabytes once written out as JSON
+        # (results.json, config.json): a spec needs no aliases, so none is read.
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"the alias *{event.anchor} is not allowed (specs and study files "
+                            f"take no YAML anchors or aliases)", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -413,17 +453,28 @@ def parse_yaml(text: str, source: str) -> Any:
         if e.context and e.context_mark and e.problem_mark:
             what += f" ({e.context}, which starts on line {e.context_mark.line + 1})"
         raise SpecError(f"{where}: not valid YAML: {what}.") from e
-    except yaml.YAMLError as e:
-        raise SpecError(f"{source}: not valid YAML: {e}") from e
+    except yaml.YAMLError as e:  # e.g. a NUL byte (ReaderError): its text spans two lines
+        raise SpecError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from e
+    except RecursionError as e:  # [[[[...]]]] thousands deep: the composer recurses
+        raise SpecError(f"{source}: not valid YAML: nested too deeply.") from e
+    except (ValueError, TypeError, OverflowError) as e:  # 2001-13-45, an unhashable key
+        raise SpecError(f"{source}: not valid YAML: {type(e).__name__}: {e}.") from e
 
 
 def read_yaml(path: str | Path, what: str = "model spec") -> Any:
     """Read and parse a YAML file; every error names the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError(f"{path}: cannot read the {what} ({e.strerror}).") from e
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: over {MAX_SPEC_BYTES >> 20} MiB; not a {what}.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}); not a {what}.") from e
     return parse_yaml(text, str(path))
 
 

@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .optim import OptimizerError, describe_optimizer, resolve_optimizer
-from .spec import ModelSpec, SpecError, get_spec, read_yaml
+from .spec import ModelSpec, SpecError, check_description, check_name, get_spec, read_yaml
 
+# torch.manual_seed takes [-2**63, 2**64 - 1]; the store's index keeps seeds as signed 64 bits.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+MAX_SEEDS = 1000  # '--seeds K' trains every model K times; more is a typo, not a study
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")  # the same function
 TOP_FIELDS = ("name", "description", "models", "dataset", "data_dir", "training", "ablations",
               "claims")
@@ -178,9 +181,8 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
         if key not in TOP_FIELDS:
             raise SpecError(f"{source}: unknown field '{key}'. A study file has: "
                             f"{', '.join(TOP_FIELDS)}.")
-    name = data.get("name") or Path(source).stem
-    if not isinstance(name, str):
-        raise SpecError(f"{source}: 'name' must be a string. Got {name!r}.")
+    name = check_name(data.get("name") or Path(source).stem, source)
+    check_description(data.get("description"), source)
 
     models = data.get("models")
     if isinstance(models, str):
@@ -250,8 +252,14 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
     if not isinstance(seeds, list) or not seeds or not all(_int(s) for s in seeds):
         raise SpecError(f"{where}.seeds must be an integer or a non-empty list of integers. "
                         f"Got {seeds!r}.")
+    if len(seeds) > MAX_SEEDS:
+        raise SpecError(f"{where}.seeds: {len(seeds)} seeds; at most {MAX_SEEDS}.")
     if len(set(seeds)) != len(seeds):
         raise SpecError(f"{where}.seeds: {seeds} repeats a seed.")
+    bad = next((s for s in seeds if not SEED_MIN <= s <= SEED_MAX), None)
+    if bad is not None:
+        raise SpecError(f"{where}.seeds: {bad} is out of range; a seed is an integer from "
+                        f"{SEED_MIN} to {SEED_MAX} (torch's and the store's 64 bits).")
     ablations = _ablations(data.get("ablations"), source, base)
     claims = ()
     if data.get("claims") is not None:

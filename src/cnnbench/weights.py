@@ -69,8 +69,21 @@ def load_weights(path: str | Path) -> LoadedModel:
         raise SpecError(f"{path}: a safetensors file without cnnbench metadata (spec_yaml); "
                         f"it was not written by cnnbench.")
     spec = build_spec(parse_yaml(meta["spec_yaml"], f"{path} (spec_yaml)"), source=str(path))
-    classes = tuple(json.loads(meta.get("classes", "[]"))) or tuple(
-        str(i) for i in range(spec.num_classes))
+    # The tensors must be the spec's before the model is built: a spec saying
+    # 'units: 2000000000' would otherwise allocate terabytes first. The meta device builds the
+    # model's shapes without storage.
+    import torch
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        wrong = sorted(set(got) ^ set(expected)) or [k for k in expected if got[k] != expected[k]]
+        k = wrong[0]
+        raise SpecError(f"{path}: the tensors do not fit the spec {spec.name}: {k} is "
+                        f"{list(got[k]) if k in got else 'missing'}, the spec needs "
+                        f"{list(expected[k]) if k in expected else 'no such tensor'}"
+                        f"{f' ({len(wrong)} tensors differ)' if len(wrong) > 1 else ''}.")
+    classes = _classes(meta, spec, path)
     model = build_model(spec)
     try:
         model.load_state_dict(state)
@@ -78,3 +91,21 @@ def load_weights(path: str | Path) -> LoadedModel:
         raise SpecError(f"{path}: the tensors do not fit the spec {spec.name}: "
                         f"{str(e).splitlines()[0]}") from e
     return LoadedModel(model.eval(), spec, classes, meta.get("dataset", ""), path)
+
+
+def _classes(meta: dict[str, str], spec: ModelSpec, path: Path) -> tuple[str, ...]:
+    """The class names in the metadata: a JSON list of one string per output unit."""
+    if "classes" not in meta:
+        return tuple(str(i) for i in range(spec.num_classes))
+    try:
+        classes = json.loads(meta["classes"])
+    except (ValueError, RecursionError) as e:
+        raise SpecError(f"{path}: its 'classes' metadata is not JSON ({e}).") from e
+    if classes == []:  # written without names: number them, as for a custom dataset
+        return tuple(str(i) for i in range(spec.num_classes))
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+            and len(classes) == spec.num_classes):
+        shown = repr(classes)[:80]
+        raise SpecError(f"{path}: its 'classes' metadata must be a list of {spec.num_classes} "
+                        f"class names (the model's outputs). Got {shown}.")
+    return tuple(classes)
