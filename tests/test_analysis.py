@@ -64,6 +64,7 @@ def test_mcnemar_rejects_different_test_sets():
         mcnemar_exact(np.ones(10, bool), np.ones(9, bool))
 
 
+@pytest.mark.slow
 def test_holm_matches_statsmodels_multipletests():
     rng = np.random.default_rng(3)
     for _ in range(20):

@@ -66,6 +66,7 @@ class Snapshot:
         self.states.append(decode(encode(self.get_state()), "memory"))
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_keeps_every_tensor_and_value(tmp_path):
     state = a_state(2)
     save_checkpoint(tmp_path, state)
@@ -116,6 +117,7 @@ def test_no_good_checkpoint_gives_none_and_says_why(tmp_path):
     assert len(warnings) == 2
 
 
+@pytest.mark.slow
 def test_fit_resumed_from_a_checkpoint_matches_an_uninterrupted_fit_bit_for_bit():
     x, y, xt, yt = small_data()
     config = TrainConfig(epochs=3, batch_size=64, seed=5)
@@ -142,6 +144,7 @@ def test_fit_resumed_after_its_last_epoch_only_evaluates():
     assert (resumed.test_predictions == full.test_predictions).all()
 
 
+@pytest.mark.slow
 def test_resume_without_the_dropout_generator_state_would_differ():
     """The parity above is not luck: losing torch's global RNG state changes the numbers."""
     x, y, xt, yt = small_data()

@@ -65,6 +65,7 @@ def test_summary_of_a_spec_file(tmp_path):
     assert "Total params: 7,850" in r.stdout
 
 
+@pytest.mark.slow
 def test_run_writes_results_history_and_plot(tmp_path, mnist):
     # `mnist` first: it puts the verified arrays in this machine's cache for the subprocess.
     import matplotlib.image as mpimg
@@ -122,6 +123,7 @@ def test_epochs_must_be_a_positive_integer(value, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_dir_fails_clearly(tmp_path):
     missing = tmp_path / "no-such-folder"
     r = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--data-dir", str(missing),
@@ -131,6 +133,7 @@ def test_missing_data_dir_fails_clearly(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_data_dir_without_usable_files_fails_clearly(tmp_path):
     folder = tmp_path / "junk"
     folder.mkdir()
@@ -154,6 +157,7 @@ def test_unwritable_out_fails_before_training(tmp_path):
     assert "Train on" not in r.stdout
 
 
+@pytest.mark.slow
 def test_seeds_train_each_model_per_seed_and_report_regenerates_from_the_store(tmp_path):
     out, store = tmp_path / "o", tmp_path / "store"
     r = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "256",

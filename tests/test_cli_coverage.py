@@ -62,6 +62,7 @@ def bars(tmp_path_factory) -> Path:
 
 # --- --precision -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_precision_is_recorded_in_the_run_and_its_id_and_auto_follows_the_cpu(
         bars, tmp_path, monkeypatch):
     spec, store = spec_file(tmp_path, "bars_net"), tmp_path / "s"
@@ -98,6 +99,7 @@ class StopAtEpoch:
         pass
 
 
+@pytest.mark.slow
 def test_a_bf16_run_resumes_to_the_numbers_of_one_never_interrupted(bars, tmp_path):
     from cnnbench.engine import TrainConfig
     from cnnbench.runner import StudyRunner
@@ -140,6 +142,7 @@ def study(bars, tmp_path_factory) -> dict:
     return {"root": root, "store": store, "ids": {r.model: r.id for r in s.runs()}}
 
 
+@pytest.mark.slow
 def test_class_names_file_names_the_classes_everywhere(study):
     rid = study["ids"]["bars_a"]
     doc = json.loads((study["root"] / "bars_a" / "results.json").read_text())
@@ -150,6 +153,7 @@ def test_class_names_file_names_the_classes_everywhere(study):
     assert list(weights.classes) == ["up", "centre", "down"]
 
 
+@pytest.mark.slow
 def test_report_of_named_runs_reports_those_only(study, bars, tmp_path):
     a, b = study["ids"]["bars_a"], study["ids"]["bars_b"]
     rc, out, err = cli("report", a[:6], "--store", study["store"], "--data-dir", bars,
@@ -167,6 +171,7 @@ def test_report_of_named_runs_reports_those_only(study, bars, tmp_path):
     assert b  # both runs exist; only the named one was reported
 
 
+@pytest.mark.slow
 def test_predict_and_export_take_a_run_id(study, tmp_path):
     rid = study["ids"]["bars_a"]
     image = tmp_path / "digit.png"
@@ -193,6 +198,7 @@ def test_predict_and_export_take_a_run_id(study, tmp_path):
 
 # --- --dataset kmnist from the user's files ------------------------------------------------
 
+@pytest.mark.slow
 def test_kmnist_from_user_files_keeps_its_names_and_records_the_hashes(tmp_path):
     """KMNIST has no pinned array hashes: files given with --data-dir are used, said so,
     and their SHA-256 recorded (10 classes: a block in one of 10 places)."""

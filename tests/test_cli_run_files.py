@@ -60,6 +60,7 @@ def test_class_names_file_too_short_is_an_error(tmp_path):
         load_folder(folder, log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_run_model_file_on_custom_data(tmp_path, capsys):
     data = make_dataset(tmp_path / "bars")
     spec = tmp_path / "bars_net.yaml"
@@ -89,6 +90,7 @@ def test_wrong_class_count_fails_before_training(tmp_path, capsys):
     assert not (tmp_path / "out" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_study_file_runs_each_seed(tmp_path, capsys):
     make_dataset(tmp_path / "bars")
     (tmp_path / "net.yaml").write_text(SPEC.format(name="net", units=3))
@@ -104,6 +106,7 @@ def test_study_file_runs_each_seed(tmp_path, capsys):
         assert doc["training"]["optimizer"].startswith("Adam(learning_rate=0.01, beta_1=0.9")
 
 
+@pytest.mark.slow
 def test_a_model_spec_given_as_the_study_runs_as_a_model_file(tmp_path, capsys):
     data = make_dataset(tmp_path / "bars")
     spec = tmp_path / "net.yaml"

@@ -154,6 +154,7 @@ def _init(name: str, seed: int = 0):
     return build_model(get_spec(name))
 
 
+@pytest.mark.slow
 def test_gradient_vanishes_through_model_3s_sigmoids_not_model_1s_relus(batch):
     x, y = batch
     g1 = gradient_norms(_init("CNN_MNIST_1"), x, y)

@@ -81,6 +81,7 @@ def test_history_has_one_entry_per_epoch_for_each_key():
     assert result.history["loss"][-1] < result.history["loss"][0]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_numbers():
     _, a = train(seed=3)
     _, b = train(seed=3)
@@ -167,6 +168,7 @@ def test_callbacks_see_every_epoch_and_step():
     assert rec.events[6] == ("begin", 2, 2, 4) and rec.events[-1] == ("end", 2)
 
 
+@pytest.mark.slow
 def test_nan_in_the_data_stops_with_diverged_status_at_the_step_it_happened():
     n, bs = 64 * 30, 64  # 30 steps: more than the engine's 25-step progress interval
     data = synthetic(n_train=n)
@@ -200,6 +202,7 @@ def test_config_refuses_nonsense(bad):
         TrainConfig(**bad)
 
 
+@pytest.mark.slow
 def test_cnn_mnist_1_on_a_real_subset_beats_90_percent(mnist):
     """One epoch on the first 10,240 images (80 full batches), on the full 10k test set.
 

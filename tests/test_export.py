@@ -41,6 +41,7 @@ def test_onnx_matches_cnnbench_on_the_whole_test_set(mnist_weights, mnist, tmp_p
     assert "name: CNN_MNIST_1" in meta["cnnbench.spec_yaml"]
 
 
+@pytest.mark.slow
 def test_onnx_and_torchscript_match_with_batchnorm_statistics(mnist, tmp_path):
     # CNN_MNIST_2 has BatchNormalization: its running statistics must be exported, in eval mode.
     spec = get_spec("CNN_MNIST_2")

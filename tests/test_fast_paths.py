@@ -43,6 +43,7 @@ def _reference_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models("CNN_MNIST_*"))
 def test_channels_last_forward_and_gradients_match_nchw(name: str) -> None:
     torch.manual_seed(0)
@@ -66,6 +67,7 @@ def _refuse_eager_adadelta(monkeypatch: pytest.MonkeyPatch) -> None:
     warnings.filterwarnings("error", message="fused Adadelta unavailable")
 
 
+@pytest.mark.slow
 def test_compiled_adadelta_step_matches_eager_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     ref = build_model(get_spec("CNN_MNIST_1"))
@@ -101,6 +103,7 @@ def _autocast_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ste
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "fused"])
 def test_bf16_weight_copies_train_bit_identically_to_autocast(
         compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,6 +142,7 @@ def test_bf16_weight_copies_follow_a_model_loaded_before_the_first_step() -> Non
     assert step(x, y)[0].item() == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_bf16_evaluation_stays_close_to_fp32(mnist) -> None:
     """cnnbench's bf16 inference (``evaluate(precision="bf16")``) against its fp32 one."""
     torch.manual_seed(0)
@@ -152,6 +156,7 @@ def test_bf16_evaluation_stays_close_to_fp32(mnist) -> None:
     assert abs(acc16 - acc32) <= 0.05
 
 
+@pytest.mark.slow
 def test_bf16_training_steps_follow_fp32_within_a_twentieth_of_its_decrease(mnist) -> None:
     """Five of cnnbench's own bf16 steps (fused optimizer, bf16 weight copies) on 128 real
     images: measured 0.0122 apart from fp32 at most, while fp32 fell by 0.735."""

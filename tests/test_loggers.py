@@ -44,6 +44,7 @@ WITHOUT_MLFLOW = "import sys; sys.modules['mlflow'] = None; from cnnbench.cli im
     "sys.exit(main())"
 
 
+@pytest.mark.slow
 def test_run_with_log_mlflow_fails_before_training_when_mlflow_is_missing(tmp_path):
     p = subprocess.run([sys.executable, "-c", WITHOUT_MLFLOW, "run", "--models", "CNN_MNIST_1",
                         "--epochs", "1", "--train-limit", "128", "--log", "mlflow",
@@ -54,6 +55,7 @@ def test_run_with_log_mlflow_fails_before_training_when_mlflow_is_missing(tmp_pa
     assert "Train on" not in p.stdout
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_each_epoch(tmp_path, mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     r = train(tmp_path, mnist, ["tensorboard"])
@@ -67,6 +69,7 @@ def test_tensorboard_logger_writes_each_epoch(tmp_path, mnist):
     assert [e.value for e in test] == pytest.approx(history["val_acc"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_mlflow_logger_records_params_and_metrics_per_epoch(tmp_path, mnist, monkeypatch):
     import mlflow
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())

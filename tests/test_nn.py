@@ -63,6 +63,7 @@ SHAPE_CONFIGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", list(SHAPE_CONFIGS))
 def test_module_output_shapes_equal_spec_shapes_layer_by_layer(config):
     name, custom = SHAPE_CONFIGS[config]

@@ -91,6 +91,7 @@ def test_predict_reads_drawn_digits(mnist_weights, tmp_path, capsys):
         assert Image.open(preview).size == (224, 224)
 
 
+@pytest.mark.slow
 def test_weights_round_trip_gives_the_same_probabilities(mnist, tmp_path):
     """The reloaded model against the one in memory (BatchNorm statistics moved off their
     start, so they must travel too): the same probabilities, to the bit."""

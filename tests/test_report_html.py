@@ -69,6 +69,7 @@ def report(mnist, tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_report_states_conclusions_and_diagnosis_with_evidence(report):
     html = report["html"].read_text()
     md = report["md"].read_text()
@@ -89,6 +90,7 @@ def test_report_states_conclusions_and_diagnosis_with_evidence(report):
     assert "conv2d_3 (Conv2D)" in html and "Total params: 5,367,566" in html
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_its_images_decode(report):
     from PIL import Image
     html = report["html"].read_text()

@@ -159,6 +159,7 @@ StudyRunner(store, load_dataset("mnist"), TrainConfig(epochs=3, train_limit=1024
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_numbers(specs, uninterrupted,
                                                                       tmp_path):
     ref_store, _ = uninterrupted
@@ -214,6 +215,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_numbers(specs, uni
     assert s.verify() == []
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_reused_not_trained_again(specs, uninterrupted):
     store, first = uninterrupted
     rid = only_run(store)
@@ -243,6 +245,7 @@ def in_process(store: Path, mnist, spec_files, **config) -> tuple[list, list[str
     return runner.run([get_spec(f) for f in spec_files]), log
 
 
+@pytest.mark.slow
 def test_force_trains_a_finished_run_again(specs, mnist, tmp_path):
     kw = dict(epochs=1, train_limit=256)
     first, _ = in_process(tmp_path, mnist, [specs["TINY_A"]], **kw)
@@ -271,6 +274,7 @@ class StopAtEpoch:
         pass
 
 
+@pytest.mark.slow
 def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numbers(
         specs, mnist, tmp_path):
     import torch
@@ -338,6 +342,7 @@ def test_four_processes_writing_a_fresh_index_at_once_lose_nothing(tmp_path):
     assert len(rows) == 120 and all(r.status == "finished" and r.epochs_done == 1 for r in rows)
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_store_share_the_work_and_both_finish(specs, tmp_path):
     store = tmp_path / "shared"
     args = cli_args(store, specs["TINY_A"], specs["TINY_B"], epochs=1, limit=512)
@@ -377,6 +382,7 @@ def test_a_diverging_run_is_marked_with_epoch_and_step_and_the_study_goes_on(spe
     assert again[0].origin == "reused" and again[0].model.result.diverged_at == (1, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path, sig):
     store = tmp_path / "s"
@@ -404,6 +410,7 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path, sig):
     assert s.verify() == []
 
 
+@pytest.mark.slow
 def test_a_failed_write_names_the_file_and_leaves_the_run_resumable(specs, tmp_path):
     """A real write failure: the process may not write files over 330 kB (RLIMIT_FSIZE, as a
     full disk would refuse), so probabilities.npy (400 kB) fails after the last epoch."""
@@ -469,6 +476,7 @@ def test_a_read_only_store_fails_before_training(specs, tmp_path):
 
 # --- runs, show, rm ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_runs_show_and_rm_commands(uninterrupted, tmp_path):
     src, _ = uninterrupted
     store = tmp_path / "copy"  # rm must not break the fixture other tests share
