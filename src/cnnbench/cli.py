@@ -598,18 +598,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import SUFFIX, export
-    from .store import RunStore, default_root
+    from .store import default_root, is_inside
     from .weights import load_weights
     weights = _weights_path(args.weights, args.store)
     loaded = load_weights(weights)
-    store = RunStore(args.store or default_root(), create=False) \
-        if (args.store or default_root()).exists() else None
+    root = args.store or default_root()
     out = args.out
-    if out is None and store is not None and store.contains(weights):
+    if out is None and is_inside(root, weights):
         # beside a stored run's weights would be inside the store: the current folder instead
         out = Path(f"{loaded.spec.name}-{weights.parent.name}{SUFFIX[args.format]}")
-    if out is not None and store is not None and store.contains(out):
-        raise ValueError(f"--out {out} is inside the run store {store.root}, whose files only "
+    if out is not None and is_inside(root, out):
+        raise ValueError(f"--out {out} is inside the run store {root}, whose files only "
                          f"cnnbench writes (it could overwrite a run's weights); give a path "
                          f"outside it")
     path = export(loaded, args.format, out)

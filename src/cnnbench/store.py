@@ -81,6 +81,12 @@ def default_root() -> Path:
     return Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT)
 
 
+def is_inside(root: str | Path, path: str | Path) -> bool:
+    """Whether ``path`` (existing or not, links resolved) lies inside the store at ``root``."""
+    base, target = Path(root).resolve(), Path(path).resolve()
+    return target == base or base in target.parents
+
+
 def now() -> str:
     """Local time with its UTC offset, to the second: sortable and readable."""
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -326,11 +332,6 @@ class RunStore:
                              f"weights). Free some space or give --store PATH elsewhere.")
 
     # --- runs ---------------------------------------------------------------------------
-
-    def contains(self, path: str | Path) -> bool:
-        """Whether ``path`` (existing or not, links resolved) lies inside this store."""
-        root, target = self.root.resolve(), Path(path).resolve()
-        return target == root or root in target.parents
 
     def folder(self, rid: str) -> Path:
         return self.runs_dir / rid
