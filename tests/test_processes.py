@@ -129,8 +129,6 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tiny, uninterrupt
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="fixed on the store branch: a dead worker breaks the "
-                   "whole process pool today, failing the other run too")
 def test_a_killed_worker_fails_its_run_only_and_the_same_command_resumes_it(
         tiny, uninterrupted, tmp_path: Path):
     """SIGKILL to one worker after its run's first epoch (as the OOM killer would): that run

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from cnnbench.atomic import atomic_write_text
 from cnnbench.engine import EpochLogs, TrainConfig, TrainResult
 from cnnbench.progress import epoch_line
 from cnnbench.report.figures import notebook_reference, plot_history
-from cnnbench.report.files import atomic_write_text, results_document, write_results
+from cnnbench.report.files import results_document, write_results
 from cnnbench.report.table import (
     describe_batchnorm,
     describe_dropout,
