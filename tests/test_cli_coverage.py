@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from test_cli_run_files import make_dataset, write_idx
+from test_store import StopAtEpoch
 
 from cnnbench import engine
 from cnnbench.cli import main
@@ -80,23 +81,6 @@ def test_precision_is_recorded_in_the_run_and_its_id_and_auto_follows_the_cpu(
         assert f", cpu, {precision}, " in again and "Reused from" in again, again
         assert by_precision[precision] in again
     assert len(s.runs()) == 2
-
-
-class StopAtEpoch:
-    """Engine callback pressing Ctrl-C when epoch ``n`` begins."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_begin(self, epoch, epochs, steps):
-        if epoch == self.n:
-            raise KeyboardInterrupt
-
-    def on_step_end(self, step, running):
-        pass
-
-    def on_epoch_end(self, logs):
-        pass
 
 
 @pytest.mark.slow
