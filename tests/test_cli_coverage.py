@@ -204,8 +204,9 @@ def test_kmnist_from_user_files_keeps_its_names_and_records_the_hashes(tmp_path)
                           spec, "--epochs", "1", "--batch-size", "16", "--store",
                           tmp_path / "s", "--out", out)
     assert rc == 0, stdout + err
-    assert f"data: user files in {folder}: ok, no pinned checksums for kmnist; SHA-256 " \
-           "recorded" in " ".join(err.split())
+    assert f"data: user files in {folder}: ok, BUT UNPINNED: kmnist has no published " \
+           "checksums" in " ".join(err.split())
+    assert "their SHA-256 is recorded with every run" in " ".join(err.split())
     doc = json.loads((out / "results.json").read_text())["dataset"]
     assert doc["name"] == "kmnist" and doc["source"] == f"user files in {folder}"
     assert doc["classes"][0] == "お (o)" and doc["classes"][9] == "を (wo)"
