@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.checkpoint import LAST, encode, load_checkpoint, save_checkpoint
-from cnnbench.engine import TrainResult
-from cnnbench.nn import build_model, clipped_categorical_crossentropy, make_optimizer
-from cnnbench.spec import get_spec, list_models
-from cnnbench.trainstate import training_state
+from cnnbench.model.build import build_model, clipped_categorical_crossentropy, make_optimizer
+from cnnbench.model.spec import get_spec, list_models
+from cnnbench.train.checkpoint import LAST, encode, load_checkpoint, save_checkpoint
+from cnnbench.train.engine import TrainResult
+from cnnbench.train.state import training_state
 
 
 def bench(name: str, folder: Path, repeats: int) -> dict[str, float]:

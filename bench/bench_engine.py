@@ -27,7 +27,9 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 from plain_loop import plain_evaluate, plain_model, plain_train  # noqa: E402
 
-from cnnbench.engine import (  # noqa: E402
+from cnnbench.model.build import build_model, clipped_categorical_crossentropy  # noqa: E402
+from cnnbench.model.spec import get_spec, list_models  # noqa: E402
+from cnnbench.train.engine import (  # noqa: E402
     TrainConfig,
     cpu_has_bf16,
     evaluate,
@@ -36,8 +38,6 @@ from cnnbench.engine import (  # noqa: E402
     labels_to_tensor,
     make_train_step,
 )
-from cnnbench.nn import build_model, clipped_categorical_crossentropy  # noqa: E402
-from cnnbench.spec import get_spec, list_models  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 
@@ -153,7 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     console = Console(width=160)
 
-    from cnnbench.data import load_dataset
+    from cnnbench.data.datasets import load_dataset
     ds = load_dataset(log=lambda m: None)
     xt, yt = images_to_tensor(ds.x_train), labels_to_tensor(ds.y_train)
     xv, yv = images_to_tensor(ds.x_test), labels_to_tensor(ds.y_test)

@@ -18,10 +18,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cnnbench.data import load_dataset
-from cnnbench.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
-from cnnbench.nn import build_model
-from cnnbench.spec import get_spec, list_models
+from cnnbench.data.datasets import load_dataset
+from cnnbench.model.build import build_model
+from cnnbench.model.spec import get_spec, list_models
+from cnnbench.train.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
 
 
 def main() -> None:

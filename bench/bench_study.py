@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cnnbench.spec import list_models
+from cnnbench.model.spec import list_models
 
 HERE = Path(__file__).parent
 
@@ -41,7 +41,7 @@ def run_cnnbench(models: list[str], epochs: int, extra: list[str], work: Path) -
 
 
 def run_keras(python: str, models: list[str], epochs: int, work: Path) -> dict:
-    from cnnbench.data import load_dataset
+    from cnnbench.data.datasets import load_dataset
     ds = load_dataset(log=lambda m: None)
     npz = work / "mnist.npz"
     np.savez(npz, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)

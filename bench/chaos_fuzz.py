@@ -139,7 +139,7 @@ def _mutate_text(rng: random.Random, text: str) -> str:
 def make_spec(rng: random.Random, path: Path) -> None:
     import yaml
 
-    from cnnbench.spec import SpecError, parse_yaml
+    from cnnbench.model.spec import SpecError, parse_yaml
     text = rng.choice(_base_specs())
     for _ in range(rng.randint(1, 3)):
         if rng.random() < 0.5:
@@ -391,9 +391,9 @@ class Table:
 def _tiny_weights(folder: Path) -> Path:
     import torch
 
-    from cnnbench.nn import build_model
-    from cnnbench.spec import build_spec
-    from cnnbench.weights import save_weights
+    from cnnbench.model.build import build_model
+    from cnnbench.model.spec import build_spec
+    from cnnbench.model.weights import save_weights
     spec = build_spec({"name": "tiny", "input_shape": [28, 28, 1], "layers": [
         {"Flatten": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]})
     torch.manual_seed(0)

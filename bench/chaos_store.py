@@ -45,7 +45,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
 from cnnbench.atomic import roll_forward  # noqa: E402
-from cnnbench.store import RunStore  # noqa: E402
+from cnnbench.store.run_store import RunStore  # noqa: E402
 
 TINY = """name: {name}
 input_shape: [28, 28, 1]

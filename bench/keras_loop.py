@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cnnbench.spec import get_spec  # noqa: E402  (spec.py needs only pyyaml)
+from cnnbench.model.spec import get_spec  # noqa: E402  (spec.py needs only pyyaml)
 
 
 def keras_model(spec) -> keras.Model:

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from cnnbench.nn import build_model, clipped_categorical_crossentropy
-from cnnbench.spec import ModelSpec
+from cnnbench.model.build import build_model, clipped_categorical_crossentropy
+from cnnbench.model.spec import ModelSpec
 
 
 def plain_model(spec: ModelSpec) -> torch.nn.Module:

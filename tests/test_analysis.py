@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cnnbench.analysis import (
+from cnnbench.analysis.stats import (
     compare_models,
     conclusions,
     confusion_matrix,
@@ -18,8 +18,8 @@ from cnnbench.analysis import (
     representative_run,
     t_interval,
 )
-from cnnbench.records import RunRecord
-from cnnbench.spec import get_spec
+from cnnbench.model.spec import get_spec
+from cnnbench.store.records import RunRecord
 
 sm_contingency = pytest.importorskip("statsmodels.stats.contingency_tables",
                                      reason="statsmodels is in the 'test' extra")

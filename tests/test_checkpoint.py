@@ -7,11 +7,18 @@ import math
 import pytest
 import torch
 
-from cnnbench.checkpoint import LAST, PREVIOUS, decode, encode, load_checkpoint, save_checkpoint
-from cnnbench.engine import TrainConfig, TrainResult, fit
-from cnnbench.nn import build_model, make_optimizer
-from cnnbench.spec import build_spec
-from cnnbench.trainstate import training_state
+from cnnbench.model.build import build_model, make_optimizer
+from cnnbench.model.spec import build_spec
+from cnnbench.train.checkpoint import (
+    LAST,
+    PREVIOUS,
+    decode,
+    encode,
+    load_checkpoint,
+    save_checkpoint,
+)
+from cnnbench.train.engine import TrainConfig, TrainResult, fit
+from cnnbench.train.state import training_state
 
 TINY = {"name": "TINY", "input_shape": [8, 8, 1], "layers": [
     {"Conv2D": {"filters": 3, "kernel_size": 3, "activation": "relu"}},

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnbench.claims import Claim, judge, parse_claims
-from cnnbench.effects import Observation
-from cnnbench.spec import SpecError
-from cnnbench.studyfile import load_study
+from cnnbench.analysis.claims import Claim, judge, parse_claims
+from cnnbench.analysis.effects import Observation
+from cnnbench.model.spec import SpecError
+from cnnbench.study.studyfile import load_study
 
 DEPTH = Claim("depth", "accuracy dropped as number of convolutional layers increase", "a",
               "depth", "lower", "conv4", ("conv2",))

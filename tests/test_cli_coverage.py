@@ -16,10 +16,10 @@ from PIL import Image
 from test_cli_run_files import make_dataset, write_idx
 from test_store import StopAtEpoch
 
-from cnnbench import engine
 from cnnbench.cli import main
-from cnnbench.data import array_sha256, load_folder
-from cnnbench.store import RunStore
+from cnnbench.data.datasets import array_sha256, load_folder
+from cnnbench.store.run_store import RunStore
+from cnnbench.train import engine
 
 SPEC = """\
 name: {name}
@@ -85,9 +85,9 @@ def test_precision_is_recorded_in_the_run_and_its_id_and_auto_follows_the_cpu(
 
 @pytest.mark.slow
 def test_a_bf16_run_resumes_to_the_numbers_of_one_never_interrupted(bars, tmp_path):
-    from cnnbench.engine import TrainConfig
-    from cnnbench.runner import StudyRunner
-    from cnnbench.spec import get_spec
+    from cnnbench.model.spec import get_spec
+    from cnnbench.study.runner import StudyRunner
+    from cnnbench.train.engine import TrainConfig
     spec = spec_file(tmp_path, "bars_net")
     train(tmp_path / "ref", spec, bars, "--precision", "bf16", epochs=3)
     # Ctrl-C as epoch 3 begins, in the runner `cnnbench run` uses, with the command's settings.
@@ -132,7 +132,7 @@ def test_class_names_file_names_the_classes_everywhere(study):
     doc = json.loads((study["root"] / "bars_a" / "results.json").read_text())
     assert doc["dataset"]["classes"] == ["up", "centre", "down"]
     s = RunStore(study["store"], create=False)
-    from cnnbench.weights import load_weights
+    from cnnbench.model.weights import load_weights
     weights = load_weights(s.folder(rid) / "weights.safetensors")
     assert list(weights.classes) == ["up", "centre", "down"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnbench.cli import main
-from cnnbench.data import DataError, load_folder
+from cnnbench.data.datasets import DataError, load_folder
 
 SPEC = """\
 name: {name}
@@ -116,8 +116,8 @@ def test_a_model_spec_given_as_the_study_runs_as_a_model_file(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert list(json.loads((out / "results.json").read_text())["models"]) == ["net"]
     # Weights for predict and export, with their spec, in the run store; a run id finds them.
-    from cnnbench.store import RunStore
-    from cnnbench.weights import load_weights
+    from cnnbench.model.weights import load_weights
+    from cnnbench.store.run_store import RunStore
     (run,) = RunStore().runs()
     loaded = load_weights(RunStore().folder(run.id) / "weights.safetensors")
     assert loaded.spec.name == "net" and len(loaded.classes) == 3

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.data import (
+from cnnbench.data.datasets import (
     IDX_FILES,
     DataError,
     DatasetInfo,
@@ -395,7 +395,7 @@ def test_real_mnist_matches_guide_facts(mnist):
 
 
 def test_fingerprint_changes_with_any_array():
-    from cnnbench.data import Dataset
+    from cnnbench.data.datasets import Dataset
     arrays = tiny_arrays()
     info = info_for(arrays)
     a = Dataset(info, **arrays, source="x")

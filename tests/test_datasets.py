@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.data import DATASETS, Dataset, load_dataset
+from cnnbench.data.datasets import DATASETS, Dataset, load_dataset
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -26,10 +26,10 @@ def test_known_datasets_pin_torchvisions_file_md5s_and_name_their_classes():
 def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
     import torch
 
-    from cnnbench.engine import TrainConfig
-    from cnnbench.runner import StudyRunner
-    from cnnbench.spec import get_spec
-    from cnnbench.store import RunStore
+    from cnnbench.model.spec import get_spec
+    from cnnbench.store.run_store import RunStore
+    from cnnbench.study.runner import StudyRunner
+    from cnnbench.train.engine import TrainConfig
 
     logs: list[str] = []
     ds = load_dataset("fashion-mnist", cache_dir=tmp_path, log=logs.append,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnbench.diagnosis import (
+from cnnbench.analysis.diagnosis import (
     describe_gradient,
     detect_diverged,
     detect_overfitting,
@@ -19,11 +19,11 @@ from cnnbench.diagnosis import (
     gradient_norms,
     summarise,
 )
-from cnnbench.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
-from cnnbench.nn import build_model
-from cnnbench.records import RunRecord
+from cnnbench.model.build import build_model
+from cnnbench.model.spec import get_spec
 from cnnbench.report.figures import notebook_reference
-from cnnbench.spec import get_spec
+from cnnbench.store.records import RunRecord
+from cnnbench.train.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
 
 Y_TEST = np.repeat(np.arange(10), 100).astype(np.uint8)  # 1,000 labels, 10 % each
 Y_TEST[:35] = 1  # make "1" the majority class: 13.5 %

@@ -10,8 +10,7 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from cnnbench.analysis import seeds_needed
-from cnnbench.effects import (
+from cnnbench.analysis.effects import (
     Observation,
     factorial_effects,
     held_fixed,
@@ -19,6 +18,7 @@ from cnnbench.effects import (
     sentence,
     welch,
 )
+from cnnbench.analysis.stats import seeds_needed
 
 BASE = {"act": "sigmoid", "norm": "bn"}
 

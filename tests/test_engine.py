@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from cnnbench.engine import (
+from cnnbench.model.build import build_model, clipped_categorical_crossentropy
+from cnnbench.model.spec import build_spec, get_spec
+from cnnbench.train.engine import (
     TrainConfig,
     evaluate,
     fit,
     images_to_tensor,
     labels_to_tensor,
 )
-from cnnbench.nn import build_model, clipped_categorical_crossentropy
-from cnnbench.spec import build_spec, get_spec
 
 KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
 

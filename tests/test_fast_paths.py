@@ -8,8 +8,10 @@ import warnings
 import pytest
 import torch
 
-from cnnbench import engine
-from cnnbench.engine import (
+from cnnbench.model.build import build_model, clipped_categorical_crossentropy, make_optimizer
+from cnnbench.model.spec import get_spec, list_models
+from cnnbench.train import engine
+from cnnbench.train.engine import (
     TrainConfig,
     evaluate,
     images_to_tensor,
@@ -19,8 +21,6 @@ from cnnbench.engine import (
     prepare_model,
     resolve_precision,
 )
-from cnnbench.nn import build_model, clipped_categorical_crossentropy, make_optimizer
-from cnnbench.spec import get_spec, list_models
 
 
 def _batch(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +194,7 @@ def test_auto_precision_follows_the_cpus_bf16_units_and_explicit_choice_wins(
 def test_batchnorm_on_channels_last_input_matches_nchw(precision: str) -> None:
     """cnnbench's BatchNorm2d computes on NCHW whatever comes in: same outputs, gradients,
     running statistics as torch's on the channels-last tensor."""
-    from cnnbench.nn import BatchNorm2d
+    from cnnbench.model.build import BatchNorm2d
 
     torch.manual_seed(0)
     ours, ref = BatchNorm2d(8, eps=1e-3, momentum=0.01), torch.nn.BatchNorm2d(8, 1e-3, 0.01)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from cnnbench.engine import TrainConfig, evaluate, fit, images_to_tensor, labels_to_tensor
-from cnnbench.holdout import best_epoch, split_at, stop_state
-from cnnbench.nn import build_model
-from cnnbench.spec import build_spec, get_spec
-from cnnbench.store import resolved_spec, run_id, run_key
+from cnnbench.data.holdout import best_epoch, split_at, stop_state
+from cnnbench.model.build import build_model
+from cnnbench.model.spec import build_spec, get_spec
+from cnnbench.store.run_store import resolved_spec, run_id, run_key
+from cnnbench.train.engine import TrainConfig, evaluate, fit, images_to_tensor, labels_to_tensor
 
 PLAIN = {"name": "plain", "input_shape": [8, 8, 1], "layers": [
     "Flatten", {"Dense": {"units": 32, "activation": "tanh"}},

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from cnnbench.cli import main
-from cnnbench.data import DataError, read_idx, read_npz
-from cnnbench.spec import SpecError, build_spec, load_spec
+from cnnbench.data.datasets import DataError, read_idx, read_npz
+from cnnbench.model.spec import SpecError, build_spec, load_spec
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -136,8 +136,8 @@ def test_a_data_folder_called_like_a_closing_tag_does_not_crash_the_run(tmp_path
 def test_the_progress_bar_takes_any_name():
     from rich.console import Console
 
-    from cnnbench.engine import EpochLogs
-    from cnnbench.progress import KerasProgress
+    from cnnbench.train.engine import EpochLogs
+    from cnnbench.train.progress import KerasProgress
     buf = io.StringIO()
     bar = KerasProgress(Console(file=buf, force_terminal=True, width=100), "m{}[/]")
     bar.on_epoch_begin(1, 1, 2)
@@ -308,8 +308,8 @@ def untrained_weights(tmp_path) -> Path:
     """A 28x28 model's weights file, untrained: predict's output format is what is tested."""
     import torch
 
-    from cnnbench.nn import build_model
-    from cnnbench.weights import save_weights
+    from cnnbench.model.build import build_model
+    from cnnbench.model.weights import save_weights
     spec = build_spec(spec_dict("tiny"))
     torch.manual_seed(0)
     return save_weights(tmp_path / "tiny.safetensors", build_model(spec), spec,
@@ -333,7 +333,7 @@ def test_a_decompression_bomb_is_reported_and_the_other_images_still_run(
 
 
 def test_a_damaged_image_is_one_line_naming_it(tmp_path):
-    from cnnbench.predict import ImageError, preprocess_image
+    from cnnbench.model.predict import ImageError, preprocess_image
     path = digit_png(tmp_path / "d.png")
     raw = path.read_bytes()
     path.write_bytes(raw[:60] + bytes(len(raw) - 60))
@@ -344,7 +344,7 @@ def test_a_damaged_image_is_one_line_naming_it(tmp_path):
 def test_a_large_image_is_preprocessed_without_float64_copies(tmp_path):
     from PIL import Image
 
-    from cnnbench.predict import preprocess_image
+    from cnnbench.model.predict import preprocess_image
     a = np.full((3000, 3000), 255, np.uint8)
     a[500:2500, 1400:1600] = 0  # a dark 1 on paper
     Image.fromarray(a).save(tmp_path / "big.png")
@@ -376,7 +376,7 @@ def two_class_spec(units: int = 2) -> str:
 
 
 def test_a_weights_file_whose_spec_is_huge_is_refused_before_building(tmp_path):
-    from cnnbench.weights import load_weights
+    from cnnbench.model.weights import load_weights
     path = weights_file(tmp_path / "w.safetensors", two_class_spec(2_000_000_000))
     with pytest.raises(SpecError, match=r"w.safetensors: the tensors do not fit the spec w: "
                                         r"1.weight is \[2, 784\], the spec needs "
@@ -387,7 +387,7 @@ def test_a_weights_file_whose_spec_is_huge_is_refused_before_building(tmp_path):
 @pytest.mark.parametrize("classes, why", [('["a"]', "\\['a'\\]"), ('{"a": 1}', "\\{'a': 1\\}"),
                                           ('[1, 2]', "\\[1, 2\\]"), ("[", "not JSON")])
 def test_weights_classes_are_checked(tmp_path, classes, why):
-    from cnnbench.weights import load_weights
+    from cnnbench.model.weights import load_weights
     path = weights_file(tmp_path / "w.safetensors", two_class_spec(), classes)
     with pytest.raises(SpecError, match=f"w.safetensors: its 'classes' metadata .*{why}"):
         load_weights(path)
@@ -415,8 +415,8 @@ def test_a_model_whose_activations_exceed_ram_is_refused_at_planning(tmp_path, c
 
 
 def test_the_memory_estimate_of_the_notebook_models_is_small():
-    from cnnbench.memory import check_memory, memory_needed
-    from cnnbench.spec import get_spec
+    from cnnbench.model.memory import check_memory, memory_needed
+    from cnnbench.model.spec import get_spec
     spec = get_spec("CNN_MNIST_2")
     # 128 x 45,478 activations x 12 B + 1,199,882 params x 28 B
     assert memory_needed(spec, 128) == 128 * 12 * 45_478 + 28 * spec.params

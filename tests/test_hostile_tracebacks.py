@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cnnbench.cli import main
-from cnnbench.spec import load_spec
+from cnnbench.model.spec import load_spec
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -122,7 +122,7 @@ def test_dense_batchnorm_trains_on_a_last_batch_of_one(tmp_path, capsys):
 def test_batchnorm_on_one_value_per_channel_is_keras_arithmetic():
     import torch
 
-    from cnnbench.nn import BatchNorm1d, BatchNorm2d
+    from cnnbench.model.build import BatchNorm1d, BatchNorm2d
     for bn, x in ((BatchNorm1d(3, eps=1e-3, momentum=0.01), torch.tensor([[1.0, -2.0, 4.0]])),
                   (BatchNorm2d(3, eps=1e-3, momentum=0.01),
                    torch.tensor([1.0, -2.0, 4.0]).view(1, 3, 1, 1))):
@@ -237,7 +237,7 @@ def test_yaml_looking_headings_are_quoted_names(tmp_path, capsys, heading):
 # --- kmnist ---------------------------------------------------------------------------------
 
 def test_kmnist_says_loudly_that_it_is_unpinned(tmp_path):
-    from cnnbench.data import load_dataset
+    from cnnbench.data.datasets import load_dataset
     lines: list[str] = []
     ds = load_dataset("kmnist", data_dir=tiny_data(tmp_path / "k"), log=lines.append,
                       sources=("user",))

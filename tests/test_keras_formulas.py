@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnbench import engine
-from cnnbench.engine import optimizer_step
-from cnnbench.nn import clipped_categorical_crossentropy, make_optimizer
+from cnnbench.model.build import clipped_categorical_crossentropy, make_optimizer
+from cnnbench.train import engine
+from cnnbench.train.engine import optimizer_step
 
 EPS = 1e-7  # Keras' epsilon, every optimizer's default here
 RNG = np.random.default_rng(0)

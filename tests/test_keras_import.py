@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cnnbench.cli import main
-from cnnbench.keras_import import import_keras
-from cnnbench.spec import get_spec, load_spec
+from cnnbench.model.keras_import import import_keras
+from cnnbench.model.spec import get_spec, load_spec
 
 NOTEBOOK = Path("/work/shared/seed/notebook.md")
 if not NOTEBOOK.is_file():  # the seed notebook lives beside the repository

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnbench import loggers
-from cnnbench.engine import TrainConfig
-from cnnbench.loggers import LoggerUnavailable, check_loggers
-from cnnbench.runner import StudyRunner
-from cnnbench.spec import build_spec
-from cnnbench.store import RunStore
+from cnnbench.model.spec import build_spec
+from cnnbench.store.run_store import RunStore
+from cnnbench.study import loggers
+from cnnbench.study.loggers import LoggerUnavailable, check_loggers
+from cnnbench.study.runner import StudyRunner
+from cnnbench.train.engine import TrainConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPEC = {"name": "TINY_LOG", "input_shape": [28, 28, 1], "layers": [

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnbench.nn import (
+from cnnbench.model.build import (
     build_model,
     clipped_categorical_crossentropy,
     keras_init_,
     make_optimizer,
     predict_proba,
 )
-from cnnbench.spec import build_spec, get_spec
+from cnnbench.model.spec import build_spec, get_spec
 
 SOFTMAX_3 = {"Dense": {"units": 3, "activation": "softmax"}}
 
@@ -291,7 +291,7 @@ def test_clipped_loss_is_float32_under_bfloat16_logits():
 
 
 def test_dropout_keeps_each_unit_with_probability_one_minus_rate_and_scales_it():
-    from cnnbench.nn import Dropout
+    from cnnbench.model.build import Dropout
 
     drop = Dropout(0.25)
     x = torch.ones(200, 64, 8, 8).contiguous(memory_format=torch.channels_last)
@@ -308,7 +308,7 @@ def test_dropout_keeps_each_unit_with_probability_one_minus_rate_and_scales_it()
 
 
 def test_dropout_gradient_flows_through_kept_units_only():
-    from cnnbench.nn import Dropout
+    from cnnbench.model.build import Dropout
 
     x = torch.ones(1000, requires_grad=True)
     torch.manual_seed(3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cnnbench.analysis import ModelStats
+from cnnbench.analysis.stats import ModelStats
 from cnnbench.report.figures import notebook_reference
 from cnnbench.report.notebook_table import notebook_rows
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnbench.engine import TrainConfig
-from cnnbench.nn import make_optimizer
-from cnnbench.optim import OptimizerError, resolve_optimizer
+from cnnbench.model.build import make_optimizer
+from cnnbench.train.engine import TrainConfig
+from cnnbench.train.optim import OptimizerError, resolve_optimizer
 
 
 def test_default_is_keras_adadelta():

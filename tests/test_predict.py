@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from cnnbench.cli import main
-from cnnbench.predict import ImageError, preprocess_array, preprocess_image
+from cnnbench.model.predict import ImageError, preprocess_array, preprocess_image
 
 STROKES = {  # on a 200 x 200 canvas, as someone would draw them
     "7": [[(50, 40), (150, 40), (90, 170)]],
@@ -97,11 +97,11 @@ def test_weights_round_trip_gives_the_same_probabilities(mnist, tmp_path):
     start, so they must travel too): the same probabilities, to the bit."""
     import torch
 
-    from cnnbench.engine import images_to_tensor
-    from cnnbench.nn import build_model, predict_proba
-    from cnnbench.predict import predict
-    from cnnbench.spec import get_spec
-    from cnnbench.weights import load_weights, save_weights
+    from cnnbench.model.build import build_model, predict_proba
+    from cnnbench.model.predict import predict
+    from cnnbench.model.spec import get_spec
+    from cnnbench.model.weights import load_weights, save_weights
+    from cnnbench.train.engine import images_to_tensor
     spec, classes = get_spec("CNN_MNIST_4"), [f"c{i}" for i in range(10)]
     torch.manual_seed(3)
     model = build_model(spec).eval()
@@ -124,8 +124,8 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from cnnbench.spec import SpecError
-    from cnnbench.weights import load_weights
+    from cnnbench.model.spec import SpecError
+    from cnnbench.model.weights import load_weights
     path = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(SpecError, match="without cnnbench metadata"):

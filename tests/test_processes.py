@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_ray import TINY, assert_same_runs, cnnbench, env, study_args
 
-from cnnbench.store import RunStore
+from cnnbench.store.run_store import RunStore
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def first_checkpoint(store: Path, proc: subprocess.Popen) -> tuple[str, int, set
     """When the first run has checkpointed epoch 1 (the other is still in flight: it has not
     checkpointed yet): that run's id, the pid of the worker that wrote the checkpoint (each
     worker reports its own os.getpid() there), and the driver's two worker processes."""
-    from cnnbench.checkpoint import load_checkpoint
+    from cnnbench.train.checkpoint import load_checkpoint
     deadline = time.monotonic() + 240
     while not (found := list((store / "runs").glob("*/checkpoint.pt"))):
         assert proc.poll() is None, proc.stdout.read()

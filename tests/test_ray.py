@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.store import RunStore
+from cnnbench.store.run_store import RunStore
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -89,9 +89,9 @@ def test_ray_address_without_executor_ray_is_refused(specs, tmp_path, capsys):
 
 
 def test_a_worker_refuses_data_that_does_not_match_the_study_hashes(mnist):
-    from cnnbench.data import DataError
-    from cnnbench.executors import verified_tensors
-    from cnnbench.jobs import DataRef
+    from cnnbench.data.datasets import DataError
+    from cnnbench.study.executors import verified_tensors
+    from cnnbench.study.jobs import DataRef
     ref = DataRef.of(mnist)
     arrays = {k: v[:100].copy() for k, v in mnist.arrays().items()}
     with pytest.raises(DataError, match="x_train .* has SHA-256 .* the study's is"):
@@ -102,10 +102,10 @@ def test_a_worker_refuses_data_that_does_not_match_the_study_hashes(mnist):
 
 
 def test_a_worker_checkpoints_only_into_a_run_folder_it_can_see(tmp_path):
-    from cnnbench.engine import TrainConfig
-    from cnnbench.executors import reachable_folder
-    from cnnbench.jobs import DataRef, TrainJob
-    from cnnbench.spec import get_spec
+    from cnnbench.model.spec import get_spec
+    from cnnbench.study.executors import reachable_folder
+    from cnnbench.study.jobs import DataRef, TrainJob
+    from cnnbench.train.engine import TrainConfig
     data = DataRef("mnist", tuple("0123456789"), "-", "fp", {})
     job = TrainJob("abc", get_spec("CNN_MNIST_1"), TrainConfig(), data,
                    checkpoint_dir=str(tmp_path))

@@ -12,8 +12,7 @@ import pytest
 from rich.console import Console
 
 from cnnbench.atomic import atomic_write_text
-from cnnbench.engine import EpochLogs, TrainConfig, TrainResult
-from cnnbench.progress import epoch_line
+from cnnbench.model.spec import get_spec, list_models
 from cnnbench.report.figures import notebook_reference, plot_history
 from cnnbench.report.files import results_document, write_results
 from cnnbench.report.table import (
@@ -23,8 +22,9 @@ from cnnbench.report.table import (
     models_table,
     summary_table,
 )
-from cnnbench.spec import get_spec, list_models
-from cnnbench.study import ModelResult
+from cnnbench.study.environment import ModelResult
+from cnnbench.train.engine import EpochLogs, TrainConfig, TrainResult
+from cnnbench.train.progress import epoch_line
 
 # The notebook's numbers ship with the package; ../shared/seed/results.json is the same file
 # where the shared folder sits beside the checkout.

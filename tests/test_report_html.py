@@ -12,10 +12,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from cnnbench.records import RunRecord
+from cnnbench.model.spec import get_spec
 from cnnbench.report.figures import notebook_reference
 from cnnbench.report.html import write_report
-from cnnbench.spec import get_spec
+from cnnbench.store.records import RunRecord
 
 # Measured with cnnbench.diagnosis.gradient_norms at initialisation (seed 0, 128 MNIST images).
 GRAD_NORMS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnbench.analysis import compare_models, conclusions, epoch_spread, model_stats
-from cnnbench.records import RunRecord
-from cnnbench.spec import get_spec
+from cnnbench.analysis.stats import compare_models, conclusions, epoch_spread, model_stats
+from cnnbench.model.spec import get_spec
+from cnnbench.store.records import RunRecord
 
 
 def _run(model, acc_curve, preds):

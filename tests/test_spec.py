@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnbench.spec import (
+from cnnbench.model.spec import (
     LAYERS,
     SpecError,
     build_spec,

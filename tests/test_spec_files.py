@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench.spec import SpecError, check_classes, check_input_shape, get_spec, load_spec
+from cnnbench.model.spec import SpecError, check_classes, check_input_shape, get_spec, load_spec
 
 GOOD = """\
 name: small

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.checkpoint import load_checkpoint
-from cnnbench.store import RunStore, StoreError, run_id, run_key
+from cnnbench.store.run_store import RunStore, StoreError, run_id, run_key
+from cnnbench.train.checkpoint import load_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Small, fast and stateful: BatchNorm statistics and Dropout masks must both survive a resume.
@@ -137,11 +137,11 @@ def test_opening_a_missing_store_for_reading_names_it(tmp_path):
 # waits there to be killed, so the kill lands in the middle of an epoch, whatever the load.
 STEPPER = """
 import sys, time, torch
-from cnnbench.data import load_dataset
-from cnnbench.engine import TrainConfig
-from cnnbench.runner import StudyRunner
-from cnnbench.spec import get_spec
-from cnnbench.store import RunStore
+from cnnbench.data.datasets import load_dataset
+from cnnbench.train.engine import TrainConfig
+from cnnbench.study.runner import StudyRunner
+from cnnbench.model.spec import get_spec
+from cnnbench.store.run_store import RunStore
 
 class Steps:
     def on_epoch_begin(self, epoch, epochs, steps):
@@ -235,9 +235,9 @@ def in_process(store: Path, mnist, spec_files, **config) -> tuple[list, list[str
     """The runner as ``cnnbench run`` uses it, in this process; its results and log lines."""
     import torch
 
-    from cnnbench.engine import TrainConfig
-    from cnnbench.runner import StudyRunner
-    from cnnbench.spec import get_spec
+    from cnnbench.model.spec import get_spec
+    from cnnbench.study.runner import StudyRunner
+    from cnnbench.train.engine import TrainConfig
     force = config.pop("force", False)
     log: list[str] = []
     runner = StudyRunner(RunStore(store), mnist, TrainConfig(**config), torch.device("cpu"),
@@ -280,10 +280,10 @@ def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numb
     import torch
 
     from cnnbench.atomic import atomic_write_bytes
-    from cnnbench.checkpoint import PREVIOUS, decode, encode
-    from cnnbench.engine import TrainConfig
-    from cnnbench.runner import StudyRunner
-    from cnnbench.spec import get_spec
+    from cnnbench.model.spec import get_spec
+    from cnnbench.study.runner import StudyRunner
+    from cnnbench.train.checkpoint import PREVIOUS, decode, encode
+    from cnnbench.train.engine import TrainConfig
     config, spec = TrainConfig(epochs=3, train_limit=512), get_spec(specs["TINY_A"])
     ref, _ = in_process(tmp_path / "ref", mnist, [specs["TINY_A"]], epochs=3, train_limit=512)
 
@@ -320,7 +320,7 @@ def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numb
 
 WRITER = """
 import sys
-from cnnbench.store import RunStore
+from cnnbench.store.run_store import RunStore
 store, who = RunStore(sys.argv[1]), sys.argv[2]
 h = {"loss": [1.0], "acc": [0.5], "val_loss": [1.0], "val_acc": [0.5], "seconds": [0.1]}
 for i in range(30):

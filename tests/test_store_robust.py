@@ -19,7 +19,7 @@ import pytest
 from test_store import TINY, cli_args, cnnbench, env
 
 from cnnbench.cli import main
-from cnnbench.store import RunStore, StoreError
+from cnnbench.store.run_store import RunStore, StoreError
 
 # A child that SIGKILLs itself when it is about to rename a file onto a path ending with
 # TARGET for the NTH time (os.replace raises the "os.rename" audit event), then runs cnnbench.
@@ -57,8 +57,8 @@ def runner(store: Path, mnist, force: bool = False, callbacks=lambda s: (), exec
            **config):
     import torch
 
-    from cnnbench.engine import TrainConfig
-    from cnnbench.runner import StudyRunner
+    from cnnbench.study.runner import StudyRunner
+    from cnnbench.train.engine import TrainConfig
     log: list[str] = []
     r = StudyRunner(RunStore(store), mnist, TrainConfig(**{"epochs": 2, "train_limit": 256,
                                                           **config}),
@@ -68,7 +68,7 @@ def runner(store: Path, mnist, force: bool = False, callbacks=lambda s: (), exec
 
 
 def study(store: Path, mnist, names, specs, **kw):
-    from cnnbench.spec import get_spec
+    from cnnbench.model.spec import get_spec
     r, log = runner(store, mnist, **kw)
     return r.run([get_spec(specs[n]) for n in names]), log
 
@@ -125,8 +125,8 @@ class RaiseAtEpoch:
 
 def test_an_interrupted_force_retrain_leaves_the_finished_run_whole_and_served(
         specs, mnist, finished, tmp_path):
+    from cnnbench.model.weights import load_weights
     from cnnbench.report.build import record_from_store
-    from cnnbench.weights import load_weights
     root, s = copy_of(finished, tmp_path)
     before = row_of(s, "TINY_A")
     folder = s.folder(before.id)
@@ -307,7 +307,7 @@ def test_a_corrupt_index_leaks_no_connection(tmp_path):
 
 def test_any_exception_in_training_marks_the_run_interrupted_and_the_study_goes_on(
         specs, mnist, tmp_path):
-    from cnnbench.executors import ExecutorError
+    from cnnbench.study.executors import ExecutorError
     boom = RaiseAtEpoch(2, RuntimeError("boom from a callback"))
     with pytest.raises(ExecutorError, match="TINY_A, seed 0 .RuntimeError: boom from a callback"):
         study(tmp_path, mnist, ["TINY_A", "TINY_B"], specs,
@@ -376,7 +376,7 @@ def test_a_killed_worker_fails_its_run_cleanly_and_the_other_runs_finish(specs, 
 # --- 16. worker output is checked before it enters the store --------------------------------
 
 def _tampered(kind: str):
-    from cnnbench.executors import LocalExecutor
+    from cnnbench.study.executors import LocalExecutor
 
     class Tampering(LocalExecutor):
         def next_done(self, timeout=None):
@@ -406,7 +406,7 @@ def _tampered(kind: str):
 ])
 def test_a_job_output_that_does_not_fit_its_job_never_becomes_a_finished_run(
         specs, mnist, tmp_path, kind, message):
-    from cnnbench.executors import ExecutorError
+    from cnnbench.study.executors import ExecutorError
     with pytest.raises(ExecutorError, match=message):
         study(tmp_path, mnist, ["TINY_A"], specs, executor=_tampered(kind), epochs=1)
     s = RunStore(tmp_path, create=False)
@@ -479,12 +479,12 @@ RAY_CHILD = """
 import sys
 import ray
 import torch
-from cnnbench.data import load_dataset
-from cnnbench.engine import TrainConfig
-from cnnbench.executors import ExecutorError, RayExecutor
-from cnnbench.runner import StudyRunner
-from cnnbench.spec import get_spec
-from cnnbench.store import RunStore
+from cnnbench.data.datasets import load_dataset
+from cnnbench.train.engine import TrainConfig
+from cnnbench.study.executors import ExecutorError, RayExecutor
+from cnnbench.study.runner import StudyRunner
+from cnnbench.model.spec import get_spec
+from cnnbench.store.run_store import RunStore
 
 class JournalLost(RayExecutor):
     def start(self, dataset, device):

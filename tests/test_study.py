@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cnnbench.study import environment
+from cnnbench.study.environment import environment
 
 
 def test_environment_records_versions_and_the_thread_count_in_use():

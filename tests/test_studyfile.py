@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench.engine import TrainConfig
-from cnnbench.spec import SpecError
-from cnnbench.studyfile import load_study
+from cnnbench.model.spec import SpecError
+from cnnbench.study.studyfile import load_study
+from cnnbench.train.engine import TrainConfig
 
 TINY = """\
 name: tiny

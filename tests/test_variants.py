@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cnnbench.engine import TrainConfig
-from cnnbench.spec import SpecError, get_spec
-from cnnbench.store import resolved_spec, run_id, run_key
-from cnnbench.studyfile import load_study
-from cnnbench.variants import build_ablation, parse_vary, same_run, unique_runs
+from cnnbench.model.spec import SpecError, get_spec
+from cnnbench.store.run_store import resolved_spec, run_id, run_key
+from cnnbench.study.studyfile import load_study
+from cnnbench.study.variants import build_ablation, parse_vary, same_run, unique_runs
+from cnnbench.train.engine import TrainConfig
 
 ACT = {"set": "activation", "layers": "hidden", "levels": ["sigmoid", "relu"]}
 NORM = {"replace": "BatchNormalization#1", "levels": {

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__
+from cnnbench import __version__
 
 EXIT_USAGE = 2
 
@@ -42,7 +42,7 @@ def _fraction(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    from .studyfile import SEED_MAX, SEED_MIN
+    from cnnbench.study.studyfile import SEED_MAX, SEED_MIN
     value = _int(text)
     if not SEED_MIN <= value <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"a seed is an integer from {SEED_MIN} to {SEED_MAX} "
@@ -225,15 +225,15 @@ def _console(stderr: bool = False):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .report.table import models_table
-    from .spec import get_spec, list_models
+    from cnnbench.model.spec import get_spec, list_models
+    from cnnbench.report.table import models_table
     _console().print(models_table([get_spec(n) for n in list_models()]))
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .report.table import model_summary
-    from .variants import summary_target
+    from cnnbench.report.table import model_summary
+    from cnnbench.study.variants import summary_target
     console = _console()
     spec, listing = summary_target(args.name, args.vary, args.variant)
     if listing is not None:
@@ -263,8 +263,8 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 def _plan(args: argparse.Namespace) -> dict:
     """Models, data and settings from the study file, overridden by the options given."""
-    from .spec import get_spec, list_models
-    from .studyfile import is_model_spec, load_study
+    from cnnbench.model.spec import get_spec, list_models
+    from cnnbench.study.studyfile import is_model_spec, load_study
 
     if args.study and is_model_spec(args.study):
         args.model_file = [args.study, *args.model_file]  # 'run my_model.yaml' works too
@@ -292,7 +292,7 @@ def _plan(args: argparse.Namespace) -> dict:
         config.pop("validation_split")  # --validation-split 0: the test set validates
     if args.seeds and args.seed is not None:
         raise ValueError("give --seed S or --seeds K|S..., not both")
-    from .studyfile import MAX_SEEDS
+    from cnnbench.study.studyfile import MAX_SEEDS
     if args.seeds and len(args.seeds) == 1 and args.seeds[0] > MAX_SEEDS:
         raise ValueError(f"--seeds {args.seeds[0]}: at most {MAX_SEEDS} seeds")
     if args.seeds:  # one number K: seeds 0..K-1; several: exactly those
@@ -308,7 +308,7 @@ def _plan(args: argparse.Namespace) -> dict:
         seeds = [args.seed] if args.seed is not None else list(study.seeds) if study else [0]
     ablations = study.ablations if study and not (args.models or args.model_file) else ()
     if ablations:  # the variants, each once, grouped by their training settings
-        from .ablation import groups
+        from cnnbench.study.ablation import groups
         plan_groups = [(g.label, [v.spec for v in g.variants], g.config)
                        for g in groups(ablations, config)]
     else:
@@ -321,7 +321,7 @@ def _plan(args: argparse.Namespace) -> dict:
 
 
 def _load_data(name: str | None, data_dir: Path | None, class_names: Path | None, log):
-    from .data import DATASETS, DataError, load_dataset, load_folder
+    from cnnbench.data.datasets import DATASETS, DataError, load_dataset, load_folder
     if name is not None and name not in (*DATASETS, "custom"):
         raise DataError(f"unknown dataset '{name}'. Known: {', '.join(DATASETS)}; for your "
                         f"own idx files use --data-dir DIR (with --dataset custom if needed).")
@@ -333,13 +333,13 @@ def _load_data(name: str | None, data_dir: Path | None, class_names: Path | None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .store import RunStore
+    from cnnbench.store.run_store import RunStore
 
     plan = _plan(args)
     specs = plan["specs"]
     _check_writable(args.out)
     store = RunStore(args.store)  # an unwritable store fails here, before any training
-    from .loggers import check_loggers
+    from cnnbench.study.loggers import check_loggers
     check_loggers(args.log)  # and so does a logger whose package is missing
     if args.ray_address and args.executor != "ray":
         raise ValueError(f"--ray-address {args.ray_address} is for --executor ray")
@@ -347,16 +347,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--jobs {args.jobs} is for --executor local; on Ray every run is a "
                          f"task of --threads CPUs")
     if args.executor == "ray":
-        from .executors import import_ray
+        from cnnbench.study.executors import import_ray
         import_ray()  # and ray, when it is asked for
 
     import torch
 
-    from .engine import TrainConfig, resolve_device, resolve_precision
-    from .report.build import write_study_report
-    from .report.figures import notebook_reference
-    from .spec import check_classes, check_input_shape
-    from .study import environment
+    from cnnbench.model.spec import check_classes, check_input_shape
+    from cnnbench.report.build import write_study_report
+    from cnnbench.report.figures import notebook_reference
+    from cnnbench.study.environment import environment
+    from cnnbench.train.engine import TrainConfig, resolve_device, resolve_precision
 
     console, err = _console(), _console(stderr=True)
     dataset = _load_data(plan["dataset"], plan["data_dir"], args.class_names,
@@ -367,7 +367,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_classes(spec, dataset.num_classes)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    from .executors import ExecutorError, LocalExecutor, ProcessExecutor, RayExecutor
+    from cnnbench.study.executors import ExecutorError, LocalExecutor, ProcessExecutor, RayExecutor
     log = lambda m: console.print(m, highlight=False)  # noqa: E731
     if args.executor == "ray":
         executor = RayExecutor(args.ray_address, threads=args.threads or 1, log=log)
@@ -385,7 +385,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                for seed in plan["seeds"]]
     n_train = min(len(dataset.x_train), configs[0].train_limit or len(dataset.x_train))
     if configs[0].holdout:
-        from .holdout import split_at
+        from cnnbench.data.holdout import split_at
         n_fit = split_at(n_train, configs[0].validation_split, configs[0].validation_size)
         console.print(f"Train on {n_fit} samples, validate on the last {n_train - n_fit} of "
                       f"them; the {len(dataset.x_test)} test images are evaluated once, at "
@@ -434,7 +434,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     ablation = None
     if plan["ablations"]:
-        from .ablation import run_map
+        from cnnbench.study.ablation import run_map
         ablation = (plan["ablations"], plan["claims"],
                     run_map(plan["ablations"], plan["config"], plan["seeds"], precision,
                             dataset.fingerprint()))
@@ -449,8 +449,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_seeds(args, configs, specs, store, dataset, device, executor, data_doc, env, reference,
                run_ids, console, err) -> int:
     """Each seed's study through the store; its results, plots and table. 130 on Ctrl-C."""
-    from .progress import KerasProgress
-    from .runner import StudyRunner, run_studies
+    from cnnbench.study.runner import StudyRunner, run_studies
+    from cnnbench.train.progress import KerasProgress
 
     def callbacks_for(seed):
         def callbacks(spec):
@@ -480,9 +480,9 @@ def _run_seeds(args, configs, specs, store, dataset, device, executor, data_doc,
 def _print_seed(args, configs, config, stored, store, data_doc, env, reference, run_ids,
                 console) -> None:
     """One seed's results.json, history.csv, plots, table and run ids."""
-    from .report.figures import plot_history
-    from .report.files import results_document, write_results
-    from .report.table import summary_table
+    from cnnbench.report.figures import plot_history
+    from cnnbench.report.files import results_document, write_results
+    from cnnbench.report.table import summary_table
     out = args.out if len(configs) == 1 else args.out / f"seed-{config.seed}"
     run_ids += [s.run_id for s in stored]
     results = [s.model for s in stored]
@@ -491,7 +491,7 @@ def _print_seed(args, configs, config, stored, store, data_doc, env, reference, 
         console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains "
                       f"again)")
     json_path, csv_path = write_results(out, results_document(results, data_doc, env))
-    from .atomic import output_path
+    from cnnbench.atomic import output_path
     plots = [plot_history(r.spec.name, r.result.history, output_path(out, r.spec.name, ".png"),
                           reference.get(r.spec.name, {}).get("history"))
              for r in results]
@@ -514,9 +514,9 @@ def _print_seed(args, configs, config, stored, store, data_doc, env, reference, 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     """A one-ablation study built from the command line, run as 'run' runs a study file."""
-    from .spec import get_spec
-    from .studyfile import build_study
-    from .variants import parse_vary
+    from cnnbench.model.spec import get_spec
+    from cnnbench.study.studyfile import build_study
+    from cnnbench.study.variants import parse_vary
     base = get_spec(args.base)
     factors = dict(parse_vary(v, base) for v in args.vary)
     name = f"ablate-{base.name}"
@@ -528,7 +528,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:
-    from .keras_import import import_keras, write_specs
+    from cnnbench.model.keras_import import import_keras, write_specs
     result = import_keras(args.file)
     console = _console()
     written = {p.stem: p for p in write_specs(result, args.out)}
@@ -558,7 +558,7 @@ def _weights_path(ref: str, store_root: Path | None) -> Path:
     """A weights file as given, else the final weights of the run it names in the store."""
     if Path(ref).is_file():
         return Path(ref)
-    from .store import RunStore
+    from cnnbench.store.run_store import RunStore
     store = RunStore(store_root, create=False)
     path = store.folder(store.resolve(ref)) / "weights.safetensors"
     if not path.is_file():
@@ -569,8 +569,8 @@ def _weights_path(ref: str, store_root: Path | None) -> Path:
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .predict import ImageError, predict, preprocess_image, save_preview
-    from .weights import load_weights
+    from cnnbench.model.predict import ImageError, predict, preprocess_image, save_preview
+    from cnnbench.model.weights import load_weights
     args.weights = _weights_path(args.weights, args.store)
     loaded = load_weights(args.weights)
     if tuple(loaded.spec.input_shape) != (28, 28, 1):
@@ -597,9 +597,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import SUFFIX, export
-    from .store import default_root, is_inside
-    from .weights import load_weights
+    from cnnbench.model.export import SUFFIX, export
+    from cnnbench.model.weights import load_weights
+    from cnnbench.store.run_store import default_root, is_inside
     weights = _weights_path(args.weights, args.store)
     loaded = load_weights(weights)
     root = args.store or default_root()
@@ -617,8 +617,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .report.runs import runs_table
-    from .store import RunStore
+    from cnnbench.report.runs import runs_table
+    from cnnbench.store.run_store import RunStore
     store = RunStore(args.store, create=False)
     console = _console()
     rows = store.runs()
@@ -630,15 +630,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .report.runs import show_run
-    from .store import RunStore
+    from cnnbench.report.runs import show_run
+    from cnnbench.store.run_store import RunStore
     store = RunStore(args.store, create=False)
     show_run(_console(), store, store.resolve(args.run))
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from .store import RunStore
+    from cnnbench.store.run_store import RunStore
     store = RunStore(args.store, create=False)
     rid = store.resolve(args.run)
     row = store.get(rid)
@@ -660,8 +660,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.build import write_study_report
-    from .store import RunStore
+    from cnnbench.report.build import write_study_report
+    from cnnbench.store.run_store import RunStore
     store = RunStore(args.store, create=False)
     if args.runs:
         ids = [store.resolve(r) for r in args.runs]
@@ -706,8 +706,8 @@ COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "models": cmd_models, "summary
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import DataError
-    from .spec import SpecError
+    from cnnbench.data.datasets import DataError
+    from cnnbench.model.spec import SpecError
     try:
         return COMMANDS[args.command](args)
     except (SpecError, DataError, ValueError, OSError) as e:

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset
-from ..records import RunRecord
-from ..spec import build_spec
-from ..store import RunStore
+from cnnbench.data.datasets import Dataset
+from cnnbench.model.spec import build_spec
+from cnnbench.store.records import RunRecord
+from cnnbench.store.run_store import RunStore
 
 
 def record_from_store(store: RunStore, rid: str) -> RunRecord:
@@ -45,9 +45,9 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
     returns their paths and the report's conclusions and diagnosis, for the terminal.
     ``ablation``: (ablations, claims, run ids by (ablation, variant, seed)) adds the
     "what matters" section."""
-    from .content import collect
-    from .figures import notebook_reference
-    from .html import write_report
+    from cnnbench.report.content import collect
+    from cnnbench.report.figures import notebook_reference
+    from cnnbench.report.html import write_report
 
     records = []
     for rid in run_ids:
@@ -63,18 +63,18 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
             "classes": list(dataset.info.classes)}
     reference = notebook_reference() if dataset.info.name == "mnist" else {}
     content = collect(records, dataset.y_test, info)
-    from .notebook_table import notebook_rows
+    from cnnbench.report.notebook_table import notebook_rows
     content.notebook_rows = notebook_rows(content.stats, reference)
     extra: list[str] = []
     if ablation is not None:
-        from .whatmatters import build
+        from cnnbench.report.whatmatters import build
         ablations, claims, ids = ablation
         content.what_matters = build(ablations, claims, ids, {r.run_id: r for r in records},
                                      dataset.y_test, dataset.num_classes)
         extra = content.what_matters.lines()
         # Every variant against every other is not the designed comparison (and Holm over
         # all pairs is the wrong family): the pairwise table stays, its sentences go.
-        from ..analysis import conclusions
+        from cnnbench.analysis.stats import conclusions
         content.conclusions = conclusions(content.stats, []) + [
             f"Every variant against every other: the pairwise table below (Holm over all "
             f"{len(content.comparisons)} pairs); the designed comparisons are in What "

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..records import RunRecord
+from cnnbench.store.records import RunRecord
 
 
 def _plt():

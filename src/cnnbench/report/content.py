@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import analysis, diagnosis
-from ..records import RunRecord
-from .table import describe_batchnorm, describe_dropout
+from cnnbench.analysis import diagnosis
+from cnnbench.analysis import stats as analysis
+from cnnbench.report.table import describe_batchnorm, describe_dropout
+from cnnbench.store.records import RunRecord
 
 
 @dataclass

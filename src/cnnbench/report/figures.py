@@ -17,8 +17,8 @@ def notebook_reference() -> dict[str, Any]:
 def plot_history(name: str, history: dict[str, list[float]], path: Path,
                  reference: dict[str, list[float]] | None = None) -> Path:
     """Save the notebook's two-panel figure for one run, the notebook's curves behind."""
-    from ..atomic import atomic_write_bytes
-    from .charts import history_png
+    from cnnbench.atomic import atomic_write_bytes
+    from cnnbench.report.charts import history_png
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, history_png(name, [history], reference))
     return path

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_together
-from ..study import ModelResult
-from .table import describe_batchnorm, describe_dropout
+from cnnbench.atomic import write_together
+from cnnbench.report.table import describe_batchnorm, describe_dropout
+from cnnbench.study.environment import ModelResult
 
 HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
 

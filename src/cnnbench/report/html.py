@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import analysis
-from ..atomic import write_together
-from ..records import RunRecord
-from . import charts
-from .content import ReportContent, collect
-from .figures import notebook_reference
-from .markdown import render_markdown
-from .table import model_summary
+from cnnbench.analysis import stats as analysis
+from cnnbench.atomic import write_together
+from cnnbench.report import charts
+from cnnbench.report.content import ReportContent, collect
+from cnnbench.report.figures import notebook_reference
+from cnnbench.report.markdown import render_markdown
+from cnnbench.report.table import model_summary
+from cnnbench.store.records import RunRecord
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
@@ -112,7 +112,7 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
            or "<li>No run shows a failure the detectors look for.</li>") + "</ul>",
     ]
     if c.what_matters is not None:
-        from .whatmatters import html
+        from cnnbench.report.whatmatters import html
         parts += html(c.what_matters, _table, _img)
     parts += [
         "<h2>Summary</h2>",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import analysis
-from .content import ReportContent
+from cnnbench.analysis import stats as analysis
+from cnnbench.report.content import ReportContent
 
 
 def _table(rows: list[dict[str, str]]) -> list[str]:
@@ -20,7 +20,7 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
              "`report.html` (self-contained, opens offline).", "", "## Conclusions", ""]
     lines += [f"- {s}" for s in c.conclusions] or ["- (no finished runs)"]
     if c.what_matters is not None:
-        from .whatmatters import markdown
+        from cnnbench.report.whatmatters import markdown
         lines += [""] + markdown(c.what_matters, _table)
     lines += ["", "## Diagnosis", ""]
     lines += [f"- {s}" for s in c.diagnosis_lines] or ["- Nothing went wrong that the "

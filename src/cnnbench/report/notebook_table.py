@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..analysis import ModelStats, clip_interval
+from cnnbench.analysis.stats import ModelStats, clip_interval
 
 
 def notebook_rows(stats: Sequence[ModelStats], reference: Mapping[str, Any]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ..store import HISTORY_KEYS, RunRow, RunStore
+from cnnbench.store.run_store import HISTORY_KEYS, RunRow, RunStore
 
 
 def _accuracy(row: RunRow) -> str:

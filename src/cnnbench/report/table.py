@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from ..spec import ModelSpec
+from cnnbench.model.spec import ModelSpec
 
 
 def describe_batchnorm(spec: ModelSpec) -> str:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from .. import effects
-from ..ablation import AblationResult, analyse, verdicts
-from ..analysis import fmt_p
-from ..claims import Verdict
-from ..records import RunRecord
+from cnnbench.analysis import effects
+from cnnbench.analysis.claims import Verdict
+from cnnbench.analysis.stats import fmt_p
+from cnnbench.store.records import RunRecord
+from cnnbench.study.ablation import AblationResult, analyse, verdicts
 
 
 @dataclass
@@ -60,7 +60,7 @@ def build(ablations: Sequence[Any], claims: Sequence[Any],
 
 def effect_png(result: AblationResult) -> bytes | None:
     """Dot (estimate) and whisker (95 % interval) per factor level, test accuracy in points."""
-    from .charts import _plt, _png
+    from cnnbench.report.charts import _plt, _png
     rows = result.effects.get("acc", [])
     if not rows:
         return None
@@ -165,7 +165,7 @@ def html(wm: WhatMatters, table: Any, img: Any) -> list[str]:
                   table(_effect_rows(r)), table(_variant_rows(r))]
         groups = wm.curves.get(r.ablation.name)
         if groups:
-            from .charts import val_acc_overlay_png
+            from cnnbench.report.charts import val_acc_overlay_png
             what = "validation accuracy (holdout)" if wm.holdout else "test accuracy"
             parts.append(img(val_acc_overlay_png(groups, {}, what),
                              f"{r.ablation.name}: accuracy per epoch of each variant"))

@@ -1,0 +1,184 @@
+"""An ablation study from plan to verdicts: which runs to train, and what they show.
+
+``cnnbench run STUDY`` with ``ablations`` (and ``cnnbench ablate``) trains every distinct
+variant once per seed (grouped by their training settings, since one group shares one
+TrainConfig), then :func:`analyse` turns the stored runs into effects, interactions, claim
+verdicts and the "what matters" sentences of the report. No torch here: the report reads the
+store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnbench.analysis import effects
+from cnnbench.analysis.claims import Verdict, judge
+from cnnbench.store.records import RunRecord
+from cnnbench.store.run_store import canonical_json, resolved_spec, run_id, run_key
+from cnnbench.study.variants import Ablation, Variant
+
+
+def variant_config(base: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
+    """TrainConfig keyword arguments of a variant: the study's, with its training edits."""
+    from cnnbench.study.studyfile import _optimizer
+
+    kw = dict(base)
+    t = dict(variant.training)
+    if "optimizer" in t:
+        for k in ("optimizer", "optimizer_args", "lr", "rho", "epsilon"):
+            kw.pop(k, None)
+        name, args = _optimizer(t.pop("optimizer"), f"variant {variant.name}: optimizer")
+        if name == "Adadelta":
+            kw.update(lr=args["learning_rate"], rho=args["rho"], epsilon=args["epsilon"])
+        else:
+            kw.update(optimizer=name, optimizer_args=tuple(args.items()))
+    if "learning_rate" in t:
+        lr = t.pop("learning_rate")
+        if kw.get("optimizer", "Adadelta") == "Adadelta":
+            kw["lr"] = float(lr)
+        else:
+            kw["optimizer_args"] = tuple((k, float(lr) if k == "learning_rate" else v)
+                                         for k, v in kw["optimizer_args"])
+    kw.update(t)  # batch_size, epochs
+    return kw
+
+
+@dataclass
+class Group:
+    """Variants that share one TrainConfig (but the seed): one StudyRunner each seed."""
+
+    label: str
+    config: dict[str, Any]
+    variants: list[Variant]
+
+
+def groups(ablations: Sequence[Ablation], base: Mapping[str, Any]) -> list[Group]:
+    """Every distinct run once (the same layers and the same resolved training settings,
+    however the variants are named or whichever ablation made them), grouped by settings."""
+    out: dict[str, Group] = {}
+    seen: set[tuple[str, str]] = set()
+    for a in ablations:
+        for v in a.variants:
+            kw = variant_config(base, v)
+            key = canonical_json(kw)
+            spec_key = canonical_json(resolved_spec(v.spec))
+            if (key, spec_key) in seen:
+                continue
+            seen.add((key, spec_key))
+            if key not in out:
+                label = ("base" if key == canonical_json(dict(base)) else
+                         ",".join(f"{k}={x}" for k, x in sorted(v.training.items())))
+                out[key] = Group(label, kw, [])
+            out[key].variants.append(v)
+    return list(out.values())
+
+
+def variant_run_id(variant: Variant, config: Any, fingerprint: str) -> str:
+    """The run id a variant trains under with this TrainConfig (seed included)."""
+    return run_id(run_key(resolved_spec(variant.spec), config.to_dict(), fingerprint))
+
+
+@dataclass
+class AblationResult:
+    """One ablation's runs and what they show."""
+
+    ablation: Ablation
+    observations: list[effects.Observation]
+    effects: dict[str, list[effects.Effect]]  # metric -> effects
+    interactions: dict[str, list[effects.Interaction]]
+    seeds_per_cell: dict[str, int]  # variant -> finished runs
+    stuck: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (stuck, runs)
+    gradient: dict[str, float] = field(default_factory=dict)  # variant -> first/top, median
+    best_epochs: dict[str, list[int]] = field(default_factory=dict)  # by validation loss
+
+    def sentences(self) -> list[str]:
+        a = self.ablation
+        cells = sorted(set(self.seeds_per_cell.values()))
+        per = (f"{cells[0]}" if len(cells) == 1 else f"{cells[0]}-{cells[-1]}") if cells else "0"
+        design = "full factorial" if a.design == "factorial" else "one factor at a time"
+        out = [f"{a.name}: {design} around {a.base.name}, {len(a.variants)} variants, "
+               f"{per} finished seed(s) per variant."]
+        for e in self.effects.get("acc", []):
+            loss = next((x for x in self.effects.get("loss", [])
+                         if (x.factor, x.level) == (e.factor, e.level)), None)
+            s = effects.sentence(e)
+            if loss is not None:
+                s = s.rstrip(".") + f"; test loss {loss.describe()}."
+            out.append(s)
+        for i in self.interactions.get("acc", []):
+            word = ("the effect of one depends on the other" if i.p_holm < effects.ALPHA
+                    else "no interaction the seeds can separate from noise")
+            out.append(f"{i.a} x {i.b} interaction on test accuracy: Holm "
+                       f"{effects.fmt_p(i.p_holm)} (F test): {word}.")
+        for v, (k, n) in self.stuck.items():
+            if k:
+                g = self.gradient.get(v)
+                grad = (f"; median gradient at the first layer {g:.1e} of the largest layer's"
+                        if g is not None and math.isfinite(g) else "")
+                out.append(f"{v}: stuck at chance in {k} of {n} seeds{grad}.")
+        return out
+
+
+def _first_over_top(norms: Mapping[str, float] | None) -> float:
+    vals = [v for v in (norms or {}).values() if math.isfinite(v)]
+    if len(vals) < 2 or max(vals) <= 0:
+        return math.nan
+    return vals[0] / max(vals)
+
+
+def analyse(ablations: Sequence[Ablation], runs: Mapping[tuple[str, str, int], RunRecord],
+            y_test: Any, num_classes: int = 10) -> list[AblationResult]:
+    """Effects per ablation from its runs: ``runs[(ablation, variant, seed)]`` -> record."""
+    import numpy as np
+
+    from cnnbench.analysis.diagnosis import detect_stuck
+    from cnnbench.data.holdout import best_epoch
+
+    out = []
+    for a in ablations:
+        obs, per_cell, stuck, grads, best = [], {}, {}, {}, {}
+        for v in a.variants:
+            recs = [r for (an, vn, _), r in runs.items() if an == a.name and vn == v.name]
+            ok = [r for r in recs if r.finished]
+            per_cell[v.name] = len(ok)
+            stuck[v.name] = (sum(detect_stuck(r, y_test, num_classes) is not None for r in ok),
+                             len(ok))
+            ratios = [_first_over_top(r.grad_norms) for r in recs if r.grad_norms]
+            ratios = [x for x in ratios if math.isfinite(x)]
+            if ratios:
+                grads[v.name] = float(np.median(ratios))
+            best[v.name] = [best_epoch(r.history["val_loss"]) for r in ok]
+            obs += [effects.Observation(v.name, dict(v.levels), r.seed, r.test_accuracy,
+                                        r.test_loss) for r in ok]
+        eff, inter = {}, {}
+        for metric in effects.METRICS:
+            if a.design == "factorial":
+                eff[metric], inter[metric] = effects.factorial_effects(obs, a.base_levels, metric)
+            else:
+                eff[metric], inter[metric] = effects.ofat_effects(obs, a.base_levels, metric), []
+        out.append(AblationResult(a, obs, eff, inter, per_cell, stuck, grads, best))
+    return out
+
+
+def verdicts(claims: Sequence[Any], results: Sequence[AblationResult]) -> list[Verdict]:
+    by_name = {r.ablation.name: r for r in results}
+    return [judge(c, by_name[c.ablation].observations) for c in claims if c.ablation in by_name]
+
+
+def run_map(ablations: Sequence[Ablation], base: Mapping[str, Any], seeds: Sequence[int],
+            precision: str, fingerprint: str) -> dict[tuple[str, str, int], str]:
+    """(ablation, variant, seed) -> the run id it trains under: every variant of every
+    ablation, so a variant two ablations share maps to the same run from both."""
+    from cnnbench.train.engine import TrainConfig
+
+    out = {}
+    for a in ablations:
+        for v in a.variants:
+            kw = variant_config(base, v)
+            for seed in seeds:
+                cfg = TrainConfig(seed=seed, precision=precision, **kw)
+                out[(a.name, v.name, seed)] = variant_run_id(v, cfg, fingerprint)
+    return out

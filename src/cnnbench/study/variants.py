@@ -1,0 +1,476 @@
+"""Variants of a model, as data: factors that edit a base spec, and the designs that cross them.
+
+An ablation names a base model, a design and its factors::
+
+    base: CNN_MNIST_2
+    design: factorial                 # or ofat: one factor at a time around the base
+    factors:
+      activation: {set: activation, layers: hidden, levels: [sigmoid, relu]}
+      norm:                           # the layer after the 4th conv (layer 6 of the base)
+        replace: 6
+        levels: {batchnorm: {BatchNormalization: {}}, dropout: {Dropout: {rate: 0.5}},
+                 none: null}
+      depth: {repeat: [4, 5], levels: {conv4: 1, conv2: 0}}   # the block of layers 4-5
+      width: {scale: hidden, levels: [0.5, 1, 2]}             # filters / units
+      lr: {training: learning_rate, levels: [1.0, 0.1]}
+
+Factor kinds (one key each): ``set`` an argument on the layers ``layers`` selects;
+``replace`` a layer by another or remove it (``null``); ``insert_after`` a layer; ``repeat`` a
+block of layers 0 (dropped), 1 or more times; ``scale`` the filters/units of selected layers;
+``training``: ``learning_rate``, ``batch_size``, ``optimizer`` or ``epochs``. A factor's
+``base`` level (default: its first) is the one the other factors vary around.
+
+Layer selectors name layers of the **base** spec: an index (1-based, as the spec's lines are
+counted) or a list of them, a kind (``Conv2D``: all of them), the n-th of a kind (``Conv2D#4``,
+``Dense#-1`` the last), or ``hidden``: every layer with an activation but the output layer.
+
+Each variant is a full, validated spec named ``BASE[factor=level,...]`` (factorial: every
+factor; one-factor-at-a-time: the factor changed, ``BASE[base]`` for the base). Its runs are
+keyed under the base model's name (``ModelSpec.run_name``), so the same layers and settings
+are the same run whatever the variant is called or whichever design produced it.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cnnbench.model.spec import LAYERS, ModelSpec, SpecError, build_spec, get_spec
+
+DESIGNS = ("factorial", "ofat")
+KINDS = ("set", "replace", "insert_after", "repeat", "scale", "training")
+TRAINING_TARGETS = ("learning_rate", "batch_size", "optimizer", "epochs")
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor: what it edits and its levels as (label, value) pairs."""
+
+    name: str
+    kind: str
+    target: Any  # selector, layer index, block, or training field
+    levels: tuple[tuple[str, Any], ...]
+    base: str  # label of the level the others vary around
+    argument: str | None = None  # for 'set'
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _ in self.levels]
+
+    def value(self, label: str) -> Any:
+        return dict(self.levels)[label]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One cell of a design: a full spec, its level of every factor, its training settings."""
+
+    name: str
+    base: str
+    spec: ModelSpec
+    levels: Mapping[str, str]  # factor -> level label, every factor of its ablation
+    training: Mapping[str, Any] = field(default_factory=dict)  # learning_rate, batch_size, ...
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A base model, a design, its factors and the variants they make."""
+
+    name: str
+    base: ModelSpec
+    design: str
+    factors: tuple[Factor, ...]
+    variants: tuple[Variant, ...]
+
+    @property
+    def base_levels(self) -> dict[str, str]:
+        return {f.name: f.base for f in self.factors}
+
+    def factor(self, name: str) -> Factor:
+        for f in self.factors:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+# --- parsing a factor ---------------------------------------------------------------------
+
+def level_label(value: Any) -> str:
+    """A level's readable label: ``relu``, ``0.1``, ``true``, ``none``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict) and len(value) == 1:
+        return str(next(iter(value)))
+    return str(value)
+
+
+def parse_factor(name: str, data: Any, where: str, min_levels: int = 2) -> Factor:
+    """Validate one factor's mapping (see the module docstring)."""
+    where = f"{where}: factor '{name}'"
+    if not isinstance(data, dict):
+        raise SpecError(f"{where} must be a mapping with one of {', '.join(KINDS)} and "
+                        f"'levels'. Got {data!r}.")
+    kinds = [k for k in KINDS if k in data]
+    if len(kinds) != 1:
+        raise SpecError(f"{where} must have exactly one of {', '.join(KINDS)}. "
+                        f"Got {sorted(data)}.")
+    kind = kinds[0]
+    allowed = {kind, "levels", "base"} | ({"layers"} if kind == "set" else set())
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise SpecError(f"{where}: unknown field(s) {extra}; a '{kind}' factor has "
+                        f"{', '.join(sorted(allowed))}.")
+    raw = data.get("levels")
+    if isinstance(raw, dict):
+        levels = tuple((str(k), v) for k, v in raw.items())
+    elif isinstance(raw, list):
+        levels = tuple((level_label(v), v) for v in raw)
+    else:
+        raise SpecError(f"{where}: 'levels' must be a list of values or a mapping of "
+                        f"label: value. Got {raw!r}.")
+    labels = [lb for lb, _ in levels]
+    if len(levels) < min_levels or len(set(labels)) != len(labels):
+        raise SpecError(f"{where}: 'levels' needs {min_levels} or more distinct levels. "
+                        f"Got {labels}.")
+    base = data.get("base", labels[0])
+    base = level_label(base) if not isinstance(base, str) else base
+    if base not in labels:
+        raise SpecError(f"{where}: base level {base!r} is not one of its levels {labels}.")
+    target = data[kind]
+    argument = None
+    if kind == "set":
+        if not isinstance(target, str):
+            raise SpecError(f"{where}: 'set' names the argument to set, e.g. 'activation'. "
+                            f"Got {target!r}.")
+        argument, target = target, data.get("layers", "hidden")
+    elif kind == "training" and target not in TRAINING_TARGETS:
+        raise SpecError(f"{where}: 'training' must be one of {', '.join(TRAINING_TARGETS)}. "
+                        f"Got {target!r}.")
+    elif kind == "repeat":
+        if not (isinstance(target, list) and len(target) == 2
+                and all(isinstance(i, int) for i in target) and target[0] <= target[1]):
+            raise SpecError(f"{where}: 'repeat' takes the block's first and last layer, "
+                            f"e.g. [3, 4]. Got {target!r}.")
+        for label, v in levels:
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise SpecError(f"{where}: level {label!r}: a repeat count must be 0 or a "
+                                f"positive integer. Got {v!r}.")
+    elif kind == "scale":
+        for label, v in levels:
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and v > 0):
+                raise SpecError(f"{where}: level {label!r}: a scale must be a positive "
+                                f"number. Got {v!r}.")
+    return Factor(name, kind, target, levels, base, argument)
+
+
+# --- applying it ----------------------------------------------------------------------------
+
+def _layer_kind(entry: Any) -> str:
+    return entry if isinstance(entry, str) else next(iter(entry))
+
+
+def select(layers: Sequence[Any], selector: Any, where: str) -> list[int]:
+    """1-based indices of the base layers a selector names."""
+    n = len(layers)
+    kinds = [_layer_kind(e) for e in layers]
+    if isinstance(selector, bool):
+        pass
+    elif isinstance(selector, int):
+        selector = [selector]
+    if isinstance(selector, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                          for i in selector):
+        bad = [i for i in selector if not 1 <= i <= n]
+        if bad:
+            raise SpecError(f"{where}: layer index {bad[0]} is outside the base's layers "
+                            f"1..{n}.")
+        return list(selector)
+    if isinstance(selector, str):
+        if selector == "hidden":  # every layer with an activation, the output excepted
+            return [i + 1 for i, k in enumerate(kinds[:-1]) if "activation" in LAYERS.get(k, {})]
+        kind, _, nth = selector.partition("#")
+        of_kind = [i + 1 for i, k in enumerate(kinds) if k == kind]
+        if not of_kind:
+            raise SpecError(f"{where}: the base has no {kind} layer (its layers: "
+                            f"{', '.join(kinds)}).")
+        if not nth:
+            return of_kind
+        try:
+            k = int(nth)
+            return [of_kind[k - 1 if k > 0 else k]]
+        except (ValueError, IndexError):
+            raise SpecError(f"{where}: '{selector}': the base has {len(of_kind)} {kind} "
+                            f"layer(s); write {kind}#1..{kind}#{len(of_kind)} or "
+                            f"{kind}#-1.") from None
+    raise SpecError(f"{where}: a layer selector is an index, a list of indices, a kind "
+                    f"(Conv2D), the n-th of a kind (Conv2D#4) or 'hidden'. Got {selector!r}.")
+
+
+@dataclass
+class _Slot:
+    base_index: int | None  # the base layer this came from; None for an inserted one
+    entry: Any  # {Kind: {args}}
+
+
+def _entry(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {kind: dict(args)}
+
+
+def _normalise(entry: Any) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {entry: {}}
+    kind = next(iter(entry))
+    return {kind: dict(entry[kind] or {})}
+
+
+def apply_levels(base: ModelSpec, factors: Sequence[Factor], levels: Mapping[str, str],
+                 name: str) -> tuple[ModelSpec, dict[str, Any]]:
+    """The base spec with each factor at its level: the variant's spec and training edits.
+
+    Argument edits come first, then replacements and insertions, then repeats (so a repeated
+    block carries the edited arguments); selectors always name the base's layers.
+    """
+    raw = base.raw or {"name": base.name, "input_shape": list(base.input_shape),
+                       "layers": [{lay.kind: lay.args} for lay in base.layers]}
+    base_layers = list(raw["layers"])
+    slots = [_Slot(i + 1, _normalise(copy.deepcopy(e))) for i, e in enumerate(base_layers)]
+    training: dict[str, Any] = {}
+    where = f"variant {name}"
+    order = {"set": 0, "scale": 0, "training": 0, "replace": 1, "insert_after": 1, "repeat": 2}
+    for f in sorted(factors, key=lambda f: order[f.kind]):
+        value = copy.deepcopy(f.value(levels[f.name]))
+        fw = f"{where}: factor '{f.name}'"
+        if f.kind == "training":
+            training[f.target] = value
+        elif f.kind in ("set", "scale"):
+            chosen = set(select(base_layers, f.target, fw))
+            for s in slots:
+                if s.base_index not in chosen:
+                    continue
+                kind = next(iter(s.entry))
+                args = s.entry[kind]
+                if f.kind == "set":
+                    args[f.argument] = value
+                elif kind == "Conv2D" or kind == "Dense":
+                    key = "filters" if kind == "Conv2D" else "units"
+                    args[key] = max(1, int(round(args[key] * value)))
+        elif f.kind in ("replace", "insert_after"):
+            chosen_one = select(base_layers, f.target, fw)
+            if len(chosen_one) != 1:
+                raise SpecError(f"{fw}: '{f.kind}' needs one layer; {f.target!r} selects "
+                                f"{len(chosen_one)}.")
+            index = chosen_one[0]
+            at = next(i for i, s in enumerate(slots) if s.base_index == index)
+            new = [] if value is None else [_Slot(None, _normalise(value))]
+            if f.kind == "replace":
+                slots[at:at + 1] = new
+            else:
+                slots[at + 1:at + 1] = new
+        elif f.kind == "repeat":
+            first, last = f.target
+            select(base_layers, [first, last], fw)
+            block = [i for i, s in enumerate(slots) if s.base_index is not None
+                     and first <= s.base_index <= last]
+            if not block:
+                raise SpecError(f"{fw}: layers {first}-{last} were removed by another factor.")
+            lo, hi = block[0], block[-1] + 1
+            slots[lo:hi] = [copy.deepcopy(s) for _ in range(value) for s in slots[lo:hi]]
+    data = {"name": name, "input_shape": list(raw.get("input_shape", base.input_shape)),
+            "layers": [s.entry for s in slots]}
+    try:
+        spec = build_spec(data, source=where)
+    except SpecError as e:
+        raise SpecError(f"{e} (levels: {dict(levels)})") from e
+    return replace(spec, run_name=base.run_name or base.name), training
+
+
+# --- designs ------------------------------------------------------------------------------
+
+def variant_name(base: str, levels: Mapping[str, str]) -> str:
+    """``CNN_MNIST_2[activation=relu,norm=none]``; ``CNN_MNIST_2[base]`` when none is named."""
+    inner = ",".join(f"{k}={v}" for k, v in levels.items()) or "base"
+    return f"{base}[{inner}]"
+
+
+def design_cells(factors: Sequence[Factor], design: str) -> list[tuple[dict[str, str],
+                                                                        dict[str, str]]]:
+    """(every factor's level, the levels named in the variant's name) for each cell."""
+    base = {f.name: f.base for f in factors}
+    if design == "factorial":
+        cells = [dict(zip(base, combo, strict=True))
+                 for combo in itertools.product(*(f.labels for f in factors))]
+        return [(c, c) for c in cells]
+    if design == "ofat":
+        out = [(dict(base), {})]
+        for f in factors:
+            for label in f.labels:
+                if label != f.base:
+                    out.append((base | {f.name: label}, {f.name: label}))
+        return out
+    raise SpecError(f"unknown design {design!r}; known: {', '.join(DESIGNS)}.")
+
+
+def build_ablation(data: Any, where: str, base_dir: Any = None) -> Ablation:
+    """Validate one ablation mapping (base, design, factors) and make its variants."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{where} must be a mapping with 'base', 'design' and 'factors'. "
+                        f"Got {data!r}.")
+    unknown = sorted(set(data) - {"name", "base", "design", "factors", "description"})
+    if unknown:
+        raise SpecError(f"{where}: unknown field(s) {unknown}; an ablation has name, base, "
+                        f"design, factors and optionally description.")
+    base_name = data.get("base")
+    if not isinstance(base_name, str):
+        raise SpecError(f"{where}: 'base' must name a model (built-in or spec file). "
+                        f"Got {base_name!r}.")
+    if base_dir is not None and base_name.endswith((".yaml", ".yml")):
+        base_name = str(base_dir / base_name)
+    base = get_spec(base_name)
+    design = data.get("design", "factorial")
+    if design not in DESIGNS:
+        raise SpecError(f"{where}: design must be one of {', '.join(DESIGNS)}. Got {design!r}.")
+    raw_factors = data.get("factors")
+    if not isinstance(raw_factors, dict) or not raw_factors:
+        raise SpecError(f"{where}: 'factors' must be a non-empty mapping of factor name to "
+                        f"its edit and levels. Got {raw_factors!r}.")
+    factors = tuple(parse_factor(str(k), v, where) for k, v in raw_factors.items())
+    variants = []
+    for levels, named in design_cells(factors, design):
+        name = variant_name(base.name, named)
+        spec, training = apply_levels(base, factors, levels, name)
+        variants.append(Variant(name, base.name, spec, levels, training))
+    name = data.get("name") or f"{base.name}-{design}"
+    return Ablation(str(name), base, design, factors, tuple(variants))
+
+
+def unique_runs(ablations: Sequence[Ablation]) -> list[Variant]:
+    """Every variant once per distinct (layers, training edits): the runs to train."""
+    from cnnbench.store.run_store import canonical_json, resolved_spec
+
+    seen: dict[str, Variant] = {}
+    for a in ablations:
+        for v in a.variants:
+            key = canonical_json([resolved_spec(v.spec), dict(v.training)])
+            seen.setdefault(key, v)
+    return list(seen.values())
+
+
+def same_run(a: Variant, b: Variant) -> bool:
+    """Whether two variants are one run: the same layers and the same training edits."""
+    from cnnbench.store.run_store import canonical_json, resolved_spec
+    return canonical_json([resolved_spec(a.spec), dict(a.training)]) == canonical_json(
+        [resolved_spec(b.spec), dict(b.training)])
+
+
+# --- the short form: `cnnbench ablate BASE --vary activation=sigmoid,relu` -----------------
+
+# Factors known by name, for --vary; a name with a dot is SELECTOR.argument (Conv2D#4.use_bias).
+SHORTCUTS: dict[str, dict[str, Any]] = {
+    "activation": {"set": "activation", "layers": "hidden"},
+    "lr": {"training": "learning_rate"},
+    "learning_rate": {"training": "learning_rate"},
+    "batch_size": {"training": "batch_size"},
+    "optimizer": {"training": "optimizer"},
+    "width": {"scale": "hidden"},
+}
+NORM_LEVELS = {"batchnorm": {"BatchNormalization": {}}, "dropout": {"Dropout": {"rate": 0.5}},
+               "none": None}
+
+
+def _scalar(text: str) -> Any:
+    from cnnbench.model.spec import parse_yaml
+    value = parse_yaml(text, "--vary")
+    return text if isinstance(value, dict | list) else value
+
+
+def parse_vary(text: str, base: ModelSpec) -> tuple[str, dict[str, Any]]:
+    """``activation=sigmoid,relu`` -> the factor's name and its study-file mapping.
+
+    ``norm`` replaces the BatchNormalization/Dropout layer right after the last Conv2D (or
+    inserts one there) by batchnorm, dropout (rate 0.5), dropout0.2 or none.
+    """
+    name, eq, values = text.partition("=")
+    if not eq or not name or not values:
+        raise SpecError(f"--vary {text!r}: expected FACTOR=LEVEL,LEVEL,..., e.g. "
+                        f"activation=sigmoid,relu.")
+    levels = [_scalar(v) for v in values.split(",")]
+    if name == "norm":
+        convs = [lay.index for lay in base.layers if lay.kind == "Conv2D"]
+        if not convs:
+            raise SpecError(f"--vary norm: {base.name} has no Conv2D layer.")
+        after = convs[-1]
+        nxt = base.layers[after] if after < len(base.layers) else None
+        table = NORM_LEVELS | {"dropout0.2": {"Dropout": {"rate": 0.2}}}
+        bad = [lv for lv in levels if str(lv) not in table]
+        if bad:
+            raise SpecError(f"--vary norm: unknown level {bad[0]!r}; known: "
+                            f"{', '.join(table)}.")
+        lv = {str(k): table[str(k)] for k in levels}
+        if nxt is not None and nxt.kind in ("BatchNormalization", "Dropout"):
+            return name, {"replace": nxt.index, "levels": lv}
+        return name, {"insert_after": after, "levels": lv}
+    if name in SHORTCUTS:
+        return name, SHORTCUTS[name] | {"levels": levels}
+    selector, dot, argument = name.rpartition(".")
+    if dot:
+        sel: Any = int(selector) if selector.isdigit() else selector
+        return name, {"set": argument, "layers": sel, "levels": levels}
+    raise SpecError(f"--vary {text!r}: unknown factor '{name}'. Known: "
+                    f"{', '.join([*SHORTCUTS, 'norm'])}, or SELECTOR.argument (e.g. "
+                    f"Conv2D#4.use_bias=true,false).")
+
+
+def params_table(ablation: Ablation) -> list[tuple[str, int, str]]:
+    """(variant, parameters, layers) for listing."""
+    return [(v.name, v.spec.params, v.spec.shorthand()) for v in ablation.variants]
+
+
+def summary_target(name: str, vary: Sequence[str] = (), variant: str | None = None
+                   ) -> tuple[ModelSpec | None, Any]:
+    """What ``cnnbench summary`` shows: a model, one of its variants (``--vary``), or a
+    study's variants as a table (a study name or file) and one of them (``--variant``)."""
+    from rich.table import Table
+
+    from cnnbench.study.studyfile import find_study, is_model_spec, load_study
+
+    path = find_study(name)
+    if path.is_file() and not is_model_spec(path):
+        study = load_study(path)
+        if not study.ablations:
+            raise SpecError(f"{name}: a study without ablations has no variants to show; "
+                            f"name one of its models instead.")
+        variants = {v.name: v for a in study.ablations for v in a.variants}
+        if variant is not None:
+            if variant not in variants:
+                import difflib
+                close = difflib.get_close_matches(variant, variants, n=3)
+                raise SpecError(f"{name}: no variant {variant!r}."
+                                + (f" Did you mean {', '.join(close)}?" if close else "")
+                                + f" Its variants: {', '.join(variants)}.")
+            return variants[variant].spec, None
+        table = Table(title=f"{study.name}: variants")
+        for col in ("Ablation", "Variant", "Params", "Training", "Layers"):
+            table.add_column(col, justify="right" if col == "Params" else "left",
+                             overflow="fold", min_width=12 if col == "Variant" else None)
+        for a in study.ablations:
+            for v in a.variants:
+                edits = ", ".join(f"{k}={x}" for k, x in v.training.items()) or "—"
+                table.add_row(a.name, v.name, f"{v.spec.params:,}", edits, v.spec.shorthand())
+        return None, table
+    base = get_spec(name)
+    if not vary:
+        return base, None
+    # Each --vary's last level: 'summary CNN_MNIST_2 --vary activation=relu'.
+    factors = [parse_factor(n, d, "--vary", min_levels=1)
+               for n, d in (parse_vary(v, base) for v in vary)]
+    levels = {f.name: f.labels[-1] for f in factors}
+    spec, _ = apply_levels(base, factors, levels, variant_name(base.name, levels))
+    return spec, None

@@ -1,0 +1,547 @@
+"""The training and evaluation loop: Keras 2.2's ``fit`` semantics on tensors in memory.
+
+The engine knows nothing of files or terminals: it takes a model, tensors and a config, and
+reports progress through callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnbench.data.holdout import MONITORS, split_at, stop_state
+from cnnbench.model.build import clipped_categorical_crossentropy, make_optimizer
+from cnnbench.train.optim import describe_optimizer, resolve_optimizer
+from cnnbench.train.state import restore_training_state, training_state
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 pays."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        return "bf16"
+    return "fp32"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting that determines a run's result. Defaults are the notebook's."""
+
+    epochs: int = 12
+    batch_size: int = 128  # images per step; 60k images -> 469 steps, the last of 96
+    lr: float = 1.0  # Keras 2.2 Adadelta(): lr 1.0, rho 0.95, epsilon 1e-7
+    rho: float = 0.95
+    epsilon: float = 1e-7
+    seed: int = 0
+    train_limit: int | None = None  # train on the first N images; the test set stays whole
+    precision: str = "fp32"  # fp32 (faithful), bf16 (autocast; CPU with bf16 units, or CUDA)
+    eval_batch_size: int = 500  # does not change results, only speed
+    # Adadelta takes lr/rho/epsilon above; any other optimizer (SGD, Adam, AdamW, RMSprop)
+    # takes its Keras-named arguments here, e.g. (("learning_rate", 0.01), ("momentum", 0.9)).
+    optimizer: str = "Adadelta"
+    optimizer_args: tuple[tuple[str, Any], ...] = ()
+    # A held-out validation set (holdout.py, Keras' semantics): the last fraction / number of
+    # the training images; val_* then come from it and the test set is evaluated once, at the
+    # end. 0: the notebook's protocol, the test set as validation data.
+    validation_split: float = 0.0
+    validation_size: int = 0
+    # Keras EarlyStopping on the validation set: None (off) or its patience in epochs.
+    early_stopping: int | None = None
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"'{name}' must be a positive integer. Got {v!r}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"'precision' must be one of {', '.join(PRECISIONS)}. "
+                             f"Got {self.precision!r}.")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ValueError(f"'train_limit' must be a positive integer. Got {self.train_limit!r}.")
+        if self.optimizer == "Adadelta" and self.optimizer_args:
+            raise ValueError("Adadelta takes 'lr', 'rho' and 'epsilon' of TrainConfig, "
+                             f"not optimizer_args. Got {self.optimizer_args!r}.")
+        resolve_optimizer(self.optimizer, dict(self.optimizer_args), "TrainConfig")
+        if not (isinstance(self.validation_split, int | float) and 0 <= self.validation_split < 1):
+            raise ValueError(f"'validation_split' must be a number in [0, 1). "
+                             f"Got {self.validation_split!r}.")
+        if not isinstance(self.validation_size, int) or self.validation_size < 0:
+            raise ValueError(f"'validation_size' must be a non-negative integer. "
+                             f"Got {self.validation_size!r}.")
+        if self.validation_split and self.validation_size:
+            raise ValueError("give 'validation_split' or 'validation_size', not both.")
+        if self.early_stopping is not None:
+            if not isinstance(self.early_stopping, int) or self.early_stopping < 0:
+                raise ValueError(f"'early_stopping' (the patience) must be a non-negative "
+                                 f"integer or None. Got {self.early_stopping!r}.")
+            if not self.holdout:
+                raise ValueError("early stopping needs a held-out validation set "
+                                 "('validation_split' or 'validation_size'): stopping on the "
+                                 "test set would select on the numbers that are reported.")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"'monitor' must be one of {', '.join(MONITORS)}. "
+                             f"Got {self.monitor!r}.")
+
+    @property
+    def holdout(self) -> bool:
+        """Whether validation data is held out of the training set (else: the test set)."""
+        return bool(self.validation_split or self.validation_size)
+
+    def optimizer_label(self) -> str:
+        """E.g. ``Adadelta(lr=1.0, rho=0.95, epsilon=1e-07)``, every argument shown."""
+        if self.optimizer == "Adadelta":
+            return f"Adadelta(lr={self.lr}, rho={self.rho}, epsilon={self.epsilon})"
+        return describe_optimizer(self.optimizer,
+                                  resolve_optimizer(self.optimizer, dict(self.optimizer_args), ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting; those added after the first release only when not at their default,
+        so the run ids of every run made before them stay the same."""
+        d = asdict(self)
+        for k, default in ONLY_IF_SET.items():
+            if d[k] == default:
+                del d[k]
+        return d
+
+
+# Settings that enter the run key (and config.json) only when set: their defaults.
+ONLY_IF_SET: dict[str, Any] = {"validation_split": 0.0, "validation_size": 0,
+                               "early_stopping": None, "monitor": "val_loss", "min_delta": 0.0,
+                               "restore_best_weights": True}
+
+
+@dataclass
+class EpochLogs:
+    epoch: int  # 1-based
+    loss: float
+    acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` returns: Keras' History plus the final evaluation."""
+
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {k: [] for k in ("loss", "acc", "val_loss", "val_acc", "seconds")})
+    test_loss: float = math.nan
+    test_accuracy: float = math.nan  # fraction in [0, 1]
+    test_predictions: np.ndarray | None = None  # argmax class per test image
+    status: str = "finished"  # or "diverged"
+    diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
+    best_epoch: int | None = None  # early stopping's best epoch (1-based), when it ran
+    stopped_epoch: int | None = None  # the epoch after which early stopping ended training
+
+    def append(self, logs: EpochLogs) -> None:
+        for k in self.history:
+            self.history[k].append(getattr(logs, k))
+
+
+class Callback(Protocol):
+    """Progress hooks. A callback may also define ``on_train_begin(get_state)``: ``fit`` then
+    hands it a function returning the full training state (see ``training_state``), which is
+    exactly the state at the start of the next epoch when called from ``on_epoch_end``."""
+
+    def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def on_step_end(self, step: int, running: dict[str, float] | None) -> None: ...
+    def on_epoch_end(self, logs: EpochLogs) -> None: ...
+
+
+def images_to_tensor(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 N x H x W -> float32 N x 1 x H x W in [0, 1], as the notebook's ``x / 255``."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    return (t.to(torch.float32) / 255.0).unsqueeze(1)
+
+
+def labels_to_tensor(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto, cpu, cuda or cuda:N as a torch device; ValueError for any other, or for CUDA
+    where this torch sees none."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]{1,3})?", device):
+        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA "
+                             f"device; use --device cpu or auto")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA "
+                             f"device(s), numbered from 0")
+    return resolved
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast (convolutions and matmuls in bf16, the loss in fp32) or a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """Channels-last weights on the CPU: oneDNN's NHWC kernels, and pooling without layout
+    reorders (1.05-1.15x a step in fp32, and with bf16 1.34x more: bench/bench_engine.py)."""
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _adadelta_update(p: torch.Tensor, g: torch.Tensor, square_avg: torch.Tensor,
+                     acc_delta: torch.Tensor, lr: float, rho: float, eps: float) -> None:
+    """Keras 2.2 / torch Adadelta for one tensor, the same formula as torch.optim.Adadelta."""
+    square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
+    delta = acc_delta.add(eps).sqrt().div(square_avg.add(eps).sqrt()).mul(g)
+    acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+    p.add_(delta, alpha=-lr)
+
+
+def _adadelta_update_bf16(p: torch.Tensor, g16: torch.Tensor, square_avg: torch.Tensor,
+                          acc_delta: torch.Tensor, p16: torch.Tensor, lr: float, rho: float,
+                          eps: float) -> None:
+    """``_adadelta_update`` from a bf16 gradient, also writing the bf16 copy of the new weights
+    the next forward pass uses (see ``make_train_step``)."""
+    _adadelta_update(p, g16.float(), square_avg, acc_delta, lr, rho, eps)
+    p16.copy_(p)
+
+
+_fused_kernels: dict[str, Callable[..., None]] = {}
+
+
+def _flat_views(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """1-D views of dense tensors laid out alike (channels-last included), else the tensors.
+
+    An elementwise update does not care about shape: flat views let one compiled graph serve
+    every parameter, instead of one graph per shape (13 for CNN_MNIST_2, 13 s of compiling).
+    """
+    first = tensors[0]
+    dense = first.is_contiguous() or first.is_contiguous(memory_format=torch.channels_last)
+    if dense and all(t.shape == first.shape and t.stride() == first.stride() for t in tensors):
+        return tuple(t.as_strided((t.numel(),), (1,), t.storage_offset()) for t in tensors)
+    return tensors
+
+
+def _fused_kernel(bf16_weights: bool = False) -> Callable[..., None]:
+    """The Adadelta update compiled once per process into one loop over each tensor."""
+    key = "bf16" if bf16_weights else "fp32"
+    if key not in _fused_kernels:
+        import torch._dynamo
+        # One graph per (rank, layout) of parameter: a handful per model, a few dozen per study.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        fn = _adadelta_update_bf16 if bf16_weights else _adadelta_update
+        _fused_kernels[key] = torch.compile(fn, dynamic=True, fullgraph=True)
+    return _fused_kernels[key]
+
+
+def _eager_step(optimizer: torch.optim.Optimizer,
+                weights16: dict[torch.Tensor, torch.Tensor]) -> Callable[[], Any]:
+    """The optimizer's own step; with bf16 weight copies, their gradients in and weights out."""
+    if not weights16:
+        return optimizer.step
+
+    @torch.no_grad()
+    def step() -> None:
+        for p, w in weights16.items():
+            p.grad = None if w.grad is None else w.grad.float()
+        optimizer.step()
+        for p, w in weights16.items():
+            w.copy_(p)
+    return step
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
+                   weights16: dict[torch.Tensor, torch.Tensor] | None = None
+                   ) -> Callable[[], Any]:
+    """The optimizer's step; for Adadelta, fused by torch.compile where a compiler is at hand.
+
+    Eager Adadelta makes about ten passes over every parameter tensor; the fused kernel makes
+    one (CNN_MNIST_2: 17.5 ms -> 1.9 ms a step here, a third of a bf16 step). The kernel is
+    used from the first step in every process, so the same settings give the same numbers;
+    they can differ from eager Adadelta in the last bit. It keeps torch.optim.Adadelta's state
+    (square_avg, acc_delta, step), so checkpoints are the same either way. If compilation
+    fails (no C++ compiler), it warns and uses the eager step.
+
+    ``weights16`` maps a parameter to the bf16 copy the forward pass used (``make_train_step``):
+    the step reads that copy's gradient and writes the updated weights back into it.
+    """
+    weights16 = weights16 or {}
+    eager = _eager_step(optimizer, weights16)
+    if not compile or type(optimizer) is not torch.optim.Adadelta:
+        return eager
+    try:
+        kernel, kernel16 = _fused_kernel(), _fused_kernel(bf16_weights=True)
+    except Exception as e:  # pragma: no cover - platform without dynamo
+        warnings.warn(f"fused Adadelta unavailable ({e}); using the eager step", stacklevel=2)
+        return eager
+    fallback = False
+
+    @torch.no_grad()
+    def step() -> None:
+        nonlocal fallback
+        if fallback:
+            eager()
+            return
+        for group in optimizer.param_groups:
+            lr, rho, eps = group["lr"], group["rho"], group["eps"]
+            for p in group["params"]:
+                w = weights16.get(p)
+                grad = p.grad if w is None else w.grad
+                if grad is None:
+                    continue
+                state = optimizer.state[p]
+                if not state:  # as torch.optim.Adadelta initialises it
+                    state["step"] = torch.tensor(0.0)
+                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                try:
+                    if w is None:
+                        kernel(*_flat_views((p, grad, state["square_avg"], state["acc_delta"])),
+                               lr, rho, eps)
+                    else:
+                        kernel16(*_flat_views((p, grad, state["square_avg"], state["acc_delta"],
+                                               w)), lr, rho, eps)
+                except Exception as e:  # compilation failed: stay correct, be slower
+                    if p is not group["params"][0] or state["step"] > 1:
+                        raise
+                    warnings.warn(f"fused Adadelta unavailable ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200]}); using the eager step",
+                                  stacklevel=2)
+                    state["step"] -= 1
+                    fallback = True
+                    eager()
+                    return
+    return step
+
+
+def bf16_weight_copies(model: nn.Module) -> dict[str, torch.Tensor]:
+    """bf16 leaf copies of the Conv2d/Linear parameters, by name: the tensors autocast would
+    otherwise cast from fp32 in every forward pass, and cast back in every backward pass."""
+    out = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            for name, p in module.named_parameters(recurse=False):
+                if p.requires_grad:
+                    full = f"{prefix}.{name}" if prefix else name
+                    out[full] = p.detach().to(torch.bfloat16).requires_grad_()
+    return out
+
+
+def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bool = True
+                    ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """One training step, ``step(xb, yb) -> (loss, logits)``, with the engine's fast paths.
+
+    In bf16 the forward pass runs on bf16 copies of the Conv2d/Linear weights that the
+    optimizer step writes as it updates the fp32 weights, instead of autocast casting every
+    weight to bf16 and every weight gradient back, twice a step (CNN_MNIST_2's Dense(1024):
+    2 x 2.3 ms of a 31 ms step). The numbers are autocast's: the same roundings, made
+    elsewhere. The copies are taken from the model at the first step, so a model may be
+    loaded (a checkpoint) between ``make_train_step`` and that step.
+
+    ``fit`` uses it; so does bench/bench_engine.py, which times exactly this function.
+    """
+    from torch.func import functional_call
+
+    device = next(model.parameters()).device
+    prepare_model(model)
+    optimizer = make_optimizer(model, config.lr, config.rho, config.epsilon, config.optimizer,
+                               config.optimizer_args)
+    copies = bf16_weight_copies(model) if config.precision == "bf16" else {}
+    params = dict(model.named_parameters())
+    weights16 = {params[n]: w for n, w in copies.items()}
+    step_optimizer = optimizer_step(optimizer, compile=compile_optimizer, weights16=weights16)
+    synced = False
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal synced
+        if not synced:
+            with torch.no_grad():
+                for p, w in weights16.items():
+                    w.copy_(p)
+            synced = True
+        with autocast(device, config.precision):
+            logits = functional_call(model, copies, (xb,)) if copies else model(xb)
+        loss = clipped_categorical_crossentropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        for w in copies.values():
+            w.grad = None
+        loss.backward()
+        step_optimizer()
+        return loss, logits
+
+    step.optimizer = optimizer  # type: ignore[attr-defined]  # for checkpoints
+    return step
+
+
+def _cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 500, precision: str = "fp32") -> tuple[float, float, np.ndarray]:
+    """Mean clipped cross-entropy, accuracy and predicted classes, in inference mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    preds = []
+    for i in range(0, len(x), batch_size):
+        with autocast(x.device, precision):
+            logits = model(x[i:i + batch_size])
+        loss_sum += clipped_categorical_crossentropy(logits, y[i:i + batch_size], "sum")
+        preds.append(logits.argmax(1))
+    model.train(was_training)
+    pred = torch.cat(preds)
+    acc = (pred == y).double().mean().item()
+    return loss_sum.item() / len(x), acc, pred.cpu().numpy().astype(np.uint8)
+
+
+def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
+        x_test: torch.Tensor, y_test: torch.Tensor, config: TrainConfig,
+        callbacks: Sequence[Callback] = (), state: dict[str, Any] | None = None,
+        compile_optimizer: bool = True) -> TrainResult:
+    """Train as Keras 2.2's ``model.fit(..., validation_data=(x_test, y_test))`` does.
+
+    Each epoch reshuffles the training set (its own generator, seeded by ``config.seed``),
+    takes Adadelta steps on batches of ``batch_size``, reports the batch-size-weighted mean
+    loss and accuracy in training mode, then evaluates the validation data in inference mode.
+    Dropout draws from torch's global generator: seed it before building the model.
+    ``state`` (from ``training_state``) continues a run after its last completed epoch, with
+    the same numbers as a run never interrupted (same machine, same thread count).
+
+    With ``validation_split`` / ``validation_size`` the validation data is the last part of
+    the (limited) training arrays, as Keras' ``fit(validation_split=...)`` takes it, and the
+    test set is evaluated once, after training (after restoring the best epoch's weights when
+    early stopping asks for it). Otherwise the test set validates, as in the notebook.
+    """
+    if config.train_limit is not None:
+        x_train, y_train = x_train[:config.train_limit], y_train[:config.train_limit]
+    x_val, y_val = x_test, y_test
+    if config.holdout:
+        at = split_at(len(x_train), config.validation_split, config.validation_size)
+        x_train, y_train, x_val, y_val = x_train[:at], y_train[:at], x_train[at:], y_train[at:]
+    n = len(x_train)
+    bs = config.batch_size
+    steps = math.ceil(n / bs)
+    step_fn = make_train_step(model, config, compile_optimizer)
+    optimizer = step_fn.optimizer
+    shuffle = torch.Generator().manual_seed(config.seed)
+    result = TrainResult()
+    done = 0
+    best_weights: dict[str, torch.Tensor] | None = None  # EarlyStopping's, when not the last
+    if state is not None:
+        done, result.history = restore_training_state(state, model, optimizer, shuffle)
+    stopping = config.early_stopping is not None
+    keep_best = stopping and config.restore_best_weights
+
+    def stopped() -> Any:
+        return stop_state(result.history[config.monitor], config.monitor,
+                          config.early_stopping or 0, config.min_delta)
+
+    if keep_best and done:
+        # The checkpoint holds the best epoch's weights when they are not the model's own.
+        best_weights = state.get("best_model") if state is not None else None
+        if best_weights is None and stopped().best_epoch == done:
+            best_weights = _cpu_weights(model)
+
+    def get_state() -> dict[str, Any]:
+        s = training_state(model, optimizer, shuffle, result.history)
+        if best_weights is not None and stopped().best_epoch != len(result.history["loss"]):
+            s["best_model"] = best_weights
+        return s
+
+    for cb in callbacks:
+        if hasattr(cb, "on_train_begin"):
+            cb.on_train_begin(get_state)
+    preds = None
+
+    for epoch in range(done + 1, config.epochs + 1):
+        if stopping and done and stopped().stop:
+            break  # resumed after early stopping had ended it: nothing more to train
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, config.epochs, steps)
+        start = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=shuffle).to(x_train.device)
+        # Sums stay on the device: one host sync an epoch instead of one a step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=x_train.device)
+        correct = torch.zeros((), dtype=torch.int64, device=x_train.device)
+        first_bad = torch.zeros((), dtype=torch.int64, device=x_train.device)  # 0: all finite
+        for step in range(steps):
+            idx = perm[step * bs:(step + 1) * bs]
+            xb, yb = x_train[idx], y_train[idx]
+            loss, logits = step_fn(xb, yb)
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == yb).sum()
+            # Remember the first non-finite step without a host sync.
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
+                                    step + 1, first_bad)
+            running = None
+            if step % 25 == 24 or step == steps - 1:  # an occasional sync for the progress bar
+                seen = min((step + 1) * bs, n)
+                running = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
+                if first_bad.item():
+                    result.status, result.diverged_at = "diverged", (epoch, int(first_bad))
+                    return result
+            for cb in callbacks:
+                cb.on_step_end(step + 1, running)
+        val_loss, val_acc, preds = evaluate(model, x_val, y_val, config.eval_batch_size,
+                                            config.precision)
+        logs = EpochLogs(epoch, loss_sum.item() / n, correct.item() / n, val_loss, val_acc,
+                         time.perf_counter() - start)
+        result.append(logs)
+        if keep_best and stopped().best_epoch == epoch:
+            best_weights = _cpu_weights(model)
+        for cb in callbacks:
+            cb.on_epoch_end(logs)
+        done = epoch
+        if stopping and stopped().stop:
+            break
+    if stopping:
+        s = stopped()
+        result.best_epoch = s.best_epoch
+        result.stopped_epoch = len(result.history["loss"]) if s.stop else None
+        if keep_best and best_weights is not None:
+            model.load_state_dict(best_weights)  # Keras 3.15: also when it ran to the end
+            preds = None
+    if config.holdout:
+        # The test set, once, after training: nothing was selected on it.
+        result.test_loss, result.test_accuracy, preds = evaluate(
+            model, x_test, y_test, config.eval_batch_size, config.precision)
+    else:
+        if preds is None:  # resumed after the last epoch: only the predictions are missing
+            _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size,
+                                   config.precision)
+        # Keras' evaluate() after fit gives the last epoch's val_* numbers: reuse them.
+        result.test_loss = result.history["val_loss"][-1]
+        result.test_accuracy = result.history["val_acc"][-1]
+    result.test_predictions = preds
+    return result
