@@ -109,6 +109,9 @@ class LayerKind:
     # Arguments added after the kind first shipped: left out of a layer's args when at their
     # default, so the resolved spec, and the run ids of models made before, do not change.
     added: tuple[str, ...] = ()
+    # Arguments import-keras reads by keyword only: Conv2D's groups came with Keras 2.3, placed
+    # before activation, which Keras 2.2 (whose order ``positional`` follows) has there.
+    keyword_only: tuple[str, ...] = ()
     keras_aliases: tuple[str, ...] = ()  # other Keras class names of the same layer
     keras_renamed: Mapping[str, str] = field(default_factory=dict)  # Keras 2 name -> spec's
     width: str | None = None  # the argument a ``scale`` factor multiplies (filters, units)
@@ -337,7 +340,7 @@ _ENTRIES = (
         shorthand=lambda a: f"Conv2D({a['filters']},{_k(a['kernel_size'])})",
         pairs=("kernel_size", "strides", "dilation_rate"),
         added=("dilation_rate", "groups", "kernel_initializer", "bias_initializer"),
-        keras_aliases=("Convolution2D",), width="filters"),
+        keyword_only=("groups",), keras_aliases=("Convolution2D",), width="filters"),
     LayerKind(
         "MaxPooling2D",
         {"pool_size": (PAIR, 2), "strides": (OPTIONAL_PAIR, None),
