@@ -21,7 +21,7 @@ from cnnbench.model.build import (
 )
 from cnnbench.model.keras_import import import_keras
 from cnnbench.model.layers import KINDS, keras_layer_names, keras_snake_case
-from cnnbench.model.spec import SpecError, build_layer, build_spec
+from cnnbench.model.spec import SpecError, build_layer, build_spec, load_spec
 from cnnbench.report.table import model_summary
 from cnnbench.store.run_store import resolved_spec
 
@@ -493,6 +493,9 @@ model = keras.Sequential([
         ("Dense", {"units": 10, "activation": "softmax", "use_bias": True}),
     ]
     assert model.spec.input_shape == (12, 12, 3)
+    assert main(["import-keras", str(src), "--out", str(tmp_path / "specs")]) == 0
+    written = load_spec(tmp_path / "specs" / "new_1.yaml")  # the file says the same
+    assert [(layer.kind, layer.args) for layer in written.layers] == got
 
 
 def test_import_keras_refuses_what_a_spec_cannot_hold(tmp_path):
@@ -510,3 +513,30 @@ model.add(Dense(10, activation='softmax'))
         "line 3: LayerNormalization(axis=[1, 2, 3]): a spec supports only axis=-1",
         "line 4: 'initializers.Orthogonal(gain=2)' is not a constant expression",
     ]
+
+
+@pytest.mark.slow
+def test_a_model_of_the_new_layers_saves_loads_and_exports(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from cnnbench.model.build import predict_proba
+    from cnnbench.model.export import export
+    from cnnbench.model.weights import load_weights, save_weights
+
+    spec = spec_of(*ALL_NEW, input_shape=(12, 12, 3))
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    loaded = load_weights(save_weights(tmp_path / "new.safetensors", model, spec,
+                                       ["a", "b", "c", "d"]))
+    x = torch.rand(3, 3, 12, 12)
+    with torch.no_grad():
+        expected = predict_proba(model, x).numpy()
+        assert np.array_equal(predict_proba(loaded.model, x).numpy(), expected)
+        traced = torch.jit.load(str(export(loaded, "torchscript")))
+        assert np.abs(traced(x).numpy() - expected).max() < 1e-6
+    session = ort.InferenceSession(str(export(loaded, "onnx")),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(["probabilities"], {"image": x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-5

@@ -7,6 +7,13 @@ positional order of its arguments. Adding a kind is one entry here and one build
 
 Shapes are Keras' (height, width, channels); nothing here imports torch.
 
+Keras versions: the semantics are Keras 2.2's (the notebook's), the names today's. Where they
+part: ``LeakyReLU`` takes ``negative_slope`` (Keras 3; Keras 2's ``alpha`` is imported as it),
+default 0.3 in both; ``positional`` is Keras 2.2's order (Keras 3 put ``groups``, and for
+DepthwiseConv2D ``dilation_rate``, before ``activation``: read those by keyword); a random
+initializer on a bias uses Keras 2.2's fans of a 1-D shape, sqrt(n) (Keras 3: n);
+``LayerNormalization`` (tf.keras and Keras 3 only) normalises axis -1, each pixel's channels.
+
 >>> KINDS["Conv2D"].keras_name
 'conv2d'
 >>> KINDS["LeakyReLU"].keras_name
