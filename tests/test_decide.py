@@ -90,6 +90,7 @@ def test_run_status_is_the_index_strings_and_done_is_finished_or_diverged():
     assert RunStatus("finished") is RunStatus.FINISHED and RunStatus.FINISHED == "finished"
     assert f"{RunStatus.DIVERGED}" == "diverged"  # as the index, the logs and JSON write it
     assert {s for s in RunStatus if s.done} == set(DONE) == {"finished", "diverged"}
+    assert repr([RunStatus.FINISHED]) == "['finished']"  # a row or a list prints as before
     with pytest.raises(ValueError):
         RunStatus("stuck")
 

@@ -39,6 +39,9 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # how a logger hears of a run its executor could not complete; stored
     # as INTERRUPTED (the same command resumes it)
 
+    def __repr__(self) -> str:  # as the bare string it stands for, in rows, lists and logs
+        return repr(self.value)
+
     @property
     def done(self) -> bool:
         """Finished or diverged: a result, reused rather than trained again."""
