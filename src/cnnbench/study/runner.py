@@ -135,10 +135,11 @@ class StudyRunner:
         store.recover(rid)  # under the lock: complete a set of files a kill cut, sweep *.tmp
         row = store.get(rid)
         status = row.status if row is not None else None
-        forced = rid in self._force_ids if status is not None and status.done else self.force
+        done = row is not None and row.status.done
+        # --force: for a done run, only if it was done when the command started
+        forced = rid in self._force_ids if done else self.force
         d = decide(status, force=forced,
-                   files_complete=row is not None and status is not None and status.done
-                   and store.final_files_complete(row))
+                   files_complete=done and row is not None and store.final_files_complete(row))
         if d.reuse:
             assert row is not None
             return self.writeback.reused(job, row)
@@ -146,7 +147,7 @@ class StudyRunner:
             self.log(f"{name}: run {rid} {d.reason}")
         if d.clear:
             remove_checkpoints(store.folder(rid))
-        if status is not None and status.done:
+        if done:
             self._force_ids.discard(rid)
         folder = store.attempt_folder(rid) if d.attempt else store.folder(rid)
 
