@@ -50,4 +50,4 @@ def test_fashion_mnist_from_the_debian_package_trains(tmp_path):
     (stored,) = runner.run([get_spec("CNN_MNIST_1")])
     # 10 balanced classes: chance is 10 %; three epochs on 1000 images (24 steps) reach well
     # above (65 % with seed 0; one epoch's 8 steps gave 41-47 % on seeds 0-2).
-    assert stored.model.result.test_accuracy > 0.5
+    assert stored.record.test_accuracy > 0.5

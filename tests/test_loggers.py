@@ -60,7 +60,7 @@ def test_tensorboard_logger_writes_each_epoch(tmp_path, mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     r = train(tmp_path, mnist, ["tensorboard"])
     logdir = RunStore(tmp_path, create=False).folder(r.run_id) / "tensorboard"
-    history = r.model.result.history
+    history = r.record.history
     acc = EventAccumulator(str(logdir / "loss_train")).Reload()
     events = acc.Scalars("loss")
     assert [e.step for e in events] == [1, 2]
@@ -82,4 +82,4 @@ def test_mlflow_logger_records_params_and_metrics_per_epoch(tmp_path, mnist, mon
     assert run.data.params["training.lr"] == "1.0"
     steps = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "val_acc")
     assert [(m.step, m.value) for m in steps] == [
-        (i + 1, v) for i, v in enumerate(r.model.result.history["val_acc"])]
+        (i + 1, v) for i, v in enumerate(r.record.history["val_acc"])]

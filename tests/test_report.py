@@ -22,7 +22,7 @@ from cnnbench.report.table import (
     models_table,
     summary_table,
 )
-from cnnbench.study.environment import ModelResult
+from cnnbench.store.records import RunRecord
 from cnnbench.train.engine import EpochLogs, TrainConfig, TrainResult
 from cnnbench.train.progress import epoch_line
 
@@ -40,14 +40,14 @@ def render(renderable) -> str:
     return console.export_text()
 
 
-def fake_result(name: str, epochs: int = 2) -> ModelResult:
+def fake_result(name: str, epochs: int = 2) -> RunRecord:
     result = TrainResult()
     for e in range(1, epochs + 1):
         result.append(EpochLogs(e, loss=0.5 / e, acc=0.8 + 0.05 * e, val_loss=0.4 / e,
                                 val_acc=0.85 + 0.04 * e, seconds=1.5 * e))
-    result.test_loss, result.test_accuracy = result.history["val_loss"][-1], 0.93
-    result.test_predictions = np.zeros(10, dtype=np.uint8)
-    return ModelResult(get_spec(name), TrainConfig(epochs=epochs), result, wall_seconds=4.5)
+    return RunRecord(name, get_spec(name), 0, result.history, result.history["val_loss"][-1],
+                     0.93, np.zeros(10, dtype=np.uint8), train_seconds=4.5,
+                     config=TrainConfig(epochs=epochs).to_dict())
 
 
 def test_notebook_columns_derive_from_the_specs():
@@ -96,7 +96,8 @@ def test_models_table_lists_every_model_with_shorthand_and_params():
 
 def test_results_json_has_the_seed_schema_and_csv_the_same_history(tmp_path):
     results = [fake_result("CNN_MNIST_1"), fake_result("CNN_MNIST_4")]
-    doc = results_document(results, {"name": "mnist"}, {"cnnbench": "0.1.0"})
+    doc = results_document(results, TrainConfig(epochs=2), {"name": "mnist"},
+                           {"cnnbench": "0.1.0"})
     json_path, csv_path = write_results(tmp_path / "out", doc)
 
     got = json.loads(json_path.read_text())
@@ -133,7 +134,7 @@ def test_atomic_write_replaces_and_leaves_no_temporary_files(tmp_path):
 def test_plot_is_a_real_two_panel_png(tmp_path):
     import matplotlib.image as mpimg
 
-    history = fake_result("CNN_MNIST_1", epochs=3).result.history
+    history = fake_result("CNN_MNIST_1", epochs=3).history
     ref = notebook_reference()["CNN_MNIST_1"]["history"]
     path = plot_history("CNN_MNIST_1", history, tmp_path / "p" / "CNN_MNIST_1.png", ref)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -253,7 +253,7 @@ def test_force_trains_a_finished_run_again(specs, mnist, tmp_path):
     forced, log_forced = in_process(tmp_path, mnist, [specs["TINY_A"]], force=True, **kw)
     assert [r.origin for r in first + again + forced] == ["trained", "reused", "trained"]
     assert "--force trains it again" in log[0]
-    assert forced[0].model.result.history["val_acc"] == first[0].model.result.history["val_acc"]
+    assert forced[0].record.history["val_acc"] == first[0].record.history["val_acc"]
     assert RunStore(tmp_path, create=False).verify() == []
 
 
@@ -312,7 +312,7 @@ def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numb
     assert "resuming with threads 99 -> " in text and "may differ in the last bits" in text
     assert results[0].origin == "resumed"
     for k in METRICS:
-        assert results[0].model.result.history[k] == ref[0].model.result.history[k], k
+        assert results[0].record.history[k] == ref[0].record.history[k], k
     assert store.verify() == []
 
 
@@ -366,7 +366,7 @@ def test_a_diverging_run_is_marked_with_epoch_and_step_and_the_study_goes_on(spe
                               train_limit=1024, lr=1e30)
     store = RunStore(tmp_path, create=False)
     rows = {r.model: r for r in store.runs()}
-    assert [r.model.result.status for r in results] == ["diverged", "diverged"]
+    assert [r.record.status for r in results] == ["diverged", "diverged"]
     for name in ("TINY_A", "TINY_B"):  # the second model was trained after the first diverged
         r = rows[name]
         # Step 1 starts from finite weights; its update with lr 1e30 makes step 2's loss NaN.
@@ -379,7 +379,7 @@ def test_a_diverging_run_is_marked_with_epoch_and_step_and_the_study_goes_on(spe
     # A diverged run is a result too: the same command reuses it rather than diverging again.
     again, log = in_process(tmp_path, mnist, [specs["TINY_A"]], epochs=2, train_limit=1024,
                             lr=1e30)
-    assert again[0].origin == "reused" and again[0].model.result.diverged_at == (1, 2)
+    assert again[0].origin == "reused" and again[0].record.diverged_at == (1, 2)
 
 
 @pytest.mark.slow

@@ -126,7 +126,6 @@ class RaiseAtEpoch:
 def test_an_interrupted_force_retrain_leaves_the_finished_run_whole_and_served(
         specs, mnist, finished, tmp_path):
     from cnnbench.model.weights import load_weights
-    from cnnbench.report.build import record_from_store
     root, s = copy_of(finished, tmp_path)
     before = row_of(s, "TINY_A")
     folder = s.folder(before.id)
@@ -140,7 +139,7 @@ def test_an_interrupted_force_retrain_leaves_the_finished_run_whole_and_served(
         "finished", 2, before.test_accuracy, before.finished)
     assert {n: (folder / n).read_bytes() for n in files} == files
     assert load_weights(folder / "weights.safetensors").spec.name == "TINY_A"  # predict serves it
-    assert record_from_store(s, before.id).test_accuracy == before.test_accuracy  # report too
+    assert s.record(before.id).test_accuracy == before.test_accuracy  # report too
     assert s.verify() == []
     # --force again resumes the retrain (epoch 1 is checkpointed beside the finished run) and
     # replaces the finished run with the same numbers, as one set.

@@ -7,7 +7,9 @@ import os
 import shlex
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cnnbench import __version__
 
@@ -261,9 +263,11 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _plan(args: argparse.Namespace) -> dict:
-    """Models, data and settings from the study file, overridden by the options given."""
+def _plan(args: argparse.Namespace):
+    """The study: models, data and settings from the study file, overridden by the options
+    given, as a StudyPlan."""
     from cnnbench.model.spec import get_spec, list_models
+    from cnnbench.study.plan import ExecutorSettings, PlanGroup, StudyPlan
     from cnnbench.study.studyfile import is_model_spec, load_study
 
     if args.study and is_model_spec(args.study):
@@ -309,15 +313,19 @@ def _plan(args: argparse.Namespace) -> dict:
     ablations = study.ablations if study and not (args.models or args.model_file) else ()
     if ablations:  # the variants, each once, grouped by their training settings
         from cnnbench.study.ablation import groups
-        plan_groups = [(g.label, [v.spec for v in g.variants], g.config)
+        plan_groups = [PlanGroup(g.label, tuple(v.spec for v in g.variants), g.config)
                        for g in groups(ablations, config)]
     else:
-        plan_groups = [("", specs, config)]
-    return {"specs": [s for _, ss, _ in plan_groups for s in ss], "config": config,
-            "seeds": seeds, "groups": plan_groups, "ablations": ablations,
-            "claims": study.claims if ablations else (),
-            "dataset": args.dataset or (study.dataset if study else None),
-            "data_dir": args.data_dir or (study.data_dir if study else None)}
+        plan_groups = [PlanGroup("", tuple(specs), config)]
+    return StudyPlan(
+        groups=tuple(plan_groups), seeds=tuple(seeds), training=config, out=args.out,
+        dataset=args.dataset or (study.dataset if study else None),
+        data_dir=args.data_dir or (study.data_dir if study else None),
+        class_names=args.class_names, store=args.store, force=args.force,
+        loggers=tuple(args.log),
+        executor=ExecutorSettings(args.executor, args.jobs, args.threads, args.ray_address),
+        device=args.device, precision=args.precision, ablations=tuple(ablations),
+        claims=tuple(study.claims) if ablations else ())
 
 
 def _load_data(name: str | None, data_dir: Path | None, class_names: Path | None, log):
@@ -336,19 +344,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cnnbench.store.run_store import RunStore
 
     plan = _plan(args)
-    specs = plan["specs"]
-    _check_writable(args.out)
-    store = RunStore(args.store)  # an unwritable store fails here, before any training
+    _check_writable(plan.out)
+    store = RunStore(plan.store)  # an unwritable store fails here, before any training
     from cnnbench.study.loggers import check_loggers
-    check_loggers(args.log)  # and so does a logger whose package is missing
-    if args.ray_address and args.executor != "ray":
-        raise ValueError(f"--ray-address {args.ray_address} is for --executor ray")
-    if args.jobs > 1 and args.executor != "local":
-        raise ValueError(f"--jobs {args.jobs} is for --executor local; on Ray every run is a "
+    check_loggers(plan.loggers)  # and so does a logger whose package is missing
+    ex = plan.executor
+    if ex.ray_address and ex.kind != "ray":
+        raise ValueError(f"--ray-address {ex.ray_address} is for --executor ray")
+    if ex.jobs > 1 and ex.kind != "local":
+        raise ValueError(f"--jobs {ex.jobs} is for --executor local; on Ray every run is a "
                          f"task of --threads CPUs")
-    if args.executor == "ray":
+    if ex.kind == "ray":
         from cnnbench.study.executors import import_ray
         import_ray()  # and ray, when it is asked for
+
+    import dataclasses
 
     import torch
 
@@ -356,50 +366,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cnnbench.report.build import write_study_report
     from cnnbench.report.figures import notebook_reference
     from cnnbench.study.environment import environment
-    from cnnbench.train.engine import TrainConfig, resolve_device
+    from cnnbench.train.engine import resolve_device
     from cnnbench.train.fastpath import resolve_precision
 
     console, err = _console(), _console(stderr=True)
-    dataset = _load_data(plan["dataset"], plan["data_dir"], args.class_names,
+    dataset = _load_data(plan.dataset, plan.data_dir, plan.class_names,
                          log=lambda m: err.print(m, soft_wrap=True))
     image_shape = (*dataset.x_train.shape[1:], 1)
-    for spec in specs:  # fail before any training time is spent
+    for spec in plan.specs:  # fail before any training time is spent
         check_input_shape(spec, image_shape)
         check_classes(spec, dataset.num_classes)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    device = resolve_device(plan.device)
+    precision = resolve_precision(plan.precision, device)
+    plan = dataclasses.replace(plan, precision=precision)
     from cnnbench.study.executors import ExecutorError, LocalExecutor, ProcessExecutor, RayExecutor
     log = lambda m: console.print(m, highlight=False)  # noqa: E731
-    if args.executor == "ray":
-        executor = RayExecutor(args.ray_address, threads=args.threads or 1, log=log)
+    if ex.kind == "ray":
+        executor = RayExecutor(ex.ray_address, threads=ex.threads or 1, log=log)
         threads = f"on Ray, {executor.threads} thread(s) a run"
-    elif args.jobs > 1:
-        n = args.threads or max(1, torch.get_num_threads() // args.jobs)
-        executor = ProcessExecutor(args.jobs, n, log=log)
-        threads = f"{args.jobs} runs at once, {n} thread(s) each"
+    elif ex.jobs > 1:
+        n = ex.threads or max(1, torch.get_num_threads() // ex.jobs)
+        executor = ProcessExecutor(ex.jobs, n, log=log)
+        threads = f"{ex.jobs} runs at once, {n} thread(s) each"
     else:
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        if ex.threads:
+            torch.set_num_threads(ex.threads)
         executor = LocalExecutor()
         threads = f"{torch.get_num_threads()} threads"
-    configs = [TrainConfig(seed=seed, precision=precision, **plan["config"])
-               for seed in plan["seeds"]]
-    n_train = min(len(dataset.x_train), configs[0].train_limit or len(dataset.x_train))
-    if configs[0].holdout:
+    first = plan.config(plan.seeds[0])
+    n_train = min(len(dataset.x_train), first.train_limit or len(dataset.x_train))
+    if first.holdout:
         from cnnbench.data.holdout import split_at
-        n_fit = split_at(n_train, configs[0].validation_split, configs[0].validation_size)
+        n_fit = split_at(n_train, first.validation_split, first.validation_size)
         console.print(f"Train on {n_fit} samples, validate on the last {n_train - n_fit} of "
                       f"them; the {len(dataset.x_test)} test images are evaluated once, at "
-                      f"the end ({dataset.info.name}, {configs[0].optimizer_label()}, {device}, "
+                      f"the end ({dataset.info.name}, {first.optimizer_label()}, {device}, "
                       f"{precision}, {threads})")
     else:
         console.print(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
-                      f"({dataset.info.name}, {configs[0].optimizer_label()}, {device}, "
+                      f"({dataset.info.name}, {first.optimizer_label()}, {device}, "
                       f"{precision}, {threads})")
-    if plan["ablations"]:
-        n_runs = len(plan["specs"]) * len(plan["seeds"])
-        console.print(f"Ablations: {', '.join(a.name for a in plan['ablations'])}: "
-                      f"{len(plan['specs'])} distinct variants x {len(plan['seeds'])} seed(s) "
+    if plan.ablations:
+        n_runs = len(plan.specs) * len(plan.seeds)
+        console.print(f"Ablations: {', '.join(a.name for a in plan.ablations)}: "
+                      f"{len(plan.specs)} distinct variants x {len(plan.seeds)} seed(s) "
                       f"= {n_runs} runs")
 
     # A scheduler's or `kill`'s stop request ends as cleanly as Ctrl-C: recorded, resumable.
@@ -407,39 +417,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = environment(device)
     if executor.remote:  # the runs' environment, not this driver's
         env |= {"executor": executor.name, "threads": executor.threads}
-    data_doc = {"name": dataset.info.name, "source": dataset.source,
-                "fingerprint": dataset.fingerprint(), "sha256": dataset.hashes(),
-                "classes": list(dataset.info.classes), "train_images": n_train,
-                "test_images": len(dataset.x_test), "class_counts": dataset.class_counts()}
-    reference = notebook_reference() if dataset.info.name == "mnist" else {}
+    ready = _Ready(store, dataset, device, executor, env, _data_doc(dataset, n_train),
+                   notebook_reference() if dataset.info.name == "mnist" else {})
     run_ids: list[str] = []
-    code = 0
     try:
-        for label, group_specs, group_config in plan["groups"]:
-            group_args = args
-            if label:  # an ablation's training group: its tables and plots in a folder
-                group_args = argparse.Namespace(**vars(args))
-                group_args.out = args.out / "runs" / label
-            group_configs = [TrainConfig(seed=seed, precision=precision, **group_config)
-                             for seed in plan["seeds"]]
-            code = _run_seeds(group_args, group_configs, group_specs, store, dataset, device,
-                              executor, data_doc, env, reference, run_ids, console, err)
-            if code:
-                break
+        for group in plan.groups:
+            for config, outcomes in _studies(plan, group, ready, console):
+                _print_seed(plan, group, config, outcomes, ready, console)
+                run_ids += [o.run_id for o in outcomes]
+    except KeyboardInterrupt:
+        err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the "
+                  f"same command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}",
+                  soft_wrap=True)
+        return 130
     except ExecutorError as e:
         err.print(f"cnnbench run: error: {e}", soft_wrap=True)
         return 1
     finally:
         executor.close()
-    if code:
-        return code
     ablation = None
-    if plan["ablations"]:
+    if plan.ablations:
         from cnnbench.study.ablation import run_map
-        ablation = (plan["ablations"], plan["claims"],
-                    run_map(plan["ablations"], plan["config"], plan["seeds"], precision,
+        ablation = (plan.ablations, plan.claims,
+                    run_map(plan.ablations, plan.training, plan.seeds, precision,
                             dataset.fingerprint()))
-    paths, lines = write_study_report(store, run_ids, dataset, args.out, ablation=ablation)
+    paths, lines = write_study_report(store, run_ids, dataset, plan.out, ablation=ablation)
     console.print()
     for line in lines:
         console.print(f"- {line}", soft_wrap=True)
@@ -447,11 +449,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_seeds(args, configs, specs, store, dataset, device, executor, data_doc, env, reference,
-               run_ids, console, err) -> int:
-    """Each seed's study through the store; its results, plots and table. 130 on Ctrl-C."""
-    from cnnbench.study.runner import StudyRunner, run_studies
+@dataclass(frozen=True)
+class _Ready:
+    """What ``run`` made of its plan: the store, the data, where the runs train, and what
+    every seed's result files record beside the runs."""
+
+    store: Any  # RunStore
+    dataset: Any  # Dataset
+    device: Any  # torch.device
+    executor: Any  # Executor
+    env: dict
+    data_doc: dict  # results.json's "dataset"
+    reference: dict  # the notebook's numbers, on MNIST
+
+
+def _data_doc(dataset, n_train: int) -> dict:
+    return {"name": dataset.info.name, "source": dataset.source,
+            "fingerprint": dataset.fingerprint(), "sha256": dataset.hashes(),
+            "classes": list(dataset.info.classes), "train_images": n_train,
+            "test_images": len(dataset.x_test), "class_counts": dataset.class_counts()}
+
+
+def _studies(plan, group, ready: _Ready, console):
+    """Each seed's study of ``group`` through the store: (its config, its outcomes), seed
+    after seed; a remote executor takes every seed's jobs at once."""
+    from cnnbench.study.driver import run_studies
+    from cnnbench.study.runner import StudyRunner
     from cnnbench.train.progress import KerasProgress
+    configs = plan.configs(group)
 
     def callbacks_for(seed):
         def callbacks(spec):
@@ -459,56 +484,47 @@ def _run_seeds(args, configs, specs, store, dataset, device, executor, data_doc,
             return [KerasProgress(console, spec.name)]
         return callbacks
 
-    runners = [StudyRunner(store, dataset, config, device, force=args.force,
+    runners = [StudyRunner(ready.store, ready.dataset, config, ready.device, force=plan.force,
                            log=lambda m: console.print(m, highlight=False),
-                           callbacks=callbacks_for(config.seed), loggers=args.log,
-                           executor=executor) for config in configs]
-    try:
-        # A remote executor takes every seed's jobs at once; locally, one seed after the other.
-        every = run_studies(runners, specs) if executor.remote else None
-        for k, (config, runner) in enumerate(zip(configs, runners, strict=True)):
-            stored = every[k] if every is not None else runner.run(specs)
-            _print_seed(args, configs, config, stored, store, data_doc, env, reference,
-                        run_ids, console)
-    except KeyboardInterrupt:
-        err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the "
-                  f"same command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}",
-                  soft_wrap=True)
-        return 130
-    return 0
+                           callbacks=callbacks_for(config.seed), loggers=plan.loggers,
+                           executor=ready.executor) for config in configs]
+    if ready.executor.remote:
+        every = run_studies(runners, group.specs)
+        yield from zip(configs, every, strict=True)
+    else:
+        for config, runner in zip(configs, runners, strict=True):
+            yield config, runner.run(group.specs)
 
 
-def _print_seed(args, configs, config, stored, store, data_doc, env, reference, run_ids,
-                console) -> None:
-    """One seed's results.json, history.csv, plots, table and run ids."""
+def _print_seed(plan, group, config, outcomes, ready: _Ready, console) -> None:
+    """One seed's results.json, history.csv, plots, table and run ids, from the store."""
+    from cnnbench.atomic import output_path
     from cnnbench.report.figures import plot_history
     from cnnbench.report.files import results_document, write_results
     from cnnbench.report.table import summary_table
-    out = args.out if len(configs) == 1 else args.out / f"seed-{config.seed}"
-    run_ids += [s.run_id for s in stored]
-    results = [s.model for s in stored]
-    reused = [s.model.spec.name for s in stored if s.origin == "reused"]
+    out, store = plan.out_for(group, config.seed), ready.store
+    records = [o.record for o in outcomes]
+    reused = [o.record.model for o in outcomes if o.origin == "reused"]
     if reused:
         console.print(f"Reused from {store.root}: {', '.join(reused)} (--force trains "
                       f"again)")
-    json_path, csv_path = write_results(out, results_document(results, data_doc, env))
-    from cnnbench.atomic import output_path
-    plots = [plot_history(r.spec.name, r.result.history, output_path(out, r.spec.name, ".png"),
-                          reference.get(r.spec.name, {}).get("history"))
-             for r in results]
-    rows = [{"spec": r.spec, "test_loss": r.result.test_loss,
-             "test_accuracy": r.result.test_accuracy, "seconds": r.wall_seconds,
-             "status": r.result.status} for r in results]
+    json_path, csv_path = write_results(out, results_document(records, config, ready.data_doc,
+                                                              ready.env))
+    plots = [plot_history(r.spec.name, r.history, output_path(out, r.spec.name, ".png"),
+                          ready.reference.get(r.spec.name, {}).get("history"))
+             for r in records]
+    rows = [{"spec": r.spec, "test_loss": r.test_loss, "test_accuracy": r.test_accuracy,
+             "seconds": r.train_seconds, "status": r.status} for r in records]
     console.print()
     console.print(summary_table(rows))
     console.print(f"Results: {json_path}\nHistory: {csv_path}")
     for p in plots:
         console.print(f"Plot:    {p}")
-    for s in stored:
-        console.print(f"Run:     {s.run_id} ({s.model.spec.name}, {s.origin}; weights: "
-                      f"{store.folder(s.run_id) / 'weights.safetensors'})")
-    retried = [f"{s.model.spec.name} ({s.retries} retr{'y' if s.retries == 1 else 'ies'})"
-               for s in stored if s.retries]
+    for o in outcomes:
+        console.print(f"Run:     {o.run_id} ({o.record.model}, {o.origin}; weights: "
+                      f"{store.folder(o.run_id) / 'weights.safetensors'})")
+    retried = [f"{o.record.model} ({o.retries} retr{'y' if o.retries == 1 else 'ies'})"
+               for o in outcomes if o.retries]
     if retried:
         console.print(f"Retried after a worker died: {', '.join(retried)}")
 
@@ -667,7 +683,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.runs:
         ids = [store.resolve(r) for r in args.runs]
     else:
-        ids = [r.id for r in store.runs() if r.status in ("finished", "diverged")]
+        ids = store.done_ids()
     rows = [store.get(i) for i in ids]
     datasets = sorted({r.dataset for r in rows if r is not None})
     if len(datasets) != 1:

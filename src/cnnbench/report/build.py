@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cnnbench.data.datasets import Dataset
-from cnnbench.model.spec import build_spec
-from cnnbench.store.records import RunRecord
 from cnnbench.store.run_store import RunStore
-
-
-def record_from_store(store: RunStore, rid: str) -> RunRecord:
-    """One finished or diverged run as the report needs it, read back from its folder."""
-    row = store.get(rid)
-    if row is None:
-        raise ValueError(f"no run {rid} in {store.root}")
-    config = store.read_config(rid)
-    spec = build_spec(config["model"]["spec_raw"], source=config["model"]["source"])
-    folder = store.folder(rid)
-    preds_file, grads_file = folder / "predictions.npy", folder / "grad_norms.json"
-    return RunRecord(
-        model=row.model, spec=spec, seed=row.seed, history=store.read_history(rid),
-        test_loss=math.nan if row.test_loss is None else row.test_loss,
-        test_accuracy=math.nan if row.test_accuracy is None else row.test_accuracy,
-        test_predictions=np.load(preds_file) if preds_file.is_file() else None,
-        status=row.status, train_seconds=row.train_seconds,
-        grad_norms=json.loads(grads_file.read_text()) if grads_file.is_file() else None,
-        environment=config.get("environment", {}), config=config.get("training", {}),
-        diverged_at=((row.diverged_epoch, row.diverged_step)
-                     if row.diverged_epoch is not None else None),
-        run_id=rid)
 
 
 def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset,
@@ -52,8 +24,8 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
     records = []
     for rid in run_ids:
         row = store.get(rid)
-        if row is not None and row.status in ("finished", "diverged"):
-            records.append(record_from_store(store, rid))
+        if row is not None and row.status.done:
+            records.append(store.record(rid))
     if not records:
         raise ValueError(f"none of the runs {', '.join(run_ids)} in {store.root} has finished; "
                          f"nothing to report")

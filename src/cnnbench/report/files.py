@@ -1,4 +1,7 @@
-"""Result files: ``results.json`` in the notebook's schema, and the history as CSV."""
+"""Result files: ``results.json`` in the notebook's schema, and the history as CSV.
+
+Both are written from the store's records (``RunStore.record``), as the report is.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +10,36 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnbench.atomic import write_together
 from cnnbench.report.table import describe_batchnorm, describe_dropout
-from cnnbench.study.environment import ModelResult
+from cnnbench.store.records import HISTORY_KEYS, RunRecord
 
-HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+if TYPE_CHECKING:
+    from cnnbench.train.engine import TrainConfig
 
 
-def results_document(results: Sequence[ModelResult], dataset: dict[str, Any],
-                     env: dict[str, Any]) -> dict[str, Any]:
-    """The schema of ``shared/seed/results.json``, with settings and environment added."""
+def results_document(records: Sequence[RunRecord], config: TrainConfig | None,
+                     dataset: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """The schema of ``shared/seed/results.json``, with settings and environment added.
+    ``config``: the settings every one of ``records`` was trained with."""
     models: dict[str, Any] = {}
-    for r in results:
-        res = r.result
+    for r in records:
         models[r.spec.name] = {
-            "test_loss": res.test_loss,
-            "test_accuracy_percent": round(100 * res.test_accuracy, 4),
-            "history": {k: list(res.history[k]) for k in HISTORY_KEYS},
-            "status": res.status,
-            "diverged_at": list(res.diverged_at) if res.diverged_at else None,
+            "test_loss": r.test_loss,
+            "test_accuracy_percent": round(100 * r.test_accuracy, 4),
+            "history": {k: list(r.history[k]) for k in HISTORY_KEYS},
+            "status": str(r.status),
+            "diverged_at": list(r.diverged_at) if r.diverged_at else None,
             "parameters": r.spec.params,
             "trainable_parameters": r.spec.trainable_params,
             "batch_normalization": describe_batchnorm(r.spec),
             "dropout": describe_dropout(r.spec),
             "train_flops_per_image": r.spec.train_flops_per_image,
-            "wall_seconds": r.wall_seconds,
+            "wall_seconds": r.train_seconds,
             "spec": r.spec.raw,
         }
-    config = results[0].config if results else None
     return {
         "source": f"cnnbench {env.get('cnnbench', '')}",
         "training": {
@@ -53,16 +56,21 @@ def results_document(results: Sequence[ModelResult], dataset: dict[str, Any],
     }
 
 
-def write_results(out: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``results.json`` and ``history.csv`` into ``out`` as one set (a kill leaves
-    both old or both new); return their paths."""
-    json_path, csv_path = out / "results.json", out / "history.csv"
+def history_rows(doc: dict[str, Any]) -> bytes:
+    """history.csv beside results.json: ``model,epoch,loss,acc,val_loss,val_acc,seconds``."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(("model", "epoch") + HISTORY_KEYS)
     for name, m in doc["models"].items():
         for i in range(len(m["history"]["loss"])):
             writer.writerow([name, i + 1] + [m["history"][k][i] for k in HISTORY_KEYS])
+    return buf.getvalue().encode("utf-8")
+
+
+def write_results(out: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``history.csv`` into ``out`` as one set (a kill leaves
+    both old or both new); return their paths."""
+    json_path, csv_path = out / "results.json", out / "history.csv"
     write_together(out, {json_path.name: (json.dumps(doc, indent=1) + "\n").encode(),
-                         csv_path.name: buf.getvalue().encode("utf-8")})
+                         csv_path.name: history_rows(doc)})
     return json_path, csv_path

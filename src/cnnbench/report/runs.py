@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from cnnbench.store.run_store import HISTORY_KEYS, RunRow, RunStore
+from cnnbench.store.records import HISTORY_KEYS, RunStatus
+from cnnbench.store.run_store import RunRow, RunStore
 
 
 def _accuracy(row: RunRow) -> str:
@@ -17,9 +18,9 @@ def _accuracy(row: RunRow) -> str:
 
 def _status(store: RunStore, row: RunRow) -> str:
     status = store.effective_status(row)
-    if status == "diverged" and row.diverged_epoch is not None:
+    if status == RunStatus.DIVERGED and row.diverged_epoch is not None:
         return f"diverged (epoch {row.diverged_epoch}, step {row.diverged_step})"
-    return status
+    return str(status)
 
 
 def runs_table(store: RunStore, rows: Sequence[RunRow]) -> Table:

@@ -1,21 +1,55 @@
 """One trained run as the analysis and the report see it: plain data, no torch.
 
-The run store (or ``cnnbench run`` directly) turns whatever it keeps into a list of
-:class:`RunRecord`; :mod:`cnnbench.analysis`, :mod:`cnnbench.diagnosis` and
-:mod:`cnnbench.report.html` read nothing else, so a report can be regenerated without training.
+Also the two facts every stage shares about a run: the names of its history columns
+(:data:`HISTORY_KEYS`) and its status (:class:`RunStatus`).
+
+The run store turns what it keeps into :class:`RunRecord` s (``RunStore.record``);
+:mod:`cnnbench.analysis`, the report and ``results.json`` read nothing else, so a report can
+be regenerated without training.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from cnnbench.model.spec import ModelSpec
 
+# The per-epoch history, in the order of history.csv's columns (Keras' History names).
 HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+METRIC_KEYS = HISTORY_KEYS[:4]  # the history without the timing
+
+
+def empty_history() -> dict[str, list[float]]:
+    """A history with every column and no epoch."""
+    return {k: [] for k in HISTORY_KEYS}
+
+
+class RunStatus(StrEnum):
+    """How a run stands. A ``str``: the index and the JSON files hold the bare value."""
+
+    RUNNING = "running"  # a process trains it (or was killed doing so: see effective_status)
+    FINISHED = "finished"
+    DIVERGED = "diverged"  # a non-finite loss ended it: a result too, reused as one
+    INTERRUPTED = "interrupted"  # Ctrl-C, a failed write, a dead worker: resumable
+    FAILED = "failed"  # how a logger hears of a run its executor could not complete; stored
+    # as INTERRUPTED (the same command resumes it)
+
+    def __repr__(self) -> str:  # as the bare string it stands for, in rows, lists and logs
+        return repr(self.value)
+
+    @property
+    def done(self) -> bool:
+        """Finished or diverged: a result, reused rather than trained again."""
+        return self in DONE
+
+
+DONE = frozenset({RunStatus.FINISHED, RunStatus.DIVERGED})
+STORED = (RunStatus.RUNNING, RunStatus.FINISHED, RunStatus.DIVERGED, RunStatus.INTERRUPTED)
 
 
 @dataclass
@@ -35,7 +69,7 @@ class RunRecord:
     test_loss: float
     test_accuracy: float  # fraction in [0, 1]
     test_predictions: np.ndarray | None = None
-    status: str = "finished"  # or "diverged"
+    status: RunStatus = RunStatus.FINISHED  # or DIVERGED
     train_seconds: float = math.nan
     grad_norms: dict[str, float] | None = None
     environment: dict[str, Any] = field(default_factory=dict)  # study.environment()
@@ -44,10 +78,11 @@ class RunRecord:
     run_id: str | None = None
 
     def __post_init__(self) -> None:
-        missing = [k for k in ("loss", "acc", "val_loss", "val_acc") if k not in self.history]
+        missing = [k for k in METRIC_KEYS if k not in self.history]
         if missing:
             raise ValueError(f"RunRecord {self.model} seed {self.seed}: history lacks "
                              f"{missing}; expected the keys {list(HISTORY_KEYS)}.")
+        self.status = RunStatus(self.status)
         if self.test_predictions is not None:
             self.test_predictions = np.asarray(self.test_predictions, dtype=np.uint8)
 
@@ -57,4 +92,4 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status == "finished" and math.isfinite(self.test_accuracy)
+        return self.status == RunStatus.FINISHED and math.isfinite(self.test_accuracy)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.store.records import HISTORY_KEYS, STORED, RunRecord, RunStatus, empty_history
 
 ENV_VAR = "CNNBENCH_STORE"
 DEFAULT_ROOT = "cnnbench-runs"
@@ -46,8 +47,8 @@ ATTEMPT = "attempt"  # a run folder's subfolder where a forced retrain trains
 ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic store
 # TrainConfig fields that change speed, never numbers: left out of the run key.
 NOT_IN_KEY = ("eval_batch_size",)
-STATUSES = ("running", "finished", "diverged", "interrupted")
-HISTORY_KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+STATUSES = tuple(str(s) for s in STORED)  # what the index's status column holds
+FINAL_FILES = ("weights.safetensors", "predictions.npy", "probabilities.npy")  # once finished
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id              TEXT PRIMARY KEY,
@@ -159,7 +160,7 @@ class RunRow:
     seed: int
     epochs_planned: int
     epochs_done: int
-    status: str
+    status: RunStatus
     test_loss: float | None
     test_accuracy: float | None
     diverged_epoch: int | None
@@ -170,6 +171,9 @@ class RunRow:
     finished: str | None
     host: str | None
     pid: int | None
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)
 
 
 class RunLock:
@@ -390,13 +394,14 @@ class RunStore:
         with self._connect() as db:
             db.execute(
                 "INSERT INTO runs (id, model, dataset, seed, epochs_planned, epochs_done, status,"
-                " started, updated, host, pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET status = 'running', epochs_done = ?,"
+                " started, updated, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET status = ?, epochs_done = ?,"
                 " updated = ?, finished = NULL, test_loss = NULL, test_accuracy = NULL,"
                 " diverged_epoch = NULL, diverged_step = NULL, host = ?, pid = ?",
                 (rid, config["model"]["name"], config["dataset"]["name"], config["seed"],
-                 config["training"]["epochs"], epochs_done, t, t, socket.gethostname(),
-                 os.getpid(), epochs_done, t, socket.gethostname(), os.getpid()))
+                 config["training"]["epochs"], epochs_done, str(RunStatus.RUNNING), t, t,
+                 socket.gethostname(), os.getpid(), str(RunStatus.RUNNING), epochs_done, t,
+                 socket.gethostname(), os.getpid()))
 
     def epoch_done(self, rid: str, history: Mapping[str, Sequence[float]]) -> None:
         """After a checkpoint: the history file and the index follow."""
@@ -406,7 +411,7 @@ class RunStore:
                        " WHERE id = ?", (len(history["loss"]), float(sum(history["seconds"])),
                                          now(), rid))
 
-    def end(self, rid: str, status: str, history: Mapping[str, Sequence[float]],
+    def end(self, rid: str, status: RunStatus | str, history: Mapping[str, Sequence[float]],
             test_loss: float | None = None, test_accuracy: float | None = None,
             diverged_at: tuple[int, int] | None = None,
             files: Mapping[str, bytes] | None = None) -> None:
@@ -416,7 +421,7 @@ class RunStore:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}. Got {status!r}.")
         de, ds = diverged_at if diverged_at else (None, None)
-        row = {"status": status, "epochs_done": len(history["loss"]),
+        row = {"status": str(status), "epochs_done": len(history["loss"]),
                "train_seconds": float(sum(history["seconds"])), "test_loss": test_loss,
                "test_accuracy": test_accuracy, "diverged_epoch": de, "diverged_step": ds}
         if files is None:
@@ -439,7 +444,7 @@ class RunStore:
                        " updated = ?, finished = ? WHERE id = ?",
                        (row["status"], row["epochs_done"], row["train_seconds"], row["test_loss"],
                         row["test_accuracy"], row["diverged_epoch"], row["diverged_step"], t,
-                        t if row["status"] in ("finished", "diverged") else None, rid))
+                        t if RunStatus(row["status"]).done else None, rid))
 
     def recover(self, rid: str) -> list[Path]:
         """Tidy a run folder before it is trained again (under the run's lock): complete a
@@ -466,11 +471,55 @@ class RunStore:
                 db.execute("DELETE FROM runs WHERE id = ?", (rid,))
             shutil.rmtree(self.folder(rid), ignore_errors=True)
 
-    def effective_status(self, row: RunRow) -> str:
+    def effective_status(self, row: RunRow) -> RunStatus:
         """'running' only while its process lives; a killed run reads as 'interrupted'."""
-        if row.status == "running" and not self.is_locked(row.id):
-            return "interrupted"
+        if row.status == RunStatus.RUNNING and not self.is_locked(row.id):
+            return RunStatus.INTERRUPTED
         return row.status
+
+    def done_ids(self) -> list[str]:
+        """The runs that finished or diverged, oldest first."""
+        return [r.id for r in self.runs() if r.status.done]
+
+    def final_files_complete(self, row: RunRow) -> bool:
+        """Whether a finished (or diverged) run's files are all there to be reused: its
+        config.json; for a finished one also its weights, predictions and history (a diverged
+        run has no final files)."""
+        folder = self.folder(row.id)
+        if not (folder / "config.json").is_file():
+            return False
+        if row.status == RunStatus.DIVERGED:
+            return True
+        return ((folder / "predictions.npy").is_file()
+                and (folder / "weights.safetensors").is_file()
+                and len(self.read_history(row.id)["loss"]) > 0)
+
+    def record(self, rid: str) -> RunRecord:
+        """One finished or diverged run as analysis, report and results.json read it, from its
+        row and its folder (config.json, history.csv, predictions.npy, grad_norms.json)."""
+        import math
+
+        import numpy as np
+
+        from cnnbench.model.spec import build_spec
+        row = self.get(rid)
+        if row is None:
+            raise ValueError(f"no run {rid} in {self.root}")
+        config = self.read_config(rid)
+        spec = build_spec(config["model"]["spec_raw"], source=config["model"]["source"])
+        folder = self.folder(rid)
+        preds_file, grads_file = folder / "predictions.npy", folder / "grad_norms.json"
+        return RunRecord(
+            model=row.model, spec=spec, seed=row.seed, history=self.read_history(rid),
+            test_loss=math.nan if row.test_loss is None else row.test_loss,
+            test_accuracy=math.nan if row.test_accuracy is None else row.test_accuracy,
+            test_predictions=np.load(preds_file) if preds_file.is_file() else None,
+            status=row.status, train_seconds=row.train_seconds,
+            grad_norms=json.loads(grads_file.read_text()) if grads_file.is_file() else None,
+            environment=config.get("environment", {}), config=config.get("training", {}),
+            diverged_at=((row.diverged_epoch, row.diverged_step)
+                         if row.diverged_epoch is not None else None),
+            run_id=rid)
 
     # --- files --------------------------------------------------------------------------
 
@@ -478,7 +527,7 @@ class RunStore:
         return json.loads((self.folder(rid) / "config.json").read_text())
 
     def read_history(self, rid: str) -> dict[str, list[float]]:
-        history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        history = empty_history()
         path = self.folder(rid) / "history.csv"
         if not path.exists():
             return history
@@ -525,8 +574,8 @@ class RunStore:
             n = len(self.read_history(rid)["loss"])
             if n != row.epochs_done:
                 problems.append(f"{rid}: history.csv has {n} epochs, the index {row.epochs_done}")
-            if row.status == "finished":
-                for name in ("weights.safetensors", "predictions.npy", "probabilities.npy"):
+            if row.status == RunStatus.FINISHED:
+                for name in FINAL_FILES:
                     if not (folder / name).exists():
                         problems.append(f"{rid}: finished but {name} is missing")
                 if row.epochs_done != row.epochs_planned:

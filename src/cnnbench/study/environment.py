@@ -1,27 +1,13 @@
-"""What one trained model leaves for the reports, and the environment recorded with it.
-
-Studies run through :class:`cnnbench.runner.StudyRunner`, which keeps every run in the store.
-"""
+"""The environment recorded with every run: versions and the settings that change its bits."""
 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from cnnbench import __version__
-from cnnbench.model.spec import ModelSpec
-from cnnbench.train.engine import TrainConfig, TrainResult
-
-
-@dataclass
-class ModelResult:
-    spec: ModelSpec
-    config: TrainConfig
-    result: TrainResult
-    wall_seconds: float
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -35,3 +21,13 @@ def environment(device: torch.device) -> dict[str, Any]:
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
     }
+
+
+# Settings that change the last bits of a run's numbers: a resume under other values than the
+# run started with cannot be bit-identical to an uninterrupted run.
+EXACTNESS_SETTINGS = ("torch", "device", "threads", "machine")
+
+
+def bit_exact_under(env: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``env`` a run's bits depend on (config.json's ``bit_exact_under``)."""
+    return {k: env.get(k) for k in EXACTNESS_SETTINGS}

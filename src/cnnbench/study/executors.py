@@ -1,8 +1,8 @@
 """Where a study's jobs run: in this process (``local``) or on a Ray cluster (``ray``).
 
-An executor takes :class:`~cnnbench.jobs.TrainJob` s and hands back their
-:class:`~cnnbench.jobs.JobOutput` s; the :class:`~cnnbench.runner.StudyRunner` that submitted
-them (the driver) alone writes the run store. The interface, for any executor:
+An executor takes :class:`~cnnbench.study.jobs.TrainJob` s and hands back their
+:class:`~cnnbench.study.jobs.JobOutput` s; the driver that submitted them
+(:mod:`cnnbench.study.driver`) alone writes the run store. The interface, for any executor:
 
 - ``start(dataset, device)`` once per study, before the first ``submit``;
 - ``submit(job, here)``: ``here`` holds what only an in-process executor can use (the

@@ -26,7 +26,9 @@ from cnnbench.analysis.diagnosis import gradient_norms
 from cnnbench.model.build import build_model, predict_proba
 from cnnbench.model.spec import ModelSpec
 from cnnbench.model.weights import weights_bytes
+from cnnbench.store.records import RunStatus
 from cnnbench.store.run_store import StoreError
+from cnnbench.study.decide import belongs
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnbench.train.engine import EpochLogs, TrainConfig, TrainResult, fit
@@ -112,7 +114,7 @@ def usable_checkpoint(folder: Path, rid: str, epochs: int,
                       warn: Callable[[str], None] = lambda m: None) -> dict[str, Any] | None:
     """The newest good checkpoint in ``folder`` if it belongs to run ``rid``, else None."""
     state = load_checkpoint(folder, warn=warn)
-    if state is not None and (state.get("run_id") != rid or state["epoch"] > epochs):
+    if state is not None and not belongs(state, rid, epochs):
         warn(f"{folder}: its checkpoint belongs to another run; training from scratch")
         return None
     return state
@@ -141,7 +143,7 @@ def train_job(job: TrainJob, data: Sequence[torch.Tensor], *,
     result = fit(model, x_train, y_train, x_test, y_test, cfg, callbacks, state=state)
     seconds = time.perf_counter() - start
     weights = proba = None
-    if result.status == "finished":
+    if result.status == RunStatus.FINISHED:
         weights = weights_bytes(model, job.spec, job.data.classes, job.data.name,
                                 run_id=job.run_id)
         proba = probabilities(model, x_test, cfg.eval_batch_size)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import UsageError
+from cnnbench.store.records import HISTORY_KEYS, RunStatus
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.engine import TrainResult
 
@@ -25,7 +26,7 @@ LOGGERS = {  # --log name -> (module to import, how to install it)
     "tensorboard": ("tensorboard", "pip install 'cnnbench[tensorboard]' (or tensorboard)"),
     "mlflow": ("mlflow", "pip install 'cnnbench[mlflow]' (or mlflow)"),
 }
-METRICS = ("loss", "acc", "val_loss", "val_acc", "seconds")
+METRICS = HISTORY_KEYS  # each logged under its history name
 
 
 class LoggerUnavailable(UsageError, ValueError):
@@ -99,12 +100,12 @@ class MLflowLogger(RunLogger):
         self.mlflow.log_metrics({k: getattr(logs, k) for k in METRICS}, step=logs.epoch)
 
     def end(self, status, result):
-        if result is not None and status == "finished":
+        if result is not None and status == RunStatus.FINISHED:
             self.mlflow.log_metrics({"test_loss": result.test_loss,
                                      "test_accuracy": result.test_accuracy})
-        self.mlflow.set_tag("cnnbench.status", status)
-        self.mlflow.end_run({"finished": "FINISHED", "interrupted": "KILLED"}.get(status,
-                                                                                 "FAILED"))
+        self.mlflow.set_tag("cnnbench.status", str(status))
+        self.mlflow.end_run({RunStatus.FINISHED: "FINISHED",
+                             RunStatus.INTERRUPTED: "KILLED"}.get(status, "FAILED"))
 
 
 def make_loggers(names: Sequence[str]) -> list[RunLogger]:

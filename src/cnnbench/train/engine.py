@@ -19,6 +19,7 @@ from torch import nn
 
 from cnnbench.data.holdout import MONITORS, split_at, stop_state
 from cnnbench.model.build import clipped_categorical_crossentropy, make_optimizer
+from cnnbench.store.records import RunStatus, empty_history
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.fastpath import (
     autocast,
@@ -136,12 +137,11 @@ class EpochLogs:
 class TrainResult:
     """What ``fit`` returns: Keras' History plus the final evaluation."""
 
-    history: dict[str, list[float]] = field(
-        default_factory=lambda: {k: [] for k in ("loss", "acc", "val_loss", "val_acc", "seconds")})
+    history: dict[str, list[float]] = field(default_factory=empty_history)
     test_loss: float = math.nan
     test_accuracy: float = math.nan  # fraction in [0, 1]
     test_predictions: np.ndarray | None = None  # argmax class per test image
-    status: str = "finished"  # or "diverged"
+    status: RunStatus = RunStatus.FINISHED  # or DIVERGED
     diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
     best_epoch: int | None = None  # early stopping's best epoch (1-based), when it ran
     stopped_epoch: int | None = None  # the epoch after which early stopping ended training
@@ -332,7 +332,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                 seen = min((step + 1) * bs, n)
                 running = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
                 if first_bad.item():
-                    result.status, result.diverged_at = "diverged", (epoch, int(first_bad))
+                    result.status, result.diverged_at = RunStatus.DIVERGED, (epoch, int(first_bad))
                     return _ended(result, callbacks)
             for cb in callbacks:
                 cb.on_step_end(step + 1, running)

@@ -1,0 +1,50 @@
+"""The study plan ``cnnbench run`` builds from its options and study file (no data, no training)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from test_ablation_cli import _setup
+
+from cnnbench.cli import _plan, build_parser
+from cnnbench.model.spec import get_spec
+from cnnbench.study.plan import ExecutorSettings, PlanGroup, StudyPlan
+
+
+def plan_of(*argv: str) -> StudyPlan:
+    return _plan(build_parser().parse_args(["run", *argv]))
+
+
+def test_a_plain_study_is_one_group_with_a_config_a_seed_and_a_folder_a_seed(tmp_path):
+    plan = plan_of("--models", "CNN_MNIST_1", "CNN_MNIST_2", "--seeds", "2", "--epochs", "3",
+                   "--out", str(tmp_path), "--jobs", "2", "--force", "--log", "tensorboard")
+    assert plan.groups == (PlanGroup("", (get_spec("CNN_MNIST_1"), get_spec("CNN_MNIST_2")),
+                                     {"epochs": 3}),)
+    assert plan.seeds == (0, 1) and plan.specs == list(plan.groups[0].specs)
+    assert (plan.force, plan.loggers, plan.executor) == (True, ("tensorboard",),
+                                                         ExecutorSettings("local", 2))
+    assert [(c.seed, c.epochs) for c in plan.configs(plan.groups[0])] == [(0, 3), (1, 3)]
+    assert [plan.out_for(plan.groups[0], s) for s in plan.seeds] == [tmp_path / "seed-0",
+                                                                      tmp_path / "seed-1"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.force = False  # type: ignore[misc]
+
+
+def test_one_seed_writes_into_out_itself():
+    plan = plan_of("--models", "CNN_MNIST_1", "--seed", "7")
+    assert plan.seeds == (7,) and plan.out_for(plan.groups[0], 7) == Path("cnnbench-results")
+
+
+def test_an_ablation_study_is_planned_as_groups_of_settings_each_in_its_folder(tmp_path):
+    plan = plan_of(str(_setup(tmp_path)), "--out", str(tmp_path / "out"))
+    assert [g.label for g in plan.groups] == ["base", "learning_rate=0.001"]
+    assert [len(g.specs) for g in plan.groups] == [2, 2]  # relu, tanh under each rate
+    assert plan.seeds == (0, 1) and [a.name for a in plan.ablations] == ["act-lr", "act-only"]
+    assert [c.name for c in plan.claims] == ["tanh"]
+    assert plan.out_for(plan.groups[1], 1) == tmp_path / "out" / "runs" / \
+        "learning_rate=0.001" / "seed-1"
+    assert plan.data_dir == tmp_path / "bars"
+    # The study's own settings, before the ablation varies them, head the run's output.
+    assert plan.config(0).to_dict() == plan.configs(plan.groups[0])[0].to_dict()
