@@ -11,16 +11,21 @@ from typing import Any
 import numpy as np
 
 from cnnbench.data.datasets import Dataset
+from cnnbench.errors import UsageError
 from cnnbench.model.spec import build_spec
 from cnnbench.store.records import RunRecord
 from cnnbench.store.run_store import RunStore
+
+
+class ReportError(UsageError, ValueError):
+    """Runs that cannot be reported (not in the store, none finished); names them."""
 
 
 def record_from_store(store: RunStore, rid: str) -> RunRecord:
     """One finished or diverged run as the report needs it, read back from its folder."""
     row = store.get(rid)
     if row is None:
-        raise ValueError(f"no run {rid} in {store.root}")
+        raise ReportError(f"no run {rid} in {store.root}")
     config = store.read_config(rid)
     spec = build_spec(config["model"]["spec_raw"], source=config["model"]["source"])
     folder = store.folder(rid)
@@ -55,7 +60,7 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
         if row is not None and row.status in ("finished", "diverged"):
             records.append(record_from_store(store, rid))
     if not records:
-        raise ValueError(f"none of the runs {', '.join(run_ids)} in {store.root} has finished; "
+        raise ReportError(f"none of the runs {', '.join(run_ids)} in {store.root} has finished; "
                          f"nothing to report")
     config: dict[str, Any] = records[0].config
     n_train = min(len(dataset.x_train), config.get("train_limit") or len(dataset.x_train))

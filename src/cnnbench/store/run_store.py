@@ -12,8 +12,9 @@ Layout under the store root (default ``./cnnbench-runs``, or ``--store``, or
     locks/<id>                held (flock) by the process training or deleting the run; never
                               deleted, so a lock file is never swapped under a waiting process
 
-A run's id is a short SHA-256 of what determines its result (``run_key``), so the same
-model, settings, data and seed always land in the same folder, whoever trains them. The
+A run's id is a short SHA-256 of what determines its result (``run_key``, with the key's
+shape version ``KEY_VERSION``), so the same model, settings, data and seed always land in the
+same folder, whoever trains them. The
 folder is the truth; the index is what ``cnnbench runs`` reads. This module does not import
 torch, so listing runs is instant.
 """
@@ -44,6 +45,13 @@ DEFAULT_ROOT = "cnnbench-runs"
 BUSY_SECONDS = 60  # how long a process waits for another one's write to the index
 ATTEMPT = "attempt"  # a run folder's subfolder where a forced retrain trains
 ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic store
+# The shape of the run key, hashed with it. Bump it whenever the same run would be written
+# differently (a setting renamed, regrouped or given another meaning), so that no new key can
+# equal an old one by accident. Runs stored under another version stay listed and readable,
+# and are never reused. 1 (unwritten): Adadelta as lr/rho/epsilon beside the optimizer_args
+# of the others, settings added later left out at their defaults. 2: every optimizer a name
+# and its complete Keras-named arguments; every setting spelled out.
+KEY_VERSION = 2
 # TrainConfig fields that change speed, never numbers: left out of the run key.
 NOT_IN_KEY = ("eval_batch_size",)
 STATUSES = ("running", "finished", "diverged", "interrupted")
@@ -111,10 +119,11 @@ def resolved_spec(spec: Any) -> dict[str, Any]:
 
 def run_key(spec: Mapping[str, Any], training: Mapping[str, Any],
             dataset_fingerprint: str) -> dict[str, Any]:
-    """What determines a run's result: the resolved spec, the settings, the data and the seed."""
+    """What determines a run's result: the resolved spec, the settings, the data and the seed,
+    under the key's shape version (:data:`KEY_VERSION`)."""
     settings = {k: v for k, v in training.items() if k not in NOT_IN_KEY and k != "seed"}
-    return {"spec": dict(spec), "training": settings, "dataset": dataset_fingerprint,
-            "seed": training["seed"]}
+    return {"version": KEY_VERSION, "spec": dict(spec), "training": settings,
+            "dataset": dataset_fingerprint, "seed": training["seed"]}
 
 
 def run_id(key: Mapping[str, Any]) -> str:
