@@ -614,7 +614,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is inside the run store {root}, whose files only "
                          f"cnnbench writes (it could overwrite a run's weights); give a path "
                          f"outside it")
-    path = export(loaded, args.format, out)
+    try:
+        path = export(loaded, args.format, out)
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        target = out or weights.with_suffix(SUFFIX[args.format])
+        raise OSError(e.errno, e.strerror, str(target)) from e  # name the file
     _console().print(f"{args.format}: {path}")
     return 0
 

@@ -132,7 +132,7 @@ def _method(records: Sequence[RunRecord], dataset: Mapping[str, Any]) -> list[tu
     env_text = ", ".join(f"{k} {_distinct([e.get(k) for e in envs])}" for k in env_keys)
     data = ", ".join(f"{k}={v}" for k, v in dataset.items() if k != "classes") or "not given"
     out = [
-        ("Training", "Categorical cross-entropy; optimizer " + optimizer + "; "
+        ("Training", "Categorical cross-entropy, optimizer " + optimizer + ". "
          + _validation(configs) + " Settings: " + (settings or "not recorded") + "."),
         ("Seeds", f"{len(seeds)} seed(s): {', '.join(map(str, seeds))}; each model trained "
                   f"once per seed. Mean ± std uses the sample standard deviation; the 95 % "
