@@ -131,14 +131,16 @@ def _study(folder: Path, learning_rate: float) -> Path:
     return study
 
 
-def _train(tmp: Path, name: str, learning_rate: float, *extra: str) -> tuple[str, bytes]:
-    """Train the SGD study in a store of its own: (run id, final weights)."""
+def _train(tmp: Path, name: str, learning_rate: float, *extra: str) -> tuple[str, list]:
+    """Train the SGD study in a store of its own: (run id, final weights as lists)."""
+    from safetensors.numpy import load_file
     store = tmp / name / "store"
     code = main(["run", str(_study(tmp / name, learning_rate)), "--store", str(store),
                  "--out", str(tmp / name / "out"), "--threads", "1", *extra])
     assert code == 0
     (row,) = RunStore(store, create=False).runs()
-    return row.id, (RunStore(store).folder(row.id) / "weights.safetensors").read_bytes()
+    weights = load_file(RunStore(store).folder(row.id) / "weights.safetensors")
+    return row.id, [(k, weights[k].tolist()) for k in sorted(weights)]
 
 
 @pytest.fixture(scope="module")

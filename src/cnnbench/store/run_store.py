@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import EXIT_USAGE, CnnbenchError
 
 ENV_VAR = "CNNBENCH_STORE"
 DEFAULT_ROOT = "cnnbench-runs"
@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS runs (
 
 class StoreError(CnnbenchError, OSError):
     """The store cannot be used: unwritable, full, or not a store. Names the path."""
+
+
+class UnknownRun(StoreError):
+    """A run id (prefix) the user gave that names no run, or several: input to fix (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def _busy(e: sqlite3.Error) -> bool:
@@ -378,14 +384,14 @@ class RunStore:
         return [RunRow(**dict(r)) for r in rows]
 
     def resolve(self, prefix: str) -> str:
-        """The one run id starting with ``prefix``; StoreError if none or several."""
+        """The one run id starting with ``prefix``; UnknownRun if none or several."""
         with self._read() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY id",
                                             (prefix.replace("%", "").replace("_", "") + "%",))]
         if not ids:
-            raise StoreError(f"no run matching '{prefix}' in {self.root}")
+            raise UnknownRun(f"no run matching '{prefix}' in {self.root}")
         if len(ids) > 1:
-            raise StoreError(f"'{prefix}' matches {len(ids)} runs in {self.root} "
+            raise UnknownRun(f"'{prefix}' matches {len(ids)} runs in {self.root} "
                              f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}); "
                              f"give more of the id")
         return ids[0]
