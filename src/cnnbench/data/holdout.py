@@ -36,8 +36,8 @@ def split_at(n: int, validation_split: float = 0.0, validation_size: int = 0) ->
     """
     if validation_split and validation_size:
         raise ConstraintError(f"give validation_split or validation_size, not both. Got "
-                         f"validation_split={validation_split!r}, "
-                         f"validation_size={validation_size!r}.")
+                              f"validation_split={validation_split!r}, "
+                              f"validation_size={validation_size!r}.")
     if validation_size:
         at = n - validation_size
     else:
@@ -45,8 +45,8 @@ def split_at(n: int, validation_split: float = 0.0, validation_size: int = 0) ->
     if validation_split or validation_size:
         if at < 1 or at >= n:
             raise ConstraintError(f"a validation set of {n - at} of {n} training images leaves "
-                             f"{'nothing to train on' if at < 1 else 'no validation image'}; "
-                             f"choose a smaller validation_size or a larger train_limit.")
+                                  f"{'nothing to train on' if at < 1 else 'no validation image'}; "
+                                  f"choose a smaller validation_size or a larger train_limit.")
     return at
 
 
@@ -79,7 +79,7 @@ def stop_state(values: Sequence[float], monitor: str = "val_loss", patience: int
     """Replay Keras' EarlyStopping over a monitored history (one value an epoch)."""
     if monitor not in MONITORS:
         raise ConstraintError(f"the early-stopping monitor must be one of {', '.join(MONITORS)}. "
-                         f"Got {monitor!r}.")
+                              f"Got {monitor!r}.")
     best = math.inf if monitor.endswith("loss") else -math.inf
     best_epoch, wait, stop = 0, 0, False
     for i, v in enumerate(values):

@@ -60,8 +60,8 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
         if row is not None and row.status in ("finished", "diverged"):
             records.append(record_from_store(store, rid))
     if not records:
-        raise ReportError(f"none of the runs {', '.join(run_ids)} in {store.root} has finished; "
-                         f"nothing to report")
+        raise ReportError(f"none of the runs {', '.join(run_ids)} in {store.root} has "
+                          f"finished; nothing to report")
     config: dict[str, Any] = records[0].config
     n_train = min(len(dataset.x_train), config.get("train_limit") or len(dataset.x_train))
     info = {"name": dataset.info.name, "n_train": n_train, "n_test": len(dataset.x_test),
