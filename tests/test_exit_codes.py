@@ -18,6 +18,12 @@ def error_line(err: str, command: str) -> str:
     return line
 
 
+def test_help_states_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "Exit codes: 0 done; 1 something failed while running" in capsys.readouterr().out
+
+
 def test_a_spec_error_exits_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nlayers:\n  - Conv2D: {filters: -4, kernel_size: 3}\n"

@@ -52,7 +52,10 @@ def _seed(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnbench",
-        description="Compare CNN architectures on MNIST-like data, faithfully and fast.")
+        description="Compare CNN architectures on MNIST-like data, faithfully and fast.",
+        epilog="Exit codes: 0 done; 1 something failed while running (a run, the data, the "
+               "store, the disk); 2 what was given cannot be used (an option, a spec or study "
+               "file, a run id); 130 interrupted.")
     p.add_argument("--version", action="version", version=f"cnnbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

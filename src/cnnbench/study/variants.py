@@ -40,8 +40,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cnnbench.constraints import POSITIVE, POSITIVE_INT, check
+from cnnbench.constraints import POSITIVE_INT, check
 from cnnbench.model.spec import LAYERS, ModelSpec, SpecError, build_spec, get_spec
+from cnnbench.train.optim import LEARNING_RATE
 
 DESIGNS = ("factorial", "ofat")
 KINDS = ("set", "replace", "insert_after", "repeat", "scale", "training")
@@ -183,7 +184,7 @@ def _check_training_level(target: str, value: Any, where: str) -> None:
         from cnnbench.study.studyfile import _optimizer
         _optimizer(value, where)
     else:
-        c = POSITIVE if target == "learning_rate" else POSITIVE_INT
+        c = LEARNING_RATE if target == "learning_rate" else POSITIVE_INT
         check(value, c, target, "training", where, SpecError)
 
 

@@ -22,20 +22,21 @@ from cnnbench.errors import ConstraintError
 
 KERAS_EPSILON = 1e-7
 DEFAULT = "Adadelta"  # the notebook's: Keras 2.2 Adadelta(), lr 1.0, rho 0.95, epsilon 1e-7
+LEARNING_RATE = NON_NEGATIVE  # Keras takes 0 (the weights stay: a test of the loop uses it)
 
 # name -> {argument: (constraint, Keras default)}, in Keras' order
 OPTIMIZERS: dict[str, Schema] = {
-    "Adadelta": {"learning_rate": (NON_NEGATIVE, 1.0), "rho": (UNIT, 0.95),
+    "Adadelta": {"learning_rate": (LEARNING_RATE, 1.0), "rho": (UNIT, 0.95),
                  "epsilon": (POSITIVE, KERAS_EPSILON)},
-    "SGD": {"learning_rate": (NON_NEGATIVE, 0.01), "momentum": (UNIT, 0.0),
+    "SGD": {"learning_rate": (LEARNING_RATE, 0.01), "momentum": (UNIT, 0.0),
             "nesterov": (BOOLEAN, False), "weight_decay": (NON_NEGATIVE, 0.0)},
-    "Adam": {"learning_rate": (NON_NEGATIVE, 0.001), "beta_1": (UNIT, 0.9),
+    "Adam": {"learning_rate": (LEARNING_RATE, 0.001), "beta_1": (UNIT, 0.9),
              "beta_2": (UNIT, 0.999), "epsilon": (POSITIVE, KERAS_EPSILON),
              "amsgrad": (BOOLEAN, False)},
-    "AdamW": {"learning_rate": (NON_NEGATIVE, 0.001), "weight_decay": (NON_NEGATIVE, 0.004),
+    "AdamW": {"learning_rate": (LEARNING_RATE, 0.001), "weight_decay": (NON_NEGATIVE, 0.004),
               "beta_1": (UNIT, 0.9), "beta_2": (UNIT, 0.999),
               "epsilon": (POSITIVE, KERAS_EPSILON), "amsgrad": (BOOLEAN, False)},
-    "RMSprop": {"learning_rate": (NON_NEGATIVE, 0.001), "rho": (UNIT, 0.9),
+    "RMSprop": {"learning_rate": (LEARNING_RATE, 0.001), "rho": (UNIT, 0.9),
                 "momentum": (UNIT, 0.0), "epsilon": (POSITIVE, KERAS_EPSILON),
                 "centered": (BOOLEAN, False)},
 }
