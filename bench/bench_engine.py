@@ -31,13 +31,13 @@ from cnnbench.model.build import build_model, clipped_categorical_crossentropy  
 from cnnbench.model.spec import get_spec, list_models  # noqa: E402
 from cnnbench.train.engine import (  # noqa: E402
     TrainConfig,
-    cpu_has_bf16,
     evaluate,
     fit,
     images_to_tensor,
     labels_to_tensor,
     make_train_step,
 )
+from cnnbench.train.fastpath import cpu_has_bf16  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 

@@ -11,6 +11,7 @@ import torch
 from cnnbench.errors import ConstraintError
 from cnnbench.model.build import build_model, clipped_categorical_crossentropy
 from cnnbench.model.spec import build_spec, get_spec
+from cnnbench.train.callbacks import Callback
 from cnnbench.train.engine import (
     TrainConfig,
     evaluate,
@@ -145,9 +146,17 @@ def test_train_limit_uses_the_first_images_only():
     assert all(math.isfinite(v) for v in result.history["loss"])
 
 
-class Recorder:
+class Recorder(Callback):
+    """Overrides every hook; OnlyEpochs below shows the base class's no-op defaults."""
+
     def __init__(self):
         self.events = []
+
+    def on_train_begin(self, get_state):
+        self.events.append(("train_begin", sorted(get_state())[:2]))
+
+    def on_train_end(self, result):
+        self.events.append(("train_end", result.status, len(result.history["loss"])))
 
     def on_epoch_begin(self, epoch, epochs, steps):
         self.events.append(("begin", epoch, epochs, steps))
@@ -164,10 +173,40 @@ def test_callbacks_see_every_epoch_and_step():
     model = build_model(build_spec(TINY))
     rec = Recorder()
     fit(model, *synthetic(n_train=100), TrainConfig(epochs=2, batch_size=32), [rec])
+    assert rec.events[0][0] == "train_begin" and rec.events[0][1]  # get_state() has keys
     first = [("begin", 1, 2, 4), ("step", 1, False), ("step", 2, False), ("step", 3, False),
              ("step", 4, True), ("end", 1)]
-    assert rec.events[:6] == first
-    assert rec.events[6] == ("begin", 2, 2, 4) and rec.events[-1] == ("end", 2)
+    assert rec.events[1:7] == first
+    assert rec.events[7] == ("begin", 2, 2, 4) and rec.events[-2] == ("end", 2)
+    assert rec.events[-1] == ("train_end", "finished", 2)
+
+
+class OnlyEpochs(Callback):
+    def __init__(self):
+        self.epochs = []
+
+    def on_epoch_end(self, logs):
+        self.epochs.append(logs.epoch)
+
+
+def test_a_callback_overrides_only_the_hooks_it_needs():
+    torch.manual_seed(0)
+    cb = OnlyEpochs()
+    fit(build_model(build_spec(TINY)), *synthetic(n_train=64), TrainConfig(epochs=3), [cb])
+    assert cb.epochs == [1, 2, 3]
+
+
+def test_on_train_end_sees_a_diverged_result_once():
+    spec = {"name": "deep", "input_shape": [8, 8, 1], "layers": [
+        "Flatten", {"Dense": {"units": 32}}, {"Dense": {"units": 32}}, {"Dense": {"units": 32}},
+        {"Dense": {"units": 3, "activation": "softmax"}}]}
+    torch.manual_seed(0)
+    rec = Recorder()
+    result = fit(build_model(build_spec(spec)), *synthetic(), TrainConfig(epochs=3, lr=1e30),
+                 [rec])
+    ends = [e for e in rec.events if e[0] == "train_end"]
+    assert result.status == "diverged"
+    assert ends == [("train_end", "diverged", result.diverged_at[0] - 1)]
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from cnnbench.model.build import clipped_categorical_crossentropy, make_optimizer
-from cnnbench.train import engine
-from cnnbench.train.engine import optimizer_step
+from cnnbench.train import fastpath
+from cnnbench.train.fastpath import optimizer_step
 
 EPS = 1e-7  # Keras' epsilon, every optimizer's default here
 RNG = np.random.default_rng(0)
@@ -136,7 +136,7 @@ def test_fused_adadelta_falls_back_to_the_eager_step_once_with_a_warning(monkeyp
         calls.append(len(args))
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore text")
 
-    monkeypatch.setattr(engine, "_fused_kernel", lambda bf16_weights=False: broken_kernel)
+    monkeypatch.setattr(fastpath, "_fused_kernel", lambda bf16_weights=False: broken_kernel)
     with pytest.warns(UserWarning) as caught:
         got, opt = torch_steps("Adadelta", {}, step_fn=lambda o: optimizer_step(o, compile=True))
     fallback = [w for w in caught if "fused Adadelta unavailable" in str(w.message)]
@@ -154,7 +154,7 @@ def test_adadelta_without_any_compiler_warns_when_the_step_is_made(monkeypatch):
     def no_dynamo(bf16_weights=False):
         raise ImportError("torch._dynamo is not available on this platform")
 
-    monkeypatch.setattr(engine, "_fused_kernel", no_dynamo)
+    monkeypatch.setattr(fastpath, "_fused_kernel", no_dynamo)
     with pytest.warns(UserWarning, match=r"fused Adadelta unavailable \(torch._dynamo is not "
                                          r"available on this platform\); using the eager step"):
         got, _ = torch_steps("Adadelta", {}, step_fn=lambda o: optimizer_step(o, compile=True))

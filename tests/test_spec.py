@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cnnbench.model.layers import KINDS
 from cnnbench.model.spec import (
-    LAYERS,
     SpecError,
     build_spec,
     check_classes,
@@ -119,25 +119,29 @@ def test_unknown_layer_lists_the_known_ones():
     msg = str(e.value)
     assert "t.yaml: layer 2" in msg and "unknown layer 'Dense2'" in msg
     assert "Did you mean Dense" in msg
-    for kind in LAYERS:
+    for kind in KINDS:
         assert kind in msg
 
 
 def test_unknown_argument_names_the_layer_and_its_arguments():
     with pytest.raises(SpecError, match=r"layer 1 \(Conv2D\).*no argument 'filter'\. "
-                                        r"Its arguments: filters, kernel_size"):
+                                        r"Did you mean 'filters'\? Its arguments: filters, "
+                                        r"kernel_size"):
         spec_of({"Conv2D": {"filter": 8, "kernel_size": 3}}, "Flatten", SOFTMAX_10)
 
 
 @pytest.mark.parametrize("layer, fragment", [
     ({"Conv2D": {"filters": "8", "kernel_size": 3}},
-     "the 'filters' of Conv2D must be a positive integer. Got '8'."),
+     "t.yaml: layer 1 (Conv2D): the 'filters' parameter of Conv2D must be a positive integer. "
+     "Got '8' instead."),
     ({"Conv2D": {"filters": 8, "kernel_size": [3, 3, 3]}},
-     "the 'kernel_size' of Conv2D must be a positive integer or a list of two. Got [3, 3, 3]."),
+     "the 'kernel_size' parameter of Conv2D must be a positive integer or a list of two. "
+     "Got [3, 3, 3] instead."),
     ({"Conv2D": {"filters": 8, "kernel_size": 3, "padding": "full"}},
-     "the 'padding' of Conv2D must be one of 'valid', 'same'. Got 'full'."),
-    ({"Conv2D": {"filters": True, "kernel_size": 3}}, "Got True."),
-    ({"Dropout": {"rate": 1.5}}, "the 'rate' of Dropout must be a number in [0, 1). Got 1.5."),
+     "the 'padding' parameter of Conv2D must be one of 'valid', 'same'. Got 'full' instead."),
+    ({"Conv2D": {"filters": True, "kernel_size": 3}}, "Got True instead."),
+    ({"Dropout": {"rate": 1.5}},
+     "the 'rate' parameter of Dropout must be a number in [0, 1). Got 1.5 instead."),
     ({"Conv2D": {"kernel_size": 3}}, "Conv2D needs the argument 'filters'"),
 ])
 def test_wrong_argument_value_says_what_was_expected_and_got(layer, fragment):

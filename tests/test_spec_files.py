@@ -67,11 +67,14 @@ def test_unknown_argument_lists_the_layer_arguments(tmp_path):
 
 
 @pytest.mark.parametrize("bad, expected", [
-    ('filters: "8"', "the 'filters' of Conv2D must be a positive integer. Got '8'."),
-    ("filters: 8.0", "the 'filters' of Conv2D must be a positive integer. Got 8.0."),
-    ("filters: true", "the 'filters' of Conv2D must be a positive integer. Got True."),
+    ('filters: "8"', "the 'filters' parameter of Conv2D must be a positive integer. "
+                    "Got '8' instead."),
+    ("filters: 8.0", "the 'filters' parameter of Conv2D must be a positive integer. "
+                     "Got 8.0 instead."),
+    ("filters: true", "the 'filters' parameter of Conv2D must be a positive integer. "
+                      "Got True instead."),
     ("filters: 8, padding: full",
-     "the 'padding' of Conv2D must be one of 'valid', 'same'. Got 'full'."),
+     "the 'padding' parameter of Conv2D must be one of 'valid', 'same'. Got 'full' instead."),
 ])
 def test_wrong_argument_type_says_what_was_expected_and_got(tmp_path, bad, expected):
     msg = error_of(write(tmp_path, GOOD.replace("filters: 8", bad)))

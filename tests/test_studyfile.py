@@ -107,7 +107,8 @@ def test_an_error_in_a_model_file_names_that_file_and_layer(tmp_path):
     (tmp_path / "models" / "tiny.yaml").write_text(TINY.replace("filters: 4", "filters: -4"))
     msg = error_of(path)
     assert msg.startswith(str(tmp_path / "models" / "tiny.yaml") + ": layer 1 (Conv2D): the "
-                          "'filters' of Conv2D must be a positive integer. Got -4.")
+                          "'filters' parameter of Conv2D must be a positive integer. "
+                          "Got -4 instead.")
 
 
 def test_bad_yaml_in_the_study_names_its_line(tmp_path):

@@ -362,7 +362,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cnnbench.report.build import write_study_report
     from cnnbench.report.figures import notebook_reference
     from cnnbench.study.environment import environment
-    from cnnbench.train.engine import TrainConfig, resolve_device, resolve_precision
+    from cnnbench.train.engine import TrainConfig, resolve_device
+    from cnnbench.train.fastpath import resolve_precision
 
     console, err = _console(), _console(stderr=True)
     dataset = _load_data(plan["dataset"], plan["data_dir"], args.class_names,

@@ -248,15 +248,13 @@ def summarise(records: Sequence[RunRecord], findings: Sequence[Finding]) -> list
 
 # --- gradient probe -------------------------------------------------------------------------
 
-_KERAS_NAMES = {"Conv2d": "conv2d", "Linear": "dense", "BatchNorm2d": "batch_normalization",
-                "BatchNorm1d": "batch_normalization"}
-
-
 def gradient_norms(model: Any, x: Any, y: Any) -> dict[str, float]:
     """L2 norm of the loss gradient per parameterised layer, first layer first.
 
-    Labels are Keras' layer names (``conv2d``, ``conv2d_1``, ``dense``, ...), which for a
-    model from :func:`cnnbench.nn.build_model` match :func:`cnnbench.report.table.model_summary`.
+    Labels are Keras' layer names (``conv2d``, ``conv2d_1``, ``dense``, ...): the
+    ``keras_layer`` that :func:`cnnbench.model.build.build_model` gives each module from the
+    layer registry, as :func:`cnnbench.report.table.model_summary` names the layers; a
+    module without one (not built from a spec) is named by its class, numbered.
     The probe runs on a copy in training mode with the random state forked, so the model, its
     gradients, BatchNorm statistics and the run's dropout draws are left exactly as they were.
     Cost: one forward and backward pass over ``x``.
@@ -275,13 +273,16 @@ def gradient_norms(model: Any, x: Any, y: Any) -> dict[str, float]:
         loss = clipped_categorical_crossentropy(probe(x), y)
         loss.backward()
     seen: dict[str, int] = {}
-    out: dict[str, float] = {}
+    squares: dict[str, Any] = {}
     for module in probe.modules():
         params = [p for p in module.parameters(recurse=False) if p.grad is not None]
         if not params:
             continue
-        base = _KERAS_NAMES.get(type(module).__name__, type(module).__name__.lower())
-        label = base if base not in seen else f"{base}_{seen[base]}"
-        seen[base] = seen.get(base, 0) + 1
-        out[label] = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params)))
-    return out
+        label = getattr(module, "keras_layer", None)
+        if label is None:
+            base = type(module).__name__.lower()
+            label = base if base not in seen else f"{base}_{seen[base]}"
+            seen[base] = seen.get(base, 0) + 1
+        total = sum((p.grad.double() ** 2).sum() for p in params)
+        squares[label] = squares[label] + total if label in squares else total
+    return {label: float(torch.sqrt(total)) for label, total in squares.items()}

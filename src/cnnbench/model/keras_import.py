@@ -21,29 +21,17 @@ from typing import Any
 import yaml
 
 from cnnbench.atomic import output_path
-from cnnbench.model.spec import LAYERS, ModelSpec, SpecError, build_spec
+from cnnbench.model.layers import INITIALIZERS, KINDS, keras_snake_case
+from cnnbench.model.spec import ModelSpec, SpecError, build_spec
 
-# Keras' positional order of each layer's arguments.
-POSITIONAL: dict[str, tuple[str, ...]] = {
-    "Conv2D": ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
-               "activation", "use_bias"),
-    "MaxPooling2D": ("pool_size", "strides", "padding", "data_format"),
-    "AveragePooling2D": ("pool_size", "strides", "padding", "data_format"),
-    "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale"),
-    "Dropout": ("rate", "noise_shape", "seed"),
-    "Flatten": ("data_format",),
-    "GlobalAveragePooling2D": ("data_format",),
-    "Dense": ("units", "activation", "use_bias"),
-    "Activation": ("activation",),
-}
-ALIASES = {"Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D",
-           "AvgPool2D": "AveragePooling2D", "GlobalAvgPool2D": "GlobalAveragePooling2D"}
-# Keras arguments a spec does not carry, accepted when they hold the value cnnbench uses.
+# Keras class name -> the registry's kind: each kind's own name and its aliases.
+KERAS_CLASSES = {alias: kind.name for kind in KINDS.values()
+                 for alias in (kind.name, *kind.keras_aliases)}
+# Keras arguments a spec does not carry, accepted when they hold the value cnnbench uses
+# (a kind's own argument of the same name comes first: LayerNormalization's epsilon).
 DEFAULTS_ONLY: dict[str, tuple[Any, ...]] = {
     "data_format": ("channels_last", None),
     "dilation_rate": (1, (1, 1), [1, 1]),
-    "kernel_initializer": ("glorot_uniform",),
-    "bias_initializer": ("zeros",),
     "axis": (-1, 3),
     "momentum": (0.99,),
     "epsilon": (0.001, 1e-3),
@@ -273,16 +261,30 @@ def _activation_value(node: ast.AST, consts: dict[str, Any]) -> Any:
     return "linear" if v is None else v
 
 
+def _initializer_value(node: ast.AST, consts: dict[str, Any]) -> Any:
+    """'he_normal', 'HeNormal' or HeNormal() / keras.initializers.he_normal(seed=1) as the
+    initializer's name; anything else as its value, for the spec to refuse."""
+    if isinstance(node, ast.Call) and not node.args and all(
+            k.arg == "seed" for k in node.keywords):
+        name = _call_name(node)
+    else:
+        name = _value(node, consts)
+    if isinstance(name, str):
+        snake = keras_snake_case(name)
+        return snake if snake in INITIALIZERS else name
+    return name
+
+
 def translate_layer(call: ast.Call, consts: dict[str, Any]
                     ) -> tuple[str, dict[str, Any], list[int] | None]:
     """A layer call as (kind, arguments, input_shape or None); raises Untranslatable."""
     name = _call_name(call)
-    kind = ALIASES.get(name or "", name or "")
-    if kind not in POSITIONAL:
+    if name not in KERAS_CLASSES:
         what = _unparse(call.func)
         raise Untranslatable(f"{what}(...) has no spec equivalent (spec layers: "
-                             f"{', '.join(LAYERS)})")
-    order = POSITIONAL[kind]
+                             f"{', '.join(KINDS)})")
+    entry = KINDS[KERAS_CLASSES[name]]
+    kind, order = entry.name, entry.positional
     if len(call.args) > len(order):
         raise Untranslatable(f"{kind} takes at most {len(order)} positional arguments here, "
                              f"got {len(call.args)}")
@@ -291,7 +293,7 @@ def translate_layer(call: ast.Call, consts: dict[str, Any]
         if kw.arg is None:
             raise Untranslatable(f"{kind}(**{_unparse(kw.value)}) cannot be read without "
                                  f"running the code")
-        given.append((kw.arg, kw.value))
+        given.append((entry.keras_renamed.get(kw.arg, kw.arg), kw.value))
     args: dict[str, Any] = {}
     input_shape = None
     for arg, node in given:
@@ -304,11 +306,16 @@ def translate_layer(call: ast.Call, consts: dict[str, Any]
             continue
         if arg in IGNORED:
             continue
-        if arg not in DEFAULTS_ONLY and arg not in LAYERS[kind]:
+        if arg not in DEFAULTS_ONLY and arg not in entry.args:
             raise Untranslatable(f"{kind} argument '{arg}' is not supported by specs "
-                                 f"(supported: {', '.join(LAYERS[kind]) or 'none'})")
-        value = _activation_value(node, consts) if arg == "activation" else _value(node, consts)
-        if arg in DEFAULTS_ONLY:
+                                 f"(supported: {', '.join(entry.args) or 'none'})")
+        if arg == "activation":
+            value = _activation_value(node, consts)
+        elif arg.endswith("_initializer"):
+            value = _initializer_value(node, consts)
+        else:
+            value = _value(node, consts)
+        if arg not in entry.args:  # one of DEFAULTS_ONLY
             if value not in DEFAULTS_ONLY[arg]:
                 raise Untranslatable(f"{kind}({arg}={value!r}): a spec supports only "
                                      f"{arg}={DEFAULTS_ONLY[arg][0]!r}")
@@ -316,8 +323,8 @@ def translate_layer(call: ast.Call, consts: dict[str, Any]
         if kind == "Activation" and not isinstance(value, str):
             raise Untranslatable(f"Activation({value!r}): only activation names translate")
         args[arg] = tuple(value) if isinstance(value, list) else value
-    if kind == "Conv2D" and args.get("padding") is not None:
-        args["padding"] = str(args["padding"]).lower()
+    if isinstance(args.get("padding"), str):
+        args["padding"] = args["padding"].lower()
     return kind, args, input_shape
 
 

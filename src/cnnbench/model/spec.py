@@ -1,4 +1,5 @@
-"""Model specs as data: parse, validate, infer shapes, count parameters and FLOPs.
+"""Model specs as data: parse, validate, infer shapes, count parameters and FLOPs; what each
+layer kind takes and computes is its entry in :mod:`cnnbench.model.layers`.
 
 A spec is a YAML file with Keras layer names and arguments::
 
@@ -17,9 +18,7 @@ summarising models stays instant.
 from __future__ import annotations
 
 import difflib
-import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,12 +26,9 @@ from typing import Any
 
 import yaml
 
+from cnnbench.constraints import POSITIVE_INT
 from cnnbench.errors import UsageError
-
-ACTIVATIONS = (
-    "relu", "sigmoid", "tanh", "elu", "selu", "softmax", "linear", "gelu", "leaky_relu",
-)
-PADDINGS = ("valid", "same")
+from cnnbench.model.layers import DROPOUT_KINDS, KINDS, LayerKind, LayerProblem
 
 
 class SpecError(UsageError, ValueError):
@@ -69,86 +65,6 @@ def check_description(value: Any, where: str) -> None:
                         f"{MAX_DESCRIPTION:,} characters. Got {got}.")
 
 
-# --- argument constraints: one checker per kind, one message template for all -------------
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-def _pair(v: Any) -> bool:
-    if _positive_int(v):
-        return True
-    return isinstance(v, list | tuple) and len(v) == 2 and all(_positive_int(x) for x in v)
-
-
-def _optional_pair(v: Any) -> bool:
-    return v is None or _pair(v)
-
-
-def _rate(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1
-
-
-def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-def _one_of(options: tuple[str, ...]) -> Callable[[Any], bool]:
-    def check(v: Any) -> bool:
-        return v in options
-    check.__doc__ = "one of " + ", ".join(repr(o) for o in options)
-    return check
-
-
-_DESCRIBE = {
-    _positive_int: "a positive integer",
-    _pair: "a positive integer or a list of two",
-    _optional_pair: "null, a positive integer or a list of two",
-    _rate: "a number in [0, 1)",
-    _bool: "true or false",
-}
-
-
-def _describe(check: Callable[[Any], bool]) -> str:
-    return _DESCRIBE.get(check) or check.__doc__ or check.__name__
-
-
-_activation = _one_of(ACTIVATIONS)
-_padding = _one_of(PADDINGS)
-
-# kind -> {argument: (constraint, default)}; a default of ... means required.
-LAYERS: dict[str, dict[str, tuple[Callable[[Any], bool], Any]]] = {
-    "Conv2D": {
-        "filters": (_positive_int, ...),
-        "kernel_size": (_pair, ...),
-        "strides": (_pair, 1),
-        "padding": (_padding, "valid"),
-        "activation": (_activation, "linear"),
-        "use_bias": (_bool, True),
-    },
-    "MaxPooling2D": {
-        "pool_size": (_pair, 2),
-        "strides": (_optional_pair, None),
-        "padding": (_padding, "valid"),
-    },
-    "AveragePooling2D": {
-        "pool_size": (_pair, 2),
-        "strides": (_optional_pair, None),
-        "padding": (_padding, "valid"),
-    },
-    "BatchNormalization": {},
-    "Dropout": {"rate": (_rate, ...)},
-    "Flatten": {},
-    "GlobalAveragePooling2D": {},
-    "Dense": {
-        "units": (_positive_int, ...),
-        "activation": (_activation, "linear"),
-        "use_bias": (_bool, True),
-    },
-    "Activation": {"activation": (_activation, ...)},
-}
-
-
 @dataclass(frozen=True)
 class Layer:
     """One validated layer with its inferred shapes and costs."""
@@ -166,43 +82,19 @@ class Layer:
     def params(self) -> int:
         return self.trainable_params + self.non_trainable_params
 
+    @property
+    def all_args(self) -> dict[str, Any]:
+        """Every argument of the layer's kind, the ones ``args`` leaves out at their default
+        (:attr:`LayerKind.added`) filled in: what the builder reads."""
+        return KINDS[self.kind].complete(self.args)
+
     def label(self) -> str:
         """Short description, e.g. ``Conv2D 32 5x5 same relu``."""
-        a = self.args
-        if self.kind == "Conv2D":
-            kh, kw = a["kernel_size"]
-            bias = "" if a["use_bias"] else " no-bias"
-            return f"Conv2D {a['filters']} {kh}x{kw} {a['padding']} {a['activation']}{bias}"
-        if self.kind in ("MaxPooling2D", "AveragePooling2D"):
-            ph, pw = a["pool_size"]
-            return f"{self.kind} {ph}x{pw} {a['padding']}"
-        if self.kind == "Dense":
-            return f"Dense {a['units']} {a['activation']}"
-        if self.kind == "Dropout":
-            return f"Dropout {a['rate']:g}"
-        if self.kind == "Activation":
-            return f"Activation {a['activation']}"
-        return self.kind
+        return KINDS[self.kind].describe(self.all_args)
 
     def shorthand(self) -> str:
         """The notebook's shorthand, e.g. ``Conv2D(32,5x5)`` or ``Dropout(0.5)``."""
-        a = self.args
-        if self.kind == "Conv2D":
-            kh, kw = a["kernel_size"]
-            return f"Conv2D({a['filters']},{kh}x{kw})"
-        if self.kind == "Dense":
-            return f"Dense({a['units']})"
-        if self.kind == "Dropout":
-            return f"Dropout({a['rate']:g})"
-        if self.kind == "MaxPooling2D":
-            return "MaxPool"
-        if self.kind == "AveragePooling2D":
-            return "AvgPool"
-        if self.kind == "BatchNormalization":
-            return "BatchNorm"
-        if self.kind == "Activation":
-            return a["activation"]
-        return self.kind
+        return KINDS[self.kind].short(self.all_args)
 
 
 @dataclass(frozen=True)
@@ -250,7 +142,8 @@ class ModelSpec:
 
     @property
     def dropout_rates(self) -> list[float]:
-        return [float(layer.args["rate"]) for layer in self.layers if layer.kind == "Dropout"]
+        return [float(layer.args["rate"]) for layer in self.layers
+                if layer.kind in DROPOUT_KINDS]
 
     def shorthand(self) -> str:
         return " + ".join(layer.shorthand() for layer in self.layers)
@@ -280,84 +173,27 @@ def _layer_entry(entry: Any, where: str) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _resolve_args(kind: str, args: dict[str, Any], where: str) -> dict[str, Any]:
-    if kind not in LAYERS:
-        close = difflib.get_close_matches(kind, LAYERS, n=3)
+def _kind(kind: str, where: str) -> LayerKind:
+    if kind not in KINDS:
+        alias = [k.name for k in KINDS.values() if kind in k.keras_aliases]  # MaxPool2D
+        close = alias or difflib.get_close_matches(kind, KINDS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise SpecError(
-            f"{where}: unknown layer '{kind}'.{hint} Known layers: {', '.join(LAYERS)}."
+            f"{where}: unknown layer '{kind}'.{hint} Known layers: {', '.join(KINDS)}."
         )
-    known = LAYERS[kind]
-    for name in args:
-        if name not in known:
-            listed = ", ".join(known) if known else "none"
-            raise SpecError(
-                f"{where}: {kind} has no argument '{name}'. Its arguments: {listed}."
-            )
-    resolved: dict[str, Any] = {}
-    for name, (check, default) in known.items():
-        if name not in args:
-            if default is ...:
-                raise SpecError(f"{where}: {kind} needs the argument '{name}' "
-                                f"({_describe(check)}).")
-            resolved[name] = default
-            continue
-        value = args[name]
-        if not check(value):
-            raise SpecError(f"{where}: the '{name}' of {kind} must be {_describe(check)}. "
-                            f"Got {value!r}.")
-        resolved[name] = value
-    for name in ("kernel_size", "strides", "pool_size"):
-        if name in resolved and resolved[name] is not None:
-            v = resolved[name]
-            resolved[name] = (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-    if kind in ("MaxPooling2D", "AveragePooling2D") and resolved["strides"] is None:
-        resolved["strides"] = resolved["pool_size"]  # Keras: strides default to pool_size
-    return resolved
+    return KINDS[kind]
 
 
-def _window_out(size: int, k: int, s: int, padding: str) -> int:
-    if padding == "same":
-        return math.ceil(size / s)
-    return (size - k) // s + 1
-
-
-def _infer(kind: str, a: dict[str, Any], shape: tuple[int, ...], where: str,
-           desc: str) -> tuple[tuple[int, ...], int, int, int]:
-    """Output shape, trainable params, non-trainable params, MACs of one layer."""
-    spatial = kind in ("Conv2D", "MaxPooling2D", "AveragePooling2D", "BatchNormalization",
-                       "GlobalAveragePooling2D", "Flatten")
-    if spatial and kind != "BatchNormalization" and len(shape) != 3:
-        raise SpecError(f"{where} ({desc}) needs an image input (height, width, channels); "
-                        f"it gets {shape}. Remove the Flatten/Dense before it.")
-    if kind == "Dense" and len(shape) != 1:
-        raise SpecError(f"{where} ({desc}) gets a {'x'.join(map(str, shape))} input; "
-                        f"add Flatten or GlobalAveragePooling2D before it.")
-    if kind in ("Conv2D", "MaxPooling2D", "AveragePooling2D"):
-        h, w, c = shape
-        kh, kw = a["kernel_size"] if kind == "Conv2D" else a["pool_size"]
-        sh, sw = a["strides"]
-        oh = _window_out(h, kh, sh, a["padding"])
-        ow = _window_out(w, kw, sw, a["padding"])
-        if oh < 1 or ow < 1:
-            raise SpecError(f"{where} ({desc}) gets a {h}x{w} input; "
-                            f"its output would be {max(oh, 0)}x{max(ow, 0)}.")
-        if kind != "Conv2D":
-            return (oh, ow, c), 0, 0, 0
-        f = a["filters"]
-        weights = kh * kw * c * f
-        return (oh, ow, f), weights + (f if a["use_bias"] else 0), 0, oh * ow * weights
-    if kind == "BatchNormalization":
-        c = shape[-1]
-        return shape, 2 * c, 2 * c, 0  # gamma, beta trainable; moving mean, variance not
-    if kind == "Flatten":
-        return (math.prod(shape),), 0, 0, 0
-    if kind == "GlobalAveragePooling2D":
-        return (shape[-1],), 0, 0, 0
-    if kind == "Dense":
-        n_in, units = shape[0], a["units"]
-        return (units,), n_in * units + (units if a["use_bias"] else 0), 0, n_in * units
-    return shape, 0, 0, 0  # Dropout, Activation
+def build_layer(index: int, kind: str, args: dict[str, Any], shape: tuple[int, ...],
+                where: str) -> Layer:
+    """One layer validated by its registry entry, its shapes and costs inferred."""
+    entry = _kind(kind, f"{where} ({kind})")
+    full = entry.resolve(args, f"{where} ({kind})", SpecError)
+    try:
+        out, trainable, frozen, macs = entry.output(full, shape)
+    except LayerProblem as e:
+        raise SpecError(f"{where} ({entry.describe(full)}) {e}") from None
+    return Layer(index, kind, entry.key_args(full), shape, out, trainable, frozen, macs)
 
 
 def build_spec(data: Any, source: str = "<memory>") -> ModelSpec:
@@ -379,7 +215,7 @@ def build_spec(data: Any, source: str = "<memory>") -> ModelSpec:
     check_description(data.get("description"), source)
     input_shape = data.get("input_shape", [28, 28, 1])
     if not (isinstance(input_shape, list | tuple) and len(input_shape) == 3
-            and all(_positive_int(v) for v in input_shape)):
+            and all(POSITIVE_INT(v) for v in input_shape)):
         raise SpecError(f"{source}: 'input_shape' must be [height, width, channels] of positive "
                         f"integers. Got {input_shape!r}.")
     entries = data.get("layers")
@@ -391,17 +227,14 @@ def build_spec(data: Any, source: str = "<memory>") -> ModelSpec:
     for i, entry in enumerate(entries, start=1):
         where = f"{source}: layer {i}"
         kind, args = _layer_entry(entry, where)
-        resolved = _resolve_args(kind, args, f"{where} ({kind})")
-        desc = Layer(i, kind, resolved, shape, shape, 0, 0, 0).label()
-        out, trainable, frozen, macs = _infer(kind, resolved, shape, where, desc)
-        layers.append(Layer(i, kind, resolved, shape, out, trainable, frozen, macs))
-        shape = out
+        layers.append(build_layer(i, kind, args, shape, where))
+        shape = layers[-1].output_shape
 
     last = layers[-1]
     if len(last.output_shape) != 1:
         raise SpecError(f"{source}: the model must end in a vector of class scores; the last "
                         f"layer ({last.label()}) outputs {last.output_shape}.")
-    if last.args.get("activation") != "softmax":
+    if last.all_args.get("activation") != "softmax":
         raise SpecError(f"{source}: layer {last.index} ({last.label()}) must have "
                         f"activation 'softmax': categorical cross-entropy trains on "
                         f"probabilities, as in the notebook.")

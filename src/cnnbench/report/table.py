@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 
 from rich.table import Table
 
+from cnnbench.model.layers import keras_layer_names
 from cnnbench.model.spec import ModelSpec
 
 
@@ -39,17 +38,6 @@ def summary_table(rows: Sequence[dict]) -> Table:
     return t
 
 
-def _keras_layer_names(spec: ModelSpec) -> list[str]:
-    """conv2d, conv2d_1, max_pooling2d, ... as Keras names a Sequential model's layers."""
-    seen: Counter[str] = Counter()
-    names = []
-    for layer in spec.layers:
-        base = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", layer.kind).lower()
-        names.append(base if seen[base] == 0 else f"{base}_{seen[base]}")
-        seen[base] += 1
-    return names
-
-
 def _fmt_mb(n_params: int) -> str:
     return f"{n_params * 4 / 2**20:.2f} MB"
 
@@ -61,7 +49,8 @@ def model_summary(spec: ModelSpec) -> tuple[Table, list[str]]:
     t.add_column("Output Shape")
     t.add_column("Param #", justify="right")
     t.add_column("MACs / image", justify="right")
-    for name, layer in zip(_keras_layer_names(spec), spec.layers, strict=True):
+    names = keras_layer_names(layer.kind for layer in spec.layers)
+    for name, layer in zip(names, spec.layers, strict=True):
         shape = "(None, " + ", ".join(map(str, layer.output_shape)) + ")"
         t.add_row(f"{name} ({layer.kind})", shape, f"{layer.params:,}",
                   f"{layer.macs:,}" if layer.macs else "0")

@@ -46,7 +46,8 @@ from cnnbench.study.jobs import (
     train_job,
     usable_checkpoint,
 )
-from cnnbench.train.engine import Callback, images_to_tensor, labels_to_tensor
+from cnnbench.train.callbacks import Callback
+from cnnbench.train.engine import images_to_tensor, labels_to_tensor
 
 Log = Callable[[str], None]
 INSTALL_RAY = "pip install 'cnnbench[ray]'"

@@ -27,8 +27,9 @@ from cnnbench.model.build import build_model, predict_proba
 from cnnbench.model.spec import ModelSpec
 from cnnbench.model.weights import weights_bytes
 from cnnbench.store.run_store import StoreError
+from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint
-from cnnbench.train.engine import Callback, EpochLogs, TrainConfig, TrainResult, fit
+from cnnbench.train.engine import EpochLogs, TrainConfig, TrainResult, fit
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class JobOutput:
     attempt: dict[str, Any] = field(default_factory=dict)  # as the executor recorded it
 
 
-class JobCheckpoint:
+class JobCheckpoint(Callback):
     """Engine callback: after each epoch, a checkpoint in ``folder`` (the run's folder)."""
 
     def __init__(self, folder: Path, extra: dict[str, Any]) -> None:
@@ -93,12 +94,6 @@ class JobCheckpoint:
 
     def on_train_begin(self, get_state: Callable[[], dict[str, Any]]) -> None:
         self.get_state = get_state
-
-    def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def on_step_end(self, step: int, running: dict[str, float] | None) -> None:
-        pass
 
     def on_epoch_end(self, logs: EpochLogs) -> None:
         assert self.get_state is not None, "fit() did not call on_train_begin"

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import UsageError
-from cnnbench.train.engine import EpochLogs, TrainResult
+from cnnbench.train.callbacks import Callback
+from cnnbench.train.engine import TrainResult
 
 LOGGERS = {  # --log name -> (module to import, how to install it)
     "tensorboard": ("tensorboard", "pip install 'cnnbench[tensorboard]' (or tensorboard)"),
@@ -42,19 +43,11 @@ def check_loggers(names: Sequence[str]) -> None:
                                     f"installed here: {install}")
 
 
-class RunLogger:
+class RunLogger(Callback):
     """An engine callback with a start and an end: one per logger and run."""
 
     def start(self, rid: str, folder: Path, config: Mapping[str, Any],
               history: Mapping[str, Sequence[float]]) -> None: ...
-
-    def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def on_step_end(self, step: int, running: dict[str, float] | None) -> None:
-        pass
-
-    def on_epoch_end(self, logs: EpochLogs) -> None: ...
 
     def end(self, status: str, result: TrainResult | None) -> None: ...
 

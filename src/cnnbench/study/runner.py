@@ -58,8 +58,9 @@ from cnnbench.study.environment import ModelResult, environment
 from cnnbench.study.executors import Done, Executor, ExecutorError, InProcess, LocalExecutor
 from cnnbench.study.jobs import DataRef, JobCheckpoint, JobOutput, TrainJob, usable_checkpoint
 from cnnbench.study.loggers import RunLogger, check_loggers, make_loggers
+from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import LAST, remove_checkpoints
-from cnnbench.train.engine import Callback, EpochLogs, TrainConfig, TrainResult
+from cnnbench.train.engine import EpochLogs, TrainConfig, TrainResult
 
 Log = Callable[[str], None]
 # Settings that change the last bits of a run's numbers: a resume under other values than the
@@ -116,7 +117,7 @@ class StoreCheckpoint(JobCheckpoint):
         self.store.epoch_done(self.rid, self.history)
 
 
-class SafeLogger:
+class SafeLogger(Callback):
     """A logger whose failure (a tracking server down, a full disk elsewhere) is reported once
     and switches it off: the store is the source of truth, a logger never costs a run."""
 
@@ -138,9 +139,6 @@ class SafeLogger:
 
     def on_epoch_begin(self, epoch: int, epochs: int, steps: int) -> None:
         self._call("on_epoch_begin", epoch, epochs, steps)
-
-    def on_step_end(self, step: int, running: dict[str, float] | None) -> None:
-        pass  # loggers record epochs; a call a step would cost time for nothing
 
     def on_epoch_end(self, logs: EpochLogs) -> None:
         self._call("on_epoch_end", logs)

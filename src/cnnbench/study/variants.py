@@ -41,7 +41,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnnbench.constraints import POSITIVE_INT, check
-from cnnbench.model.spec import LAYERS, ModelSpec, SpecError, build_spec, get_spec
+from cnnbench.model.layers import KINDS as LAYER_KINDS
+from cnnbench.model.spec import ModelSpec, SpecError, build_spec, get_spec
 from cnnbench.train.optim import LEARNING_RATE
 
 DESIGNS = ("factorial", "ofat")
@@ -211,7 +212,8 @@ def select(layers: Sequence[Any], selector: Any, where: str) -> list[int]:
         return list(selector)
     if isinstance(selector, str):
         if selector == "hidden":  # every layer with an activation, the output excepted
-            return [i + 1 for i, k in enumerate(kinds[:-1]) if "activation" in LAYERS.get(k, {})]
+            return [i + 1 for i, k in enumerate(kinds[:-1])
+                    if k in LAYER_KINDS and "activation" in LAYER_KINDS[k].args]
         kind, _, nth = selector.partition("#")
         of_kind = [i + 1 for i, k in enumerate(kinds) if k == kind]
         if not of_kind:
@@ -275,8 +277,8 @@ def apply_levels(base: ModelSpec, factors: Sequence[Factor], levels: Mapping[str
                 args = s.entry[kind]
                 if f.kind == "set":
                     args[f.argument] = value
-                elif kind == "Conv2D" or kind == "Dense":
-                    key = "filters" if kind == "Conv2D" else "units"
+                elif kind in LAYER_KINDS and LAYER_KINDS[kind].width is not None:
+                    key = LAYER_KINDS[kind].width  # filters, units
                     args[key] = max(1, int(round(args[key] * value)))
         elif f.kind in ("replace", "insert_after"):
             chosen_one = select(base_layers, f.target, fw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cnnbench.train.callbacks import Callback
 from cnnbench.train.engine import EpochLogs
 
 
@@ -15,7 +16,7 @@ def epoch_line(logs: EpochLogs, epochs: int, steps: int) -> str:
             f"val_loss: {logs.val_loss:.4f} - val_acc: {logs.val_acc:.4f}")
 
 
-class KerasProgress:
+class KerasProgress(Callback):
     """Engine callback printing Keras-like epoch lines; a live bar only on a terminal."""
 
     def __init__(self, console: Console, model_name: str) -> None:
