@@ -202,8 +202,8 @@ def test_on_train_end_sees_a_diverged_result_once():
         {"Dense": {"units": 3, "activation": "softmax"}}]}
     torch.manual_seed(0)
     rec = Recorder()
-    result = fit(build_model(build_spec(spec)), *synthetic(), TrainConfig(epochs=3, lr=1e30),
-                 [rec])
+    result = fit(build_model(build_spec(spec)), *synthetic(), TrainConfig(
+        epochs=3, optimizer_args=(("learning_rate", 1e30),)), [rec])
     ends = [e for e in rec.events if e[0] == "train_end"]
     assert result.status == "diverged"
     assert ends == [("train_end", "diverged", result.diverged_at[0] - 1)]
