@@ -9,6 +9,7 @@ import torch
 
 from cnnbench.model.build import build_model, make_optimizer
 from cnnbench.model.spec import build_spec
+from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import (
     LAST,
     PREVIOUS,
@@ -53,7 +54,7 @@ def a_state(epoch: int) -> dict:
     return training_state(model, opt, torch.Generator().manual_seed(1), result.history)
 
 
-class Snapshot:
+class Snapshot(Callback):
     """Engine callback keeping the training state after each epoch, as the store does."""
 
     def __init__(self):
@@ -61,12 +62,6 @@ class Snapshot:
 
     def on_train_begin(self, get_state):
         self.get_state = get_state
-
-    def on_epoch_begin(self, epoch, epochs, steps):
-        pass
-
-    def on_step_end(self, step, running):
-        pass
 
     def on_epoch_end(self, logs):
         # Through the file format: what is resumed is what was on disk.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnnbench.errors import ConstraintError
 from cnnbench.model.build import build_model, clipped_categorical_crossentropy
 from cnnbench.model.spec import build_spec, get_spec
 from cnnbench.train.callbacks import Callback
@@ -101,7 +102,8 @@ def test_training_loss_is_the_batch_size_weighted_mean_over_the_epoch():
     # must equal the mean per-sample loss over all 100 images. batch 32 does not divide 100:
     # an unweighted mean of the four batch means would weigh the last 4 images 8x too much.
     data = synthetic(n_train=100)
-    model, result = train(DETERMINISTIC, data=data, epochs=1, batch_size=32, lr=0.0)
+    model, result = train(DETERMINISTIC, data=data, epochs=1, batch_size=32,
+                      optimizer_args=(("learning_rate", 0.0),))
     x_train, y_train = data[0], data[1]
     full_loss, full_acc, _ = evaluate(model, x_train, y_train)
     assert result.history["loss"][0] == pytest.approx(full_loss, rel=1e-6)
@@ -200,8 +202,8 @@ def test_on_train_end_sees_a_diverged_result_once():
         {"Dense": {"units": 3, "activation": "softmax"}}]}
     torch.manual_seed(0)
     rec = Recorder()
-    result = fit(build_model(build_spec(spec)), *synthetic(), TrainConfig(epochs=3, lr=1e30),
-                 [rec])
+    result = fit(build_model(build_spec(spec)), *synthetic(), TrainConfig(
+        epochs=3, optimizer_args=(("learning_rate", 1e30),)), [rec])
     ends = [e for e in rec.events if e[0] == "train_end"]
     assert result.status == "diverged"
     assert ends == [("train_end", "diverged", result.diverged_at[0] - 1)]
@@ -228,7 +230,7 @@ def test_huge_learning_rate_diverges():
     spec = {"name": "deep", "input_shape": [8, 8, 1], "layers": [
         "Flatten", {"Dense": {"units": 32}}, {"Dense": {"units": 32}}, {"Dense": {"units": 32}},
         {"Dense": {"units": 3, "activation": "softmax"}}]}
-    _, result = train(spec, epochs=2, lr=1e30)
+    _, result = train(spec, epochs=2, optimizer_args=(("learning_rate", 1e30),))
     assert result.status == "diverged"
     epoch, step = result.diverged_at
     assert epoch == 1 and 1 <= step <= 4
@@ -237,7 +239,8 @@ def test_huge_learning_rate_diverges():
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": -1}, {"train_limit": 0},
                                  {"epochs": 1.5}])
 def test_config_refuses_nonsense(bad):
-    with pytest.raises(ValueError, match=f"'{next(iter(bad))}' must be a positive integer"):
+    with pytest.raises(ConstraintError, match=f"'{next(iter(bad))}' parameter of TrainConfig "
+                                              f"must be (null or )?a positive integer"):
         TrainConfig(**bad)
 
 

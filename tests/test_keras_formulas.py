@@ -34,8 +34,7 @@ def torch_steps(name: str, args: dict, dtype=torch.float64, channels_last: bool 
         p.data = p.data.contiguous(memory_format=torch.channels_last)
     holder = nn.Module()
     holder.p = p
-    opt = make_optimizer(holder, name=name, args=tuple(args.items())) if name != "Adadelta" \
-        else make_optimizer(holder)
+    opt = make_optimizer(holder, name, args)
     step = (step_fn or (lambda o: o.step))(opt)
     for g in GRADS:
         opt.zero_grad()
@@ -195,11 +194,25 @@ def test_rmsprop_differs_from_keras_by_order_epsilon_only_where_gradients_are_ti
     assert err > 1e-4 * np.abs(keras_rmsprop(eps=0.01) - P0).max()
 
 
-@pytest.mark.xfail(strict=True, reason="torch's SGD weight_decay is an L2 term through the "
-                   "momentum buffer; Keras 3 decays the weights apart (p -= lr*wd*p)")
-def test_sgd_with_momentum_and_weight_decay_follows_the_keras_formula():
-    got, _ = torch_steps("SGD", {"learning_rate": 0.1, "momentum": 0.9, "weight_decay": 0.5})
-    assert_same_updates(got, keras_sgd(lr=0.1, momentum=0.9, weight_decay=0.5), rel=1e-6)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_with_momentum_and_weight_decay_follows_the_keras_formula(nesterov):
+    """torch's own weight_decay is an L2 term through the momentum buffer; Keras 3 decays the
+    weights apart (p -= p*wd*lr) before the update, as train/sgd.py does."""
+    args = {"learning_rate": 0.1, "momentum": 0.9, "weight_decay": 0.5, "nesterov": nesterov}
+    got, opt = torch_steps("SGD", args)
+    assert_same_updates(got, keras_sgd(lr=0.1, momentum=0.9, weight_decay=0.5,
+                                       nesterov=nesterov), rel=1e-12)
+    assert opt.param_groups[0]["weight_decay"] == 0  # not torch's L2 term as well
+    l2 = torch.optim.SGD([p := nn.Parameter(torch.tensor(P0))], lr=0.1, momentum=0.9,
+                         weight_decay=0.5, nesterov=nesterov)
+    for g in GRADS:  # torch's L2 decay really is another formula: the test can tell them apart
+        l2.zero_grad()
+        (torch.tensor(g) * p).sum().backward()
+        l2.step()
+    with pytest.raises(AssertionError):
+        assert_same_updates(p.detach().numpy(), keras_sgd(lr=0.1, momentum=0.9,
+                                                           weight_decay=0.5,
+                                                           nesterov=nesterov), rel=1e-6)
 
 
 # --- the loss's upper clip -------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_mlflow_logger_records_params_and_metrics_per_epoch(tmp_path, mnist, mon
     mlflow.set_experiment("cnnbench")
     (run,) = mlflow.search_runs(output_format="list")
     assert run.data.tags["cnnbench.run_id"] == r.run_id and run.info.status == "FINISHED"
-    assert run.data.params["training.lr"] == "1.0"
+    assert run.data.params["training.optimizer_args.learning_rate"] == "1.0"
     steps = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "val_acc")
     assert [(m.step, m.value) for m in steps] == [
         (i + 1, v) for i, v in enumerate(r.record.history["val_acc"])]

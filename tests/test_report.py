@@ -113,7 +113,7 @@ def test_results_json_has_the_seed_schema_and_csv_the_same_history(tmp_path):
     assert m1["history"]["val_acc"] == pytest.approx([0.89, 0.93])
     assert m1["parameters"] == 3_274_634 and m1["dropout"] == "Yes (0.5)"
     assert got["training"]["batch_size"] == 128
-    assert got["training"]["optimizer"] == "Adadelta(lr=1.0, rho=0.95, epsilon=1e-07)"
+    assert got["training"]["optimizer"] == "Adadelta(learning_rate=1.0, rho=0.95, epsilon=1e-07)"
 
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))

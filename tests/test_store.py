@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.store.run_store import RunStore, StoreError, run_id, run_key
+from cnnbench.store.run_store import KEY_VERSION, RunStore, StoreError, run_id, run_key
+from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import load_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -91,16 +92,23 @@ def uninterrupted(specs, tmp_path_factory) -> tuple[Path, subprocess.CompletedPr
 
 def test_run_id_depends_on_what_determines_the_result_only():
     spec = {"name": "M", "layers": [{"Dense": {"units": 10}}]}
-    base = {"epochs": 3, "batch_size": 128, "lr": 1.0, "seed": 0, "eval_batch_size": 500}
+    adadelta = {"learning_rate": 1.0, "rho": 0.95, "epsilon": 1e-7}
+    base = {"epochs": 3, "batch_size": 128, "optimizer": "Adadelta", "optimizer_args": adadelta,
+            "seed": 0, "eval_batch_size": 500}
     rid = run_id(run_key(spec, base, "data1"))
     assert rid == run_id(run_key(dict(spec), dict(base), "data1"))  # idempotent
     # Pinned: another hashing of the same key would orphan every run already in a store.
-    assert rid == "dc374c7d1d04"
+    assert rid == "94781f705ed8"
+    assert run_key(spec, base, "data1")["version"] == KEY_VERSION == 2
     assert rid == run_id(run_key(spec, base | {"eval_batch_size": 100}, "data1"))  # speed only
     assert rid != run_id(run_key(spec, base | {"seed": 1}, "data1"))
-    assert rid != run_id(run_key(spec, base | {"lr": 0.5}, "data1"))
+    assert rid != run_id(run_key(spec, base | {"optimizer_args": adadelta | {
+        "learning_rate": 0.5}}, "data1"))
     assert rid != run_id(run_key(spec, base, "data2"))
     assert rid != run_id(run_key({**spec, "layers": [{"Dense": {"units": 11}}]}, base, "data1"))
+    # The same settings under the unversioned shape of version 1 hash to another id.
+    unversioned = {k: v for k, v in run_key(spec, base, "data1").items() if k != "version"}
+    assert run_id(unversioned) != rid
 
 
 def test_store_round_trip_across_two_store_objects(tmp_path):
@@ -142,16 +150,15 @@ from cnnbench.train.engine import TrainConfig
 from cnnbench.study.runner import StudyRunner
 from cnnbench.model.spec import get_spec
 from cnnbench.store.run_store import RunStore
+from cnnbench.train.callbacks import Callback
 
-class Steps:
+class Steps(Callback):
     def on_epoch_begin(self, epoch, epochs, steps):
         self.epoch = epoch
     def on_step_end(self, step, running):
         print(f"epoch {self.epoch} step {step}", flush=True)
         if (self.epoch, step) == (2, 3):
             time.sleep(600)
-    def on_epoch_end(self, logs):
-        pass
 
 store, spec = RunStore(sys.argv[1]), get_spec(sys.argv[2])
 StudyRunner(store, load_dataset("mnist"), TrainConfig(epochs=3, train_limit=1024),
@@ -257,7 +264,7 @@ def test_force_trains_a_finished_run_again(specs, mnist, tmp_path):
     assert RunStore(tmp_path, create=False).verify() == []
 
 
-class StopAtEpoch:
+class StopAtEpoch(Callback):
     """Engine callback pressing Ctrl-C when epoch ``n`` begins."""
 
     def __init__(self, n: int) -> None:
@@ -266,12 +273,6 @@ class StopAtEpoch:
     def on_epoch_begin(self, epoch, epochs, steps):
         if epoch == self.n:
             raise KeyboardInterrupt
-
-    def on_step_end(self, step, running):
-        pass
-
-    def on_epoch_end(self, logs):
-        pass
 
 
 @pytest.mark.slow
@@ -363,7 +364,7 @@ def test_two_processes_on_one_store_share_the_work_and_both_finish(specs, tmp_pa
 def test_a_diverging_run_is_marked_with_epoch_and_step_and_the_study_goes_on(specs, mnist,
                                                                              tmp_path):
     results, log = in_process(tmp_path, mnist, [specs["TINY_A"], specs["TINY_B"]], epochs=2,
-                              train_limit=1024, lr=1e30)
+                              train_limit=1024, optimizer_args=(("learning_rate", 1e30),))
     store = RunStore(tmp_path, create=False)
     rows = {r.model: r for r in store.runs()}
     assert [r.record.status for r in results] == ["diverged", "diverged"]
@@ -378,7 +379,7 @@ def test_a_diverging_run_is_marked_with_epoch_and_step_and_the_study_goes_on(spe
     assert runs.stdout.count("diverged (epoch 1, step 2)") == 2
     # A diverged run is a result too: the same command reuses it rather than diverging again.
     again, log = in_process(tmp_path, mnist, [specs["TINY_A"]], epochs=2, train_limit=1024,
-                            lr=1e30)
+                            optimizer_args=(("learning_rate", 1e30),))
     assert again[0].origin == "reused" and again[0].record.diverged_at == (1, 2)
 
 
@@ -420,7 +421,7 @@ def test_a_failed_write_names_the_file_and_leaves_the_run_resumable(specs, tmp_p
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (330_000, 330_000))  # noqa: E731
     p = subprocess.run(args, capture_output=True, text=True, env=env(), timeout=180,
                        preexec_fn=limit)
-    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.returncode == 1, p.stdout + p.stderr  # the disk refused: a failure, not usage
     assert "probabilities.npy" in p.stderr and "File too large" in p.stderr
     assert "stopped after epoch 2/2 because a file could not be written" in p.stdout
     s = RunStore(store, create=False)
@@ -437,7 +438,7 @@ def test_an_unwritable_store_fails_before_training_and_names_the_path(specs, tmp
     blocker.write_text("not a folder")
     store = blocker / "store"
     p = cnnbench(*cli_args(store, specs["TINY_A"], epochs=1, limit=128, out=tmp_path / "out"))
-    assert p.returncode == 2
+    assert p.returncode == 1  # the store failed, not the input (errors.py): exit 1, not 2
     assert f"the run store {store} is not writable" in p.stderr
     assert "Epoch" not in p.stdout and "Train on" not in p.stdout
 
@@ -469,7 +470,7 @@ def test_a_read_only_store_fails_before_training(specs, tmp_path):
     finally:
         if base != tmp_path:
             shutil.rmtree(base)
-    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.returncode == 1, p.stdout + p.stderr  # a store failure: exit 1
     assert f"the run store {store} is not writable" in p.stderr
     assert "Train on" not in p.stdout and left == []
 

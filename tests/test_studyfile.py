@@ -62,12 +62,12 @@ def test_defaults_are_the_notebooks(tmp_path):
     assert s.dataset is None and s.data_dir is None  # the CLI then loads MNIST
 
 
-def test_adadelta_arguments_go_to_the_config_fields(tmp_path):
+def test_adadelta_arguments_go_to_the_configs_optimizer_args_as_any_others(tmp_path):
     s = load_study(study(tmp_path, "models: [CNN_MNIST_2]\ntraining:\n"
                                    "  optimizer: {Adadelta: {lr: 0.5, epsilon: 1e-6}}\n"))
     config = TrainConfig(**s.train_config_kwargs())
-    assert (config.lr, config.rho, config.epsilon, config.optimizer) == (0.5, 0.95, 1e-6,
-                                                                         "Adadelta")
+    assert (config.optimizer, config.optimizer_args) == (
+        "Adadelta", (("learning_rate", 0.5), ("rho", 0.95), ("epsilon", 1e-6)))
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -78,7 +78,8 @@ def test_adadelta_arguments_go_to_the_config_fields(tmp_path):
     ("models: [CNN_MNIST_1]\ntraining: {epoch: 3}\n",
      "study.yaml: training: unknown field 'epoch'. Its fields: optimizer, loss, batch_size"),
     ("models: [CNN_MNIST_1]\ntraining: {epochs: 0}\n",
-     "study.yaml: training.epochs must be a positive integer. Got 0."),
+     "study.yaml: the 'epochs' parameter of training must be a positive integer. "
+     "Got 0 instead."),
     ("models: [CNN_MNIST_1]\ntraining: {optimizer: adam}\n",
      "study.yaml: training.optimizer: unknown optimizer 'adam'. Did you mean Adam? "
      "Known optimizers: Adadelta, SGD, Adam, AdamW, RMSprop."),
@@ -86,8 +87,8 @@ def test_adadelta_arguments_go_to_the_config_fields(tmp_path):
      "study.yaml: training.optimizer: Adam has no argument 'momentum'. Its arguments: "
      "learning_rate, beta_1, beta_2, epsilon, amsgrad."),
     ("models: [CNN_MNIST_1]\ntraining: {optimizer: {SGD: {momentum: 1.5}}}\n",
-     "study.yaml: training.optimizer: the 'momentum' of SGD must be a number in [0, 1). "
-     "Got 1.5."),
+     "study.yaml: training.optimizer: the 'momentum' parameter of SGD must be a number in "
+     "[0, 1). Got 1.5 instead."),
     ("models: [CNN_MNIST_1]\ntraining: {loss: mse}\n",
      "study.yaml: training.loss: unknown loss 'mse'. Known: categorical_crossentropy"),
     ("models: [CNN_MNIST_1]\ntraining: {seeds: [1, 1]}\n",

@@ -146,3 +146,35 @@ def test_vary_shortcuts_build_the_same_factors_as_the_study_file():
     assert parse_vary("lr=1.0,0.1", spec)[1]["levels"] == [1.0, 0.1]
     with pytest.raises(SpecError, match="unknown factor 'colour'"):
         parse_vary("colour=red,blue", spec)
+
+
+def test_a_learning_rate_factor_sets_the_rate_of_the_studys_optimizer():
+    """SGD as Adadelta: the factor edits the optimizer's learning_rate, whichever it is; the
+    base level is the base run, however its settings were spelled."""
+    from cnnbench.study.ablation import groups, variant_config
+    a = ablation("ofat", lr={"training": "learning_rate", "levels": [0.01, 0.1]})
+    base = {"optimizer": "SGD", "optimizer_args": (("momentum", 0.9),)}
+    kw = variant_config(base, by_name(a)["CNN_MNIST_2[lr=0.1]"])
+    assert (kw["optimizer"], dict(kw["optimizer_args"])) == ("SGD", {
+        "learning_rate": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0})
+    assert [g.label for g in groups([a], base)] == ["base", "learning_rate=0.1"]
+    # Adadelta by default; a level equal to its default rate is the base run, not a second one
+    b = ablation("ofat", lr={"training": "learning_rate", "levels": [1.0, 0.1]})
+    assert [(g.label, len(g.variants)) for g in groups([b], {})] == [
+        ("base", 1), ("learning_rate=0.1", 1)]
+    assert dict(variant_config({}, b.variants[1])["optimizer_args"])["learning_rate"] == 0.1
+
+
+@pytest.mark.parametrize("factor, says", [
+    ({"training": "learning_rate", "levels": [1.0, -1]},
+     "t: factor 'lr': level '-1': the 'learning_rate' parameter of training must be a number "
+     ">= 0. Got -1 instead."),
+    ({"training": "batch_size", "levels": [128, 0]},
+     "the 'batch_size' parameter of training must be a positive integer. Got 0 instead."),
+    ({"training": "optimizer", "levels": ["Adadelta", "sgd"]},
+     "level 'sgd': unknown optimizer 'sgd'. Did you mean SGD?"),
+])
+def test_a_bad_training_level_fails_when_the_study_is_read(factor, says):
+    with pytest.raises(SpecError) as e:
+        ablation("ofat", lr=factor)
+    assert says in str(e.value)

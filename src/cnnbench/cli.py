@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import __version__
-
-EXIT_USAGE = 2
+from cnnbench.errors import EXIT_FAILURE, EXIT_USAGE, CnnbenchError, UsageError
 
 
 def _positive_int(text: str) -> int:
@@ -55,7 +54,10 @@ def _seed(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnbench",
-        description="Compare CNN architectures on MNIST-like data, faithfully and fast.")
+        description="Compare CNN architectures on MNIST-like data, faithfully and fast.",
+        epilog="Exit codes: 0 done; 1 something failed while running (a run, the data, the "
+               "store, the disk); 2 what was given cannot be used (an option, a spec or study "
+               "file, a run id); 130 interrupted.")
     p.add_argument("--version", action="version", version=f"cnnbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -285,27 +287,31 @@ def _plan(args: argparse.Namespace):
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"the model name(s) {dupes} appear twice; results are keyed by "
+        raise UsageError(f"the model name(s) {dupes} appear twice; results are keyed by "
                          f"model name, give each spec its own 'name'.")
     config: dict = study.train_config_kwargs() if study else {}
-    for key in ("epochs", "batch_size", "train_limit", "lr", "validation_split",
-                "early_stopping"):
+    for key in ("epochs", "batch_size", "train_limit", "validation_split", "early_stopping"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    if args.lr is not None:  # the learning rate of whichever optimizer runs
+        from cnnbench.train.optim import DEFAULT, with_learning_rate
+        name = config.setdefault("optimizer", DEFAULT)
+        config["optimizer_args"] = with_learning_rate(name, config.get("optimizer_args"),
+                                                      args.lr, "--lr")
     if config.get("validation_split") == 0:
         config.pop("validation_split")  # --validation-split 0: the test set validates
     if args.seeds and args.seed is not None:
-        raise ValueError("give --seed S or --seeds K|S..., not both")
+        raise UsageError("give --seed S or --seeds K|S..., not both")
     from cnnbench.study.studyfile import MAX_SEEDS
     if args.seeds and len(args.seeds) == 1 and args.seeds[0] > MAX_SEEDS:
-        raise ValueError(f"--seeds {args.seeds[0]}: at most {MAX_SEEDS} seeds")
+        raise UsageError(f"--seeds {args.seeds[0]}: at most {MAX_SEEDS} seeds")
     if args.seeds:  # one number K: seeds 0..K-1; several: exactly those
         seeds = list(range(args.seeds[0])) if len(args.seeds) == 1 else list(args.seeds)
         if not seeds:
-            raise ValueError(f"--seeds {args.seeds[0]}: expected a positive number of seeds")
+            raise UsageError(f"--seeds {args.seeds[0]}: expected a positive number of seeds")
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:  # one run counted twice would fake agreement between seeds (std 0)
-            raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: seed(s) "
+            raise UsageError(f"--seeds {' '.join(map(str, args.seeds))}: seed(s) "
                              f"{', '.join(map(str, repeated))} given more than once; "
                              f"expected distinct seeds")
     else:
@@ -350,9 +356,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_loggers(plan.loggers)  # and so does a logger whose package is missing
     ex = plan.executor
     if ex.ray_address and ex.kind != "ray":
-        raise ValueError(f"--ray-address {ex.ray_address} is for --executor ray")
+        raise UsageError(f"--ray-address {ex.ray_address} is for --executor ray")
     if ex.jobs > 1 and ex.kind != "local":
-        raise ValueError(f"--jobs {ex.jobs} is for --executor local; on Ray every run is a "
+        raise UsageError(f"--jobs {ex.jobs} is for --executor local; on Ray every run is a "
                          f"task of --threads CPUs")
     if ex.kind == "ray":
         from cnnbench.study.executors import import_ray
@@ -579,7 +585,7 @@ def _weights_path(ref: str, store_root: Path | None) -> Path:
     store = RunStore(store_root, create=False)
     path = store.folder(store.resolve(ref)) / "weights.safetensors"
     if not path.is_file():
-        raise ValueError(f"run {ref} in {store.root} has no final weights (not finished?)")
+        raise UsageError(f"run {ref} in {store.root} has no final weights (not finished?)")
     return path
 
 
@@ -591,7 +597,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     args.weights = _weights_path(args.weights, args.store)
     loaded = load_weights(args.weights)
     if tuple(loaded.spec.input_shape) != (28, 28, 1):
-        raise ValueError(f"{args.weights}: the model takes {list(loaded.spec.input_shape)} "
+        raise UsageError(f"{args.weights}: the model takes {list(loaded.spec.input_shape)} "
                          f"inputs; predict makes 28x28 grayscale ones.")
     console = _console()
     console.print(f"{loaded.spec.name} ({loaded.dataset or 'unknown dataset'}, "
@@ -625,10 +631,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         # beside a stored run's weights would be inside the store: the current folder instead
         out = Path(f"{loaded.spec.name}-{weights.parent.name}{SUFFIX[args.format]}")
     if out is not None and is_inside(root, out):
-        raise ValueError(f"--out {out} is inside the run store {root}, whose files only "
+        raise UsageError(f"--out {out} is inside the run store {root}, whose files only "
                          f"cnnbench writes (it could overwrite a run's weights); give a path "
                          f"outside it")
-    path = export(loaded, args.format, out)
+    try:
+        path = export(loaded, args.format, out)
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        target = out or weights.with_suffix(SUFFIX[args.format])
+        raise OSError(e.errno, e.strerror, str(target)) from e  # name the file
     _console().print(f"{args.format}: {path}")
     return 0
 
@@ -687,7 +699,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = [store.get(i) for i in ids]
     datasets = sorted({r.dataset for r in rows if r is not None})
     if len(datasets) != 1:
-        raise ValueError(f"a report compares runs on one dataset; these runs are on "
+        raise UsageError(f"a report compares runs on one dataset; these runs are on "
                          f"{', '.join(datasets) or 'none'}: name the runs to report")
     err = _console(stderr=True)
     dataset = _load_data(None if args.data_dir else datasets[0], args.data_dir, None,
@@ -711,7 +723,7 @@ def _check_same_data(store, ids, dataset, data_dir) -> None:
         except (OSError, ValueError, KeyError):
             continue  # a run without its config: the report says what it lacks
         if theirs != fp:
-            raise ValueError(f"run {rid} was trained on data with fingerprint {theirs[:16]}..., "
+            raise UsageError(f"run {rid} was trained on data with fingerprint {theirs[:16]}..., "
                              f"but {data_dir or dataset.info.name} has {fp[:16]}...; a report "
                              f"needs the runs' own data (give its --data-dir)")
 
@@ -721,15 +733,26 @@ COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "models": cmd_models, "summary
             "import-keras": cmd_import_keras, "predict": cmd_predict, "export": cmd_export}
 
 
+def _os_error(e: OSError) -> str:
+    """An OSError in one line: what failed, on which path (no errno number, no repr)."""
+    if e.strerror is None:
+        return str(e) or type(e).__name__
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    return f"{e.strerror}: {paths}" if paths else e.strerror
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; each error is one line on stderr and the exit code its class chooses
+    (errors.py): 2 for what the user gave, 1 for what failed while running it."""
     args = build_parser().parse_args(argv)
-    from cnnbench.data.datasets import DataError
-    from cnnbench.model.spec import SpecError
     try:
         return COMMANDS[args.command](args)
-    except (SpecError, DataError, ValueError, OSError) as e:
+    except CnnbenchError as e:
         print(f"cnnbench {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
+    except OSError as e:  # the disk or the file system (full, read-only, gone): not the input
+        print(f"cnnbench {args.command}: error: {_os_error(e)}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"\ncnnbench {args.command}: interrupted", file=sys.stderr)
         return 130

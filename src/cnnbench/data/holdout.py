@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cnnbench.errors import ConstraintError
+
 MONITORS = ("val_loss", "val_acc")
 
 
@@ -33,18 +35,18 @@ def split_at(n: int, validation_split: float = 0.0, validation_size: int = 0) ->
     55000
     """
     if validation_split and validation_size:
-        raise ValueError(f"give validation_split or validation_size, not both. Got "
-                         f"validation_split={validation_split!r}, "
-                         f"validation_size={validation_size!r}.")
+        raise ConstraintError(f"give validation_split or validation_size, not both. Got "
+                              f"validation_split={validation_split!r}, "
+                              f"validation_size={validation_size!r}.")
     if validation_size:
         at = n - validation_size
     else:
         at = int(math.floor(n * (1.0 - validation_split)))  # Keras' own rounding
     if validation_split or validation_size:
         if at < 1 or at >= n:
-            raise ValueError(f"a validation set of {n - at} of {n} training images leaves "
-                             f"{'nothing to train on' if at < 1 else 'no validation image'}; "
-                             f"choose a smaller validation_size or a larger train_limit.")
+            raise ConstraintError(f"a validation set of {n - at} of {n} training images leaves "
+                                  f"{'nothing to train on' if at < 1 else 'no validation image'}; "
+                                  f"choose a smaller validation_size or a larger train_limit.")
     return at
 
 
@@ -76,8 +78,8 @@ def stop_state(values: Sequence[float], monitor: str = "val_loss", patience: int
                min_delta: float = 0.0) -> StopState:
     """Replay Keras' EarlyStopping over a monitored history (one value an epoch)."""
     if monitor not in MONITORS:
-        raise ValueError(f"the early-stopping monitor must be one of {', '.join(MONITORS)}. "
-                         f"Got {monitor!r}.")
+        raise ConstraintError(f"the early-stopping monitor must be one of {', '.join(MONITORS)}. "
+                              f"Got {monitor!r}.")
     best = math.inf if monitor.endswith("loss") else -math.inf
     best_epoch, wait, stop = 0, 0, False
     for i, v in enumerate(values):

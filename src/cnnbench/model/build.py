@@ -13,7 +13,7 @@ so training is distributed identically; only a weight import/export from Keras w
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -465,14 +465,9 @@ def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(model(x).float(), dim=1)
 
 
-def make_optimizer(model: nn.Module, lr: float = 1.0, rho: float = 0.95,
-                   epsilon: float = KERAS_EPSILON, name: str = "Adadelta",
-                   args: Sequence[tuple[str, Any]] = ()) -> torch.optim.Optimizer:
-    """Keras 2.2's ``Adadelta()`` by default: torch's update rule is the same formula.
-
-    ``name`` picks another optimizer (SGD, Adam, AdamW, RMSprop) with its Keras-named
-    ``args``; see :mod:`cnnbench.optim`.
-    """
-    if name == "Adadelta" and not args:
-        return torch.optim.Adadelta(model.parameters(), lr=lr, rho=rho, eps=epsilon)
-    return torch_optimizer(model.parameters(), name, dict(args))
+def make_optimizer(model: nn.Module, name: str = "Adadelta",
+                   args: Mapping[str, Any] | Sequence[tuple[str, Any]] = ()
+                   ) -> torch.optim.Optimizer:
+    """The torch optimizer for a Keras optimizer and its arguments (defaults filled in);
+    Keras 2.2's ``Adadelta()`` by default. See :mod:`cnnbench.train.optim`."""
+    return torch_optimizer(model.parameters(), name, args)

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.data.datasets import Dataset
+from cnnbench.errors import UsageError
 from cnnbench.store.run_store import RunStore
+
+
+class ReportError(UsageError, ValueError):
+    """Runs that cannot be reported (not in the store, none finished); names them."""
 
 
 def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset,
@@ -27,8 +32,8 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
         if row is not None and row.status.done:
             records.append(store.record(rid))
     if not records:
-        raise ValueError(f"none of the runs {', '.join(run_ids)} in {store.root} has finished; "
-                         f"nothing to report")
+        raise ReportError(f"none of the runs {', '.join(run_ids)} in {store.root} has "
+                          f"finished; nothing to report")
     config: dict[str, Any] = records[0].config
     n_train = min(len(dataset.x_train), config.get("train_limit") or len(dataset.x_train))
     info = {"name": dataset.info.name, "n_train": n_train, "n_test": len(dataset.x_test),

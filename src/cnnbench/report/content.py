@@ -13,6 +13,7 @@ from cnnbench.analysis import diagnosis
 from cnnbench.analysis import stats as analysis
 from cnnbench.report.table import describe_batchnorm, describe_dropout
 from cnnbench.store.records import RunRecord
+from cnnbench.train.optim import label_of
 
 
 @dataclass
@@ -114,18 +115,25 @@ def _validation(configs: Sequence[Mapping[str, Any]]) -> str:
     return f"{len(held)} of {len(configs)} runs: {holdout} The others: {test}"
 
 
+# Not listed among the settings: the seed (its own line) and the optimizer (described whole);
+# lr, rho and epsilon are Adadelta's arguments in runs stored before the key's version 2.
+_NOT_SETTINGS = {"seed", "optimizer", "optimizer_args", "lr", "rho", "epsilon"}
+
+
 def _method(records: Sequence[RunRecord], dataset: Mapping[str, Any]) -> list[tuple[str, str]]:
     configs = [r.config for r in records if r.config]
-    keys = sorted({k for c in configs for k in c if k != "seed"})
+    keys = sorted({k for c in configs for k in c if k not in _NOT_SETTINGS})
     settings = ", ".join(f"{k}={_distinct([c.get(k) for c in configs])}" for k in keys)
+    # Built from each run's own settings: an SGD study's note names SGD and its arguments.
+    optimizer = _distinct([label_of(c) for c in configs]) or "not recorded"
     seeds = sorted({r.seed for r in records})
     envs = [r.environment for r in records if r.environment]
     env_keys = sorted({k for e in envs for k in e})
     env_text = ", ".join(f"{k} {_distinct([e.get(k) for e in envs])}" for k in env_keys)
     data = ", ".join(f"{k}={v}" for k, v in dataset.items() if k != "classes") or "not given"
     out = [
-        ("Training", "Categorical cross-entropy; " + _validation(configs) + " Settings: "
-         + (settings or "not recorded") + "."),
+        ("Training", "Categorical cross-entropy, optimizer " + optimizer + ". "
+         + _validation(configs) + " Settings: " + (settings or "not recorded") + "."),
         ("Seeds", f"{len(seeds)} seed(s): {', '.join(map(str, seeds))}; each model trained "
                   f"once per seed. Mean ± std uses the sample standard deviation; the 95 % "
                   f"confidence interval of the mean is Student-t over seeds."),

@@ -39,7 +39,9 @@ def build(ablations: Sequence[Any], claims: Sequence[Any],
     runs = {k: records[rid] for k, rid in run_ids.items() if rid in records}
     results = analyse(ablations, runs, y_test, num_classes)
     held = [r.config for r in runs.values() if r.config]
-    splits = {(c.get("validation_split"), c.get("validation_size")) for c in held}
+    # None for no holdout: absent (run key version 1 left it out at 0) or 0 (version 2).
+    splits = {(c.get("validation_split") or None, c.get("validation_size") or None)
+              for c in held}
     if splits == {(None, None)} or not splits:
         validation = ("These runs validated on the test set after every epoch (the notebook's "
                       "protocol): their per-epoch numbers were seen during training.")

@@ -12,8 +12,9 @@ Layout under the store root (default ``./cnnbench-runs``, or ``--store``, or
     locks/<id>                held (flock) by the process training or deleting the run; never
                               deleted, so a lock file is never swapped under a waiting process
 
-A run's id is a short SHA-256 of what determines its result (``run_key``), so the same
-model, settings, data and seed always land in the same folder, whoever trains them. The
+A run's id is a short SHA-256 of what determines its result (``run_key``, with the key's
+shape version ``KEY_VERSION``), so the same model, settings, data and seed always land in the
+same folder, whoever trains them. The
 folder is the truth; the index is what ``cnnbench runs`` reads. This module does not import
 torch, so listing runs is instant.
 """
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import EXIT_USAGE, CnnbenchError
 from cnnbench.store.records import HISTORY_KEYS, STORED, RunRecord, RunStatus, empty_history
 
 ENV_VAR = "CNNBENCH_STORE"
@@ -45,6 +46,13 @@ DEFAULT_ROOT = "cnnbench-runs"
 BUSY_SECONDS = 60  # how long a process waits for another one's write to the index
 ATTEMPT = "attempt"  # a run folder's subfolder where a forced retrain trains
 ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic store
+# The shape of the run key, hashed with it. Bump it whenever the same run would be written
+# differently (a setting renamed, regrouped or given another meaning), so that no new key can
+# equal an old one by accident. Runs stored under another version stay listed and readable,
+# and are never reused. 1 (unwritten): Adadelta as lr/rho/epsilon beside the optimizer_args
+# of the others, settings added later left out at their defaults. 2: every optimizer a name
+# and its complete Keras-named arguments; every setting spelled out.
+KEY_VERSION = 2
 # TrainConfig fields that change speed, never numbers: left out of the run key.
 NOT_IN_KEY = ("eval_batch_size",)
 STATUSES = tuple(str(s) for s in STORED)  # what the index's status column holds
@@ -74,6 +82,12 @@ CREATE TABLE IF NOT EXISTS runs (
 
 class StoreError(CnnbenchError, OSError):
     """The store cannot be used: unwritable, full, or not a store. Names the path."""
+
+
+class UnknownRun(StoreError):
+    """A run id (prefix) the user gave that names no run, or several: input to fix (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def _busy(e: sqlite3.Error) -> bool:
@@ -112,10 +126,11 @@ def resolved_spec(spec: Any) -> dict[str, Any]:
 
 def run_key(spec: Mapping[str, Any], training: Mapping[str, Any],
             dataset_fingerprint: str) -> dict[str, Any]:
-    """What determines a run's result: the resolved spec, the settings, the data and the seed."""
+    """What determines a run's result: the resolved spec, the settings, the data and the seed,
+    under the key's shape version (:data:`KEY_VERSION`)."""
     settings = {k: v for k, v in training.items() if k not in NOT_IN_KEY and k != "seed"}
-    return {"spec": dict(spec), "training": settings, "dataset": dataset_fingerprint,
-            "seed": training["seed"]}
+    return {"version": KEY_VERSION, "spec": dict(spec), "training": settings,
+            "dataset": dataset_fingerprint, "seed": training["seed"]}
 
 
 def run_id(key: Mapping[str, Any]) -> str:
@@ -373,14 +388,14 @@ class RunStore:
         return [RunRow(**dict(r)) for r in rows]
 
     def resolve(self, prefix: str) -> str:
-        """The one run id starting with ``prefix``; StoreError if none or several."""
+        """The one run id starting with ``prefix``; UnknownRun if none or several."""
         with self._read() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY id",
                                             (prefix.replace("%", "").replace("_", "") + "%",))]
         if not ids:
-            raise StoreError(f"no run matching '{prefix}' in {self.root}")
+            raise UnknownRun(f"no run matching '{prefix}' in {self.root}")
         if len(ids) > 1:
-            raise StoreError(f"'{prefix}' matches {len(ids)} runs in {self.root} "
+            raise UnknownRun(f"'{prefix}' matches {len(ids)} runs in {self.root} "
                              f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}); "
                              f"give more of the id")
         return ids[0]
@@ -504,7 +519,7 @@ class RunStore:
         from cnnbench.model.spec import build_spec
         row = self.get(rid)
         if row is None:
-            raise ValueError(f"no run {rid} in {self.root}")
+            raise UnknownRun(f"no run {rid} in {self.root}")
         config = self.read_config(rid)
         spec = build_spec(config["model"]["spec_raw"], source=config["model"]["source"])
         folder = self.folder(rid)

@@ -19,29 +19,27 @@ from cnnbench.analysis.claims import Verdict, judge
 from cnnbench.store.records import RunRecord
 from cnnbench.store.run_store import canonical_json, resolved_spec, run_id, run_key
 from cnnbench.study.variants import Ablation, Variant
+from cnnbench.train.optim import DEFAULT as DEFAULT_OPTIMIZER
+from cnnbench.train.optim import resolve_optimizer, with_learning_rate
 
 
-def variant_config(base: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
-    """TrainConfig keyword arguments of a variant: the study's, with its training edits."""
+def variant_config(base: Mapping[str, Any], variant: Variant | None = None) -> dict[str, Any]:
+    """TrainConfig keyword arguments of a variant (None: the base): the study's, with its
+    training edits, the optimizer always named with all its arguments, so one setting is
+    one key however it was reached."""
     from cnnbench.study.studyfile import _optimizer
 
     kw = dict(base)
-    t = dict(variant.training)
+    t = dict(variant.training) if variant is not None else {}
     if "optimizer" in t:
-        for k in ("optimizer", "optimizer_args", "lr", "rho", "epsilon"):
-            kw.pop(k, None)
         name, args = _optimizer(t.pop("optimizer"), f"variant {variant.name}: optimizer")
-        if name == "Adadelta":
-            kw.update(lr=args["learning_rate"], rho=args["rho"], epsilon=args["epsilon"])
-        else:
-            kw.update(optimizer=name, optimizer_args=tuple(args.items()))
-    if "learning_rate" in t:
-        lr = t.pop("learning_rate")
-        if kw.get("optimizer", "Adadelta") == "Adadelta":
-            kw["lr"] = float(lr)
-        else:
-            kw["optimizer_args"] = tuple((k, float(lr) if k == "learning_rate" else v)
-                                         for k, v in kw["optimizer_args"])
+        kw.update(optimizer=name, optimizer_args=tuple(args.items()))
+    name = kw.setdefault("optimizer", DEFAULT_OPTIMIZER)
+    kw["optimizer_args"] = tuple(resolve_optimizer(name, kw.get("optimizer_args"), "").items())
+    if "learning_rate" in t:  # of whichever optimizer the variant trains with
+        kw["optimizer_args"] = with_learning_rate(name, kw["optimizer_args"],
+                                                  t.pop("learning_rate"),
+                                                  f"variant {variant.name}: learning_rate")
     kw.update(t)  # batch_size, epochs
     return kw
 
@@ -69,7 +67,7 @@ def groups(ablations: Sequence[Ablation], base: Mapping[str, Any]) -> list[Group
                 continue
             seen.add((key, spec_key))
             if key not in out:
-                label = ("base" if key == canonical_json(dict(base)) else
+                label = ("base" if key == canonical_json(variant_config(base)) else
                          ",".join(f"{k}={x}" for k, x in sorted(v.training.items())))
                 out[key] = Group(label, kw, [])
             out[key].variants.append(v)

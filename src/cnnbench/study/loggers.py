@@ -114,7 +114,8 @@ def make_loggers(names: Sequence[str]) -> list[RunLogger]:
 
 
 def _flat(obj: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """``{"training.lr": 1.0, ...}`` for the dotted ``keys`` (a mapping key takes all below)."""
+    """``{"training.optimizer_args.learning_rate": 1.0, ...}`` for the dotted ``keys`` (a
+    mapping key takes all below)."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, v: Any) -> None:

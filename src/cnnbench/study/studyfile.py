@@ -24,6 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnbench.constraints import (
+    BOOLEAN,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    UNIT,
+    Constraint,
+    check,
+    one_of,
+    optional,
+)
+from cnnbench.data.holdout import MONITORS
 from cnnbench.model.spec import (
     ModelSpec,
     SpecError,
@@ -76,23 +87,16 @@ class StudyFile:
         """Keyword arguments of ``engine.TrainConfig`` (add ``seed``)."""
         kw: dict[str, Any] = {"epochs": self.epochs, "batch_size": self.batch_size,
                               "train_limit": self.train_limit}
-        a = self.optimizer_args
-        if self.optimizer == "Adadelta":
-            kw.update(lr=a["learning_rate"], rho=a["rho"], epsilon=a["epsilon"])
-        else:
-            kw.update(optimizer=self.optimizer, optimizer_args=tuple(a.items()))
+        kw.update(optimizer=self.optimizer, optimizer_args=tuple(self.optimizer_args.items()))
         return kw | self.holdout
 
 
-def _holdout(training: dict[str, Any], where: str, ablation: bool) -> dict[str, Any]:
+def _holdout(training: dict[str, Any], source: str, ablation: bool) -> dict[str, Any]:
     """The validation settings of TrainConfig the study sets (an ablation: a holdout)."""
     out: dict[str, Any] = {}
-    split, size = training.get("validation_split"), training.get("validation_size")
-    if split is not None and not (isinstance(split, int | float) and not isinstance(split, bool)
-                                  and 0 <= split < 1):
-        raise SpecError(f"{where}.validation_split must be a number in [0, 1). Got {split!r}.")
-    if size is not None and not (_int(size) and size >= 0):
-        raise SpecError(f"{where}.validation_size must be a non-negative integer. Got {size!r}.")
+    where = f"{source}: training"
+    split = _check(training, "validation_split", optional(UNIT), source)
+    size = _check(training, "validation_size", optional(NON_NEGATIVE_INT), source)
     if split and size:
         raise SpecError(f"{where}: give validation_split or validation_size, not both.")
     if split:
@@ -101,28 +105,27 @@ def _holdout(training: dict[str, Any], where: str, ablation: bool) -> dict[str, 
         out["validation_size"] = size
     elif ablation and split is None and size is None:
         out["validation_split"] = ABLATION_VALIDATION_SPLIT
-    patience = training.get("early_stopping")
+    patience = _check(training, "early_stopping", optional(NON_NEGATIVE_INT), source)
     if patience is not None:
-        if not (_int(patience) and patience >= 0):
-            raise SpecError(f"{where}.early_stopping is the patience in epochs, a non-negative "
-                            f"integer (or null: off). Got {patience!r}.")
         if not out:
             raise SpecError(f"{where}.early_stopping needs a held-out validation set: set "
                             f"validation_split or validation_size (stopping on the test set "
                             f"would select on the numbers reported).")
         out["early_stopping"] = patience
-    monitor = training.get("monitor")
-    if monitor is not None:
-        if monitor not in ("val_loss", "val_acc"):
-            raise SpecError(f"{where}.monitor must be val_loss or val_acc. Got {monitor!r}.")
-        out["monitor"] = monitor
-    restore = training.get("restore_best_weights")
-    if restore is not None:
-        if not isinstance(restore, bool):
-            raise SpecError(f"{where}.restore_best_weights must be true or false. "
-                            f"Got {restore!r}.")
-        out["restore_best_weights"] = restore
+    for key, c in (("monitor", optional(one_of(*MONITORS))),
+                   ("restore_best_weights", optional(BOOLEAN))):
+        value = _check(training, key, c, source)
+        if value is not None:
+            out[key] = value
     return out
+
+
+def _check(training: dict[str, Any], key: str, c: Constraint, source: str,
+           default: Any = None) -> Any:
+    """``training[key]`` (or ``default``) if ``c`` allows it, else a SpecError naming it:
+    "study.yaml: the 'epochs' parameter of training must be a positive integer. Got 0
+    instead." """
+    return check(training.get(key, default), c, key, "training", source, SpecError)
 
 
 def _builtin_studies() -> dict[str, Any]:
@@ -140,10 +143,6 @@ def find_study(name: str | Path) -> Path:
     if str(name) in builtin:
         return Path(str(builtin[str(name)]))
     return path
-
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def _int(v: Any) -> bool:
@@ -243,15 +242,9 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
     if loss not in LOSSES:
         raise SpecError(f"{where}.loss: unknown loss {loss!r}. Known: {', '.join(LOSSES)} "
                         f"(on a softmax output, clipped as Keras does).")
-    values = {}
-    for key, default in (("batch_size", 128), ("epochs", 12)):
-        v = training.get(key, default)
-        if not _positive_int(v):
-            raise SpecError(f"{where}.{key} must be a positive integer. Got {v!r}.")
-        values[key] = v
-    limit = training.get("train_limit")
-    if limit is not None and not _positive_int(limit):
-        raise SpecError(f"{where}.train_limit must be a positive integer or null. Got {limit!r}.")
+    values = {key: _check(training, key, POSITIVE_INT, source, default)
+              for key, default in (("batch_size", 128), ("epochs", 12))}
+    limit = _check(training, "train_limit", optional(POSITIVE_INT), source)
     if "seed" in training and "seeds" in training:
         raise SpecError(f"{where}: give 'seed' or 'seeds', not both.")
     seeds = training.get("seeds", training.get("seed", 0))
@@ -276,7 +269,7 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
                      data_dir=data_dir, optimizer=opt_name, optimizer_args=opt_args, loss=loss,
                      batch_size=values["batch_size"], epochs=values["epochs"],
                      seeds=tuple(seeds), train_limit=limit,
-                     holdout=_holdout(training, where, bool(ablations)),
+                     holdout=_holdout(training, source, bool(ablations)),
                      ablations=ablations, claims=claims)
 
 

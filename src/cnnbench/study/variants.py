@@ -40,8 +40,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cnnbench.constraints import POSITIVE_INT, check
 from cnnbench.model.layers import KINDS as LAYER_KINDS
 from cnnbench.model.spec import ModelSpec, SpecError, build_spec, get_spec
+from cnnbench.train.optim import LEARNING_RATE
 
 DESIGNS = ("factorial", "ofat")
 KINDS = ("set", "replace", "insert_after", "repeat", "scale", "training")
@@ -153,9 +155,12 @@ def parse_factor(name: str, data: Any, where: str, min_levels: int = 2) -> Facto
             raise SpecError(f"{where}: 'set' names the argument to set, e.g. 'activation'. "
                             f"Got {target!r}.")
         argument, target = target, data.get("layers", "hidden")
-    elif kind == "training" and target not in TRAINING_TARGETS:
-        raise SpecError(f"{where}: 'training' must be one of {', '.join(TRAINING_TARGETS)}. "
-                        f"Got {target!r}.")
+    elif kind == "training":
+        if target not in TRAINING_TARGETS:
+            raise SpecError(f"{where}: 'training' must be one of "
+                            f"{', '.join(TRAINING_TARGETS)}. Got {target!r}.")
+        for label, v in levels:  # a bad level fails here, before any run of the study
+            _check_training_level(target, v, f"{where}: level {label!r}")
     elif kind == "repeat":
         if not (isinstance(target, list) and len(target) == 2
                 and all(isinstance(i, int) for i in target) and target[0] <= target[1]):
@@ -171,6 +176,17 @@ def parse_factor(name: str, data: Any, where: str, min_levels: int = 2) -> Facto
                 raise SpecError(f"{where}: level {label!r}: a scale must be a positive "
                                 f"number. Got {v!r}.")
     return Factor(name, kind, target, levels, base, argument)
+
+
+def _check_training_level(target: str, value: Any, where: str) -> None:
+    """A training factor's level: a learning rate, a batch size or epochs by the constraint
+    TrainConfig and the optimizers apply, an optimizer as a study file writes it."""
+    if target == "optimizer":
+        from cnnbench.study.studyfile import _optimizer
+        _optimizer(value, where)
+    else:
+        c = LEARNING_RATE if target == "learning_rate" else POSITIVE_INT
+        check(value, c, target, "training", where, SpecError)
 
 
 # --- applying it ----------------------------------------------------------------------------

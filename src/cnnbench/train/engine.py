@@ -10,15 +10,26 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cnnbench.constraints import (
+    BOOLEAN,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    UNIT,
+    Constraint,
+    check,
+    one_of,
+    optional,
+)
 from cnnbench.data.holdout import MONITORS, split_at, stop_state
-from cnnbench.model.build import clipped_categorical_crossentropy, make_optimizer
+from cnnbench.errors import ConstraintError
+from cnnbench.model.build import clipped_categorical_crossentropy
 from cnnbench.store.records import RunStatus, empty_history
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.fastpath import (
@@ -27,7 +38,13 @@ from cnnbench.train.fastpath import (
     optimizer_step,
     prepare_model,
 )
-from cnnbench.train.optim import describe_optimizer, resolve_optimizer
+from cnnbench.train.optim import DEFAULT as DEFAULT_OPTIMIZER
+from cnnbench.train.optim import (
+    describe_optimizer,
+    resolve_optimizer,
+    torch_optimizer,
+    with_learning_rate,
+)
 from cnnbench.train.state import restore_training_state, training_state
 
 PRECISIONS = ("fp32", "bf16")
@@ -35,20 +52,20 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting that determines a run's result. Defaults are the notebook's."""
+    """Every setting that determines a run's result. Defaults are the notebook's.
+
+    The optimizer is a Keras name and its Keras-named arguments, Adadelta like any other:
+    ``optimizer_args`` may name some (``(("learning_rate", 0.1),)``) and always holds all of
+    them once the config is made, defaults filled in, in Keras' order.
+    """
 
     epochs: int = 12
     batch_size: int = 128  # images per step; 60k images -> 469 steps, the last of 96
-    lr: float = 1.0  # Keras 2.2 Adadelta(): lr 1.0, rho 0.95, epsilon 1e-7
-    rho: float = 0.95
-    epsilon: float = 1e-7
     seed: int = 0
     train_limit: int | None = None  # train on the first N images; the test set stays whole
     precision: str = "fp32"  # fp32 (faithful), bf16 (autocast; CPU with bf16 units, or CUDA)
     eval_batch_size: int = 500  # does not change results, only speed
-    # Adadelta takes lr/rho/epsilon above; any other optimizer (SGD, Adam, AdamW, RMSprop)
-    # takes its Keras-named arguments here, e.g. (("learning_rate", 0.01), ("momentum", 0.9)).
-    optimizer: str = "Adadelta"
+    optimizer: str = DEFAULT_OPTIMIZER  # Keras 2.2 Adadelta(): lr 1.0, rho 0.95, epsilon 1e-7
     optimizer_args: tuple[tuple[str, Any], ...] = ()
     # A held-out validation set (holdout.py, Keras' semantics): the last fraction / number of
     # the training images; val_* then come from it and the test set is evaluated once, at the
@@ -62,65 +79,54 @@ class TrainConfig:
     restore_best_weights: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"'{name}' must be a positive integer. Got {v!r}.")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"'precision' must be one of {', '.join(PRECISIONS)}. "
-                             f"Got {self.precision!r}.")
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"'train_limit' must be a positive integer. Got {self.train_limit!r}.")
-        if self.optimizer == "Adadelta" and self.optimizer_args:
-            raise ValueError("Adadelta takes 'lr', 'rho' and 'epsilon' of TrainConfig, "
-                             f"not optimizer_args. Got {self.optimizer_args!r}.")
-        resolve_optimizer(self.optimizer, dict(self.optimizer_args), "TrainConfig")
-        if not (isinstance(self.validation_split, int | float) and 0 <= self.validation_split < 1):
-            raise ValueError(f"'validation_split' must be a number in [0, 1). "
-                             f"Got {self.validation_split!r}.")
-        if not isinstance(self.validation_size, int) or self.validation_size < 0:
-            raise ValueError(f"'validation_size' must be a non-negative integer. "
-                             f"Got {self.validation_size!r}.")
+        for name, c in CHECKS.items():
+            check(getattr(self, name), c, name, "TrainConfig")
+        args = resolve_optimizer(self.optimizer, self.optimizer_args, "TrainConfig")
+        object.__setattr__(self, "optimizer_args", tuple(args.items()))  # frozen: once, here
         if self.validation_split and self.validation_size:
-            raise ValueError("give 'validation_split' or 'validation_size', not both.")
-        if self.early_stopping is not None:
-            if not isinstance(self.early_stopping, int) or self.early_stopping < 0:
-                raise ValueError(f"'early_stopping' (the patience) must be a non-negative "
-                                 f"integer or None. Got {self.early_stopping!r}.")
-            if not self.holdout:
-                raise ValueError("early stopping needs a held-out validation set "
-                                 "('validation_split' or 'validation_size'): stopping on the "
-                                 "test set would select on the numbers that are reported.")
-        if self.monitor not in MONITORS:
-            raise ValueError(f"'monitor' must be one of {', '.join(MONITORS)}. "
-                             f"Got {self.monitor!r}.")
+            raise ConstraintError("TrainConfig: give 'validation_split' or 'validation_size', "
+                                  f"not both. Got {self.validation_split!r} and "
+                                  f"{self.validation_size!r}.")
+        if self.early_stopping is not None and not self.holdout:
+            raise ConstraintError("TrainConfig: early stopping needs a held-out validation set "
+                                  "('validation_split' or 'validation_size'): stopping on the "
+                                  "test set would select on the numbers that are reported.")
 
     @property
     def holdout(self) -> bool:
         """Whether validation data is held out of the training set (else: the test set)."""
         return bool(self.validation_split or self.validation_size)
 
+    @property
+    def learning_rate(self) -> float:
+        return dict(self.optimizer_args)["learning_rate"]
+
+    def with_learning_rate(self, lr: float) -> TrainConfig:
+        """The same settings at learning rate ``lr`` (``--lr``), whichever the optimizer."""
+        return replace(self, optimizer_args=with_learning_rate(self.optimizer,
+                                                               self.optimizer_args, lr))
+
     def optimizer_label(self) -> str:
-        """E.g. ``Adadelta(lr=1.0, rho=0.95, epsilon=1e-07)``, every argument shown."""
-        if self.optimizer == "Adadelta":
-            return f"Adadelta(lr={self.lr}, rho={self.rho}, epsilon={self.epsilon})"
-        return describe_optimizer(self.optimizer,
-                                  resolve_optimizer(self.optimizer, dict(self.optimizer_args), ""))
+        """E.g. ``Adadelta(learning_rate=1.0, rho=0.95, epsilon=1e-07)``, every argument."""
+        return describe_optimizer(self.optimizer, dict(self.optimizer_args))
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting; those added after the first release only when not at their default,
-        so the run ids of every run made before them stay the same."""
+        """Every setting, the optimizer's arguments as a mapping: what the run key hashes
+        (version 2: every setting spelled out, see ``run_store.KEY_VERSION``) and
+        config.json records."""
         d = asdict(self)
-        for k, default in ONLY_IF_SET.items():
-            if d[k] == default:
-                del d[k]
+        d["optimizer_args"] = dict(self.optimizer_args)
         return d
 
 
-# Settings that enter the run key (and config.json) only when set: their defaults.
-ONLY_IF_SET: dict[str, Any] = {"validation_split": 0.0, "validation_size": 0,
-                               "early_stopping": None, "monitor": "val_loss", "min_delta": 0.0,
-                               "restore_best_weights": True}
+# The checks of single settings; the optimizer's arguments are checked by optim.py.
+CHECKS: dict[str, Constraint] = {
+    "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "eval_batch_size": POSITIVE_INT,
+    "train_limit": optional(POSITIVE_INT), "precision": one_of(*PRECISIONS),
+    "validation_split": UNIT, "validation_size": NON_NEGATIVE_INT,
+    "early_stopping": optional(NON_NEGATIVE_INT), "monitor": one_of(*MONITORS),
+    "restore_best_weights": BOOLEAN,
+}
 
 
 @dataclass
@@ -162,20 +168,20 @@ def labels_to_tensor(y: np.ndarray, device: torch.device | str = "cpu") -> torch
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """auto, cpu, cuda or cuda:N as a torch device; ValueError for any other, or for CUDA
+    """auto, cpu, cuda or cuda:N as a torch device; ConstraintError for any other, or for CUDA
     where this torch sees none."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:[0-9]{1,3})?", device):
-        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+        raise ConstraintError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     resolved = torch.device(device)
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA "
-                             f"device; use --device cpu or auto")
+            raise ConstraintError(f"--device {device}: this torch ({torch.__version__}) sees no "
+                                  f"CUDA device; use --device cpu or auto")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA "
-                             f"device(s), numbered from 0")
+            raise ConstraintError(f"--device {device}: there are {torch.cuda.device_count()} "
+                                  f"CUDA device(s), numbered from 0")
     return resolved
 
 
@@ -196,8 +202,7 @@ def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bo
 
     device = next(model.parameters()).device
     prepare_model(model)
-    optimizer = make_optimizer(model, config.lr, config.rho, config.epsilon, config.optimizer,
-                               config.optimizer_args)
+    optimizer = torch_optimizer(model.parameters(), config.optimizer, config.optimizer_args)
     copies = bf16_weight_copies(model) if config.precision == "bf16" else {}
     params = dict(model.named_parameters())
     weights16 = {params[n]: w for n, w in copies.items()}

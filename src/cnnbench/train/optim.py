@@ -1,113 +1,114 @@
 """Optimizers by their Keras names and arguments, validated without importing torch.
 
-Each optimizer declares its arguments (Keras names) with a constraint and the Keras default;
+Every optimizer, Adadelta included, is described the same way: a name and its Keras-named
+arguments. Each declares its arguments with a constraint and the Keras default;
 :func:`resolve_optimizer` checks what a user wrote and fills in the defaults, and
 :func:`torch_optimizer` builds the matching ``torch.optim`` object. ``lr`` is accepted as an
 alias of ``learning_rate``, as Keras 2 did.
 
 Where the update rules differ: torch's Adam/AdamW add epsilon to the bias-corrected
 sqrt(v), Keras to the uncorrected one (a difference of order epsilon). SGD with momentum,
-RMSprop and Adadelta follow the same formulas in both.
+RMSprop and Adadelta follow the same formulas in both; SGD's weight decay is Keras' (the
+weights decayed apart, :mod:`cnnbench.train.sgd`), not torch's L2 term.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cnnbench.errors import UsageError
+from cnnbench.constraints import BOOLEAN, NON_NEGATIVE, POSITIVE, UNIT, Schema, resolve
+from cnnbench.errors import ConstraintError
 
 KERAS_EPSILON = 1e-7
+DEFAULT = "Adadelta"  # the notebook's: Keras 2.2 Adadelta(), lr 1.0, rho 0.95, epsilon 1e-7
+LEARNING_RATE = NON_NEGATIVE  # Keras takes 0 (the weights stay: a test of the loop uses it)
 
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-
-
-def _unit(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1
-
-
-def _non_negative(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-
-
-def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-_DESCRIBE: dict[Callable[[Any], bool], str] = {
-    _positive: "a positive number",
-    _unit: "a number in [0, 1)",
-    _non_negative: "a number >= 0",
-    _bool: "true or false",
+# name -> {argument: (constraint, Keras default)}, in Keras' order
+OPTIMIZERS: dict[str, Schema] = {
+    "Adadelta": {"learning_rate": (LEARNING_RATE, 1.0), "rho": (UNIT, 0.95),
+                 "epsilon": (POSITIVE, KERAS_EPSILON)},
+    "SGD": {"learning_rate": (LEARNING_RATE, 0.01), "momentum": (UNIT, 0.0),
+            "nesterov": (BOOLEAN, False), "weight_decay": (NON_NEGATIVE, 0.0)},
+    "Adam": {"learning_rate": (LEARNING_RATE, 0.001), "beta_1": (UNIT, 0.9),
+             "beta_2": (UNIT, 0.999), "epsilon": (POSITIVE, KERAS_EPSILON),
+             "amsgrad": (BOOLEAN, False)},
+    "AdamW": {"learning_rate": (LEARNING_RATE, 0.001), "weight_decay": (NON_NEGATIVE, 0.004),
+              "beta_1": (UNIT, 0.9), "beta_2": (UNIT, 0.999),
+              "epsilon": (POSITIVE, KERAS_EPSILON), "amsgrad": (BOOLEAN, False)},
+    "RMSprop": {"learning_rate": (LEARNING_RATE, 0.001), "rho": (UNIT, 0.9),
+                "momentum": (UNIT, 0.0), "epsilon": (POSITIVE, KERAS_EPSILON),
+                "centered": (BOOLEAN, False)},
 }
 
-# name -> {argument: (constraint, Keras default)}
-OPTIMIZERS: dict[str, dict[str, tuple[Callable[[Any], bool], Any]]] = {
-    "Adadelta": {"learning_rate": (_positive, 1.0), "rho": (_unit, 0.95),
-                 "epsilon": (_positive, KERAS_EPSILON)},
-    "SGD": {"learning_rate": (_positive, 0.01), "momentum": (_unit, 0.0),
-            "nesterov": (_bool, False), "weight_decay": (_non_negative, 0.0)},
-    "Adam": {"learning_rate": (_positive, 0.001), "beta_1": (_unit, 0.9),
-             "beta_2": (_unit, 0.999), "epsilon": (_positive, KERAS_EPSILON),
-             "amsgrad": (_bool, False)},
-    "AdamW": {"learning_rate": (_positive, 0.001), "weight_decay": (_non_negative, 0.004),
-              "beta_1": (_unit, 0.9), "beta_2": (_unit, 0.999),
-              "epsilon": (_positive, KERAS_EPSILON), "amsgrad": (_bool, False)},
-    "RMSprop": {"learning_rate": (_positive, 0.001), "rho": (_unit, 0.9),
-                "momentum": (_unit, 0.0), "epsilon": (_positive, KERAS_EPSILON),
-                "centered": (_bool, False)},
-}
+Args = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
 
-class OptimizerError(UsageError, ValueError):
+class OptimizerError(ConstraintError):
     """An optimizer name or argument that cannot be used; the message says which and why."""
 
 
-def resolve_optimizer(name: Any, args: dict[str, Any] | None, where: str) -> dict[str, Any]:
+def resolve_optimizer(name: Any, args: Args | None, where: str) -> dict[str, Any]:
     """Check ``name`` and ``args`` against :data:`OPTIMIZERS`; return every argument.
 
     >>> resolve_optimizer("SGD", {"lr": 0.1, "momentum": 0.9}, "study.yaml")["learning_rate"]
     0.1
     """
+    lead = f"{where}: " if where else ""
     if name not in OPTIMIZERS:
         close = {k.lower(): k for k in OPTIMIZERS}.get(str(name).lower())
         hint = f" Did you mean {close}?" if close else ""
-        raise OptimizerError(f"{where}: unknown optimizer {name!r}.{hint} "
+        raise OptimizerError(f"{lead}unknown optimizer {name!r}.{hint} "
                              f"Known optimizers: {', '.join(OPTIMIZERS)}.")
-    known = OPTIMIZERS[name]
     given = dict(args or {})
     if "lr" in given:
         if "learning_rate" in given:
-            raise OptimizerError(f"{where}: {name} is given both 'lr' and 'learning_rate'; "
+            raise OptimizerError(f"{lead}{name} is given both 'lr' and 'learning_rate'; "
                                  f"'lr' is an alias, keep one.")
         given["learning_rate"] = given.pop("lr")
-    resolved: dict[str, Any] = {}
-    for arg, value in given.items():
-        if arg not in known:
-            raise OptimizerError(f"{where}: {name} has no argument '{arg}'. "
-                                 f"Its arguments: {', '.join(known)}.")
-        check = known[arg][0]
-        if not check(value):
-            raise OptimizerError(f"{where}: the '{arg}' of {name} must be "
-                                 f"{_DESCRIBE[check]}. Got {value!r}.")
-    for arg, (_, default) in known.items():
-        value = given.get(arg, default)
-        resolved[arg] = float(value) if isinstance(value, int) and not isinstance(
-            value, bool) else value
+    resolved = resolve(given, OPTIMIZERS[name], name, where, OptimizerError)
+    # An int written in a file is the same setting as its float: one run key for both.
+    resolved = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                for k, v in resolved.items()}
     if name == "SGD" and resolved["nesterov"] and resolved["momentum"] == 0:
-        raise OptimizerError(f"{where}: SGD with nesterov: true needs a momentum > 0.")
+        raise OptimizerError(f"{lead}SGD with nesterov: true needs a momentum > 0.")
     return resolved
 
 
-def describe_optimizer(name: str, args: dict[str, Any]) -> str:
+def with_learning_rate(name: str, args: Args | None, lr: float, where: str = ""
+                       ) -> tuple[tuple[str, Any], ...]:
+    """``name``'s resolved arguments with ``learning_rate`` set to ``lr`` (``--lr``, a
+    learning-rate factor), whichever optimizer it is."""
+    resolved = resolve_optimizer(name, args, where)
+    return tuple(resolve_optimizer(name, resolved | {"learning_rate": lr}, where).items())
+
+
+def describe_optimizer(name: str, args: Mapping[str, Any]) -> str:
     """``Adam(learning_rate=0.001, beta_1=0.9, ...)``, every argument shown."""
     return f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
 
 
-def torch_optimizer(params: Any, name: str, args: dict[str, Any]) -> Any:
-    """The ``torch.optim`` optimizer for a resolved Keras optimizer."""
+def label_of(training: Mapping[str, Any]) -> str:
+    """The optimizer of a stored run's settings (``config.json``'s ``training``), described.
+
+    Runs stored before the run key's version 2 kept Adadelta's arguments as ``lr``, ``rho``
+    and ``epsilon`` beside an empty ``optimizer_args`` (a list of pairs for the others).
+    """
+    name = training.get("optimizer", DEFAULT)
+    args = training.get("optimizer_args") or {}
+    if isinstance(args, list):
+        args = dict(args)
+    if name == "Adadelta" and not args and "lr" in training:
+        args = {"learning_rate": training["lr"], "rho": training.get("rho", 0.95),
+                "epsilon": training.get("epsilon", KERAS_EPSILON)}
+    try:
+        return describe_optimizer(name, resolve_optimizer(name, args, ""))
+    except OptimizerError:  # a hand-edited config: say what it holds
+        return describe_optimizer(str(name), dict(args))
+
+
+def torch_optimizer(params: Any, name: str, args: Args) -> Any:
+    """The ``torch.optim`` optimizer for a Keras optimizer and its arguments."""
     import torch
 
     a = resolve_optimizer(name, args, "optimizer")
@@ -115,9 +116,10 @@ def torch_optimizer(params: Any, name: str, args: dict[str, Any]) -> Any:
     if name == "Adadelta":
         return torch.optim.Adadelta(params, lr=lr, rho=a["rho"], eps=a["epsilon"])
     if name == "SGD":
+        from cnnbench.train.sgd import KerasSGD
         # Keras: v = m v - lr g; p += v.  torch: b = m b + g; p -= lr b.  Same for a fixed lr.
-        return torch.optim.SGD(params, lr=lr, momentum=a["momentum"], nesterov=a["nesterov"],
-                               weight_decay=a["weight_decay"])
+        return KerasSGD(params, lr=lr, momentum=a["momentum"], nesterov=a["nesterov"],
+                        weight_decay=a["weight_decay"])
     if name in ("Adam", "AdamW"):
         cls = torch.optim.Adam if name == "Adam" else torch.optim.AdamW
         extra = {"weight_decay": a["weight_decay"]} if name == "AdamW" else {}
