@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.model.build import build_model, clipped_categorical_crossentropy, make_optimizer
+from cnnbench.model.build import build_model, clipped_categorical_crossentropy
 from cnnbench.model.spec import get_spec, list_models
 from cnnbench.train.checkpoint import LAST, encode, load_checkpoint, save_checkpoint
 from cnnbench.train.engine import TrainResult
+from cnnbench.train.optim import make_optimizer
 from cnnbench.train.state import training_state
 
 

@@ -27,14 +27,13 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 from plain_loop import plain_evaluate, plain_model, plain_train  # noqa: E402
 
+from cnnbench.data.tensors import images_to_tensor, labels_to_tensor  # noqa: E402
 from cnnbench.model.build import build_model, clipped_categorical_crossentropy  # noqa: E402
 from cnnbench.model.spec import get_spec, list_models  # noqa: E402
 from cnnbench.train.engine import (  # noqa: E402
     TrainConfig,
     evaluate,
     fit,
-    images_to_tensor,
-    labels_to_tensor,
     make_train_step,
 )
 from cnnbench.train.fastpath import cpu_has_bf16  # noqa: E402

@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnbench.data.datasets import load_dataset
+from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
 from cnnbench.model.build import build_model
 from cnnbench.model.spec import get_spec, list_models
-from cnnbench.train.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
+from cnnbench.train.engine import TrainConfig, fit
 
 
 def main() -> None:

@@ -51,10 +51,11 @@ def mnist_weights(mnist, tmp_path_factory):
     """CNN_MNIST_1 after one epoch on 10000 real MNIST images (batch 64), saved as run does."""
     import torch
 
+    from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
     from cnnbench.model.build import build_model
     from cnnbench.model.spec import get_spec
     from cnnbench.model.weights import save_weights
-    from cnnbench.train.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
+    from cnnbench.train.engine import TrainConfig, fit
 
     spec = get_spec("CNN_MNIST_1")
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cnnbench.model.build import build_model, make_optimizer
+from cnnbench.model.build import build_model
 from cnnbench.model.spec import build_spec
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import (
@@ -19,6 +19,7 @@ from cnnbench.train.checkpoint import (
     save_checkpoint,
 )
 from cnnbench.train.engine import TrainConfig, TrainResult, fit
+from cnnbench.train.optim import make_optimizer
 from cnnbench.train.state import training_state
 
 TINY = {"name": "TINY", "input_shape": [8, 8, 1], "layers": [

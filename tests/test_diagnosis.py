@@ -19,11 +19,12 @@ from cnnbench.analysis.diagnosis import (
     gradient_norms,
     summarise,
 )
+from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
 from cnnbench.model.build import build_model
 from cnnbench.model.spec import get_spec
 from cnnbench.report.figures import notebook_reference
 from cnnbench.store.records import RunRecord
-from cnnbench.train.engine import TrainConfig, fit, images_to_tensor, labels_to_tensor
+from cnnbench.train.engine import TrainConfig, fit
 
 Y_TEST = np.repeat(np.arange(10), 100).astype(np.uint8)  # 1,000 labels, 10 % each
 Y_TEST[:35] = 1  # make "1" the majority class: 13.5 %

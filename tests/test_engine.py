@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
 from cnnbench.errors import ConstraintError
 from cnnbench.model.build import build_model, clipped_categorical_crossentropy
 from cnnbench.model.spec import build_spec, get_spec
@@ -16,8 +17,6 @@ from cnnbench.train.engine import (
     TrainConfig,
     evaluate,
     fit,
-    images_to_tensor,
-    labels_to_tensor,
 )
 
 KEYS = ("loss", "acc", "val_loss", "val_acc", "seconds")

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cnnbench.cli import main
+from cnnbench.data.tensors import images_to_tensor
 from cnnbench.model.build import build_model, predict_proba
 from cnnbench.model.spec import get_spec
 from cnnbench.model.weights import load_weights, save_weights
-from cnnbench.train.engine import images_to_tensor
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

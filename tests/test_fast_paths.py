@@ -8,17 +8,17 @@ import warnings
 import pytest
 import torch
 
-from cnnbench.model.build import build_model, clipped_categorical_crossentropy, make_optimizer
+from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
+from cnnbench.model.build import build_model, clipped_categorical_crossentropy
 from cnnbench.model.spec import get_spec, list_models
 from cnnbench.train import fastpath
 from cnnbench.train.engine import (
     TrainConfig,
     evaluate,
-    images_to_tensor,
-    labels_to_tensor,
     make_train_step,
 )
 from cnnbench.train.fastpath import optimizer_step, prepare_model, resolve_precision
+from cnnbench.train.optim import make_optimizer
 
 
 def _batch(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

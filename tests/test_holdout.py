@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from cnnbench.data.holdout import best_epoch, split_at, stop_state
+from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
 from cnnbench.model.build import build_model
 from cnnbench.model.spec import build_spec, get_spec
 from cnnbench.store.run_store import resolved_spec, run_id, run_key
 from cnnbench.train.callbacks import Callback
-from cnnbench.train.engine import TrainConfig, evaluate, fit, images_to_tensor, labels_to_tensor
+from cnnbench.train.engine import TrainConfig, evaluate, fit
 
 PLAIN = {"name": "plain", "input_shape": [8, 8, 1], "layers": [
     "Flatten", {"Dense": {"units": 32, "activation": "tanh"}},

@@ -15,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnbench.model.build import clipped_categorical_crossentropy, make_optimizer
+from cnnbench.model.build import clipped_categorical_crossentropy
 from cnnbench.train import fastpath
 from cnnbench.train.fastpath import optimizer_step
+from cnnbench.train.optim import make_optimizer
 
 EPS = 1e-7  # Keras' epsilon, every optimizer's default here
 RNG = np.random.default_rng(0)

@@ -13,10 +13,10 @@ from cnnbench.model.build import (
     build_model,
     clipped_categorical_crossentropy,
     keras_init_,
-    make_optimizer,
     predict_proba,
 )
 from cnnbench.model.spec import build_spec, get_spec
+from cnnbench.train.optim import make_optimizer
 
 SOFTMAX_3 = {"Dense": {"units": 3, "activation": "softmax"}}
 

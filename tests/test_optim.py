@@ -14,12 +14,12 @@ from torch import nn
 
 from cnnbench.cli import main
 from cnnbench.errors import ConstraintError
-from cnnbench.model.build import make_optimizer
 from cnnbench.store.run_store import RunStore
 from cnnbench.train.engine import TrainConfig, make_train_step
 from cnnbench.train.optim import (
     OptimizerError,
     label_of,
+    make_optimizer,
     resolve_optimizer,
     with_learning_rate,
 )

@@ -97,11 +97,11 @@ def test_weights_round_trip_gives_the_same_probabilities(mnist, tmp_path):
     start, so they must travel too): the same probabilities, to the bit."""
     import torch
 
+    from cnnbench.data.tensors import images_to_tensor
     from cnnbench.model.build import build_model, predict_proba
     from cnnbench.model.predict import predict
     from cnnbench.model.spec import get_spec
     from cnnbench.model.weights import load_weights, save_weights
-    from cnnbench.train.engine import images_to_tensor
     spec, classes = get_spec("CNN_MNIST_4"), [f"c{i}" for i in range(10)]
     torch.manual_seed(3)
     model = build_model(spec).eval()

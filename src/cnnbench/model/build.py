@@ -13,18 +13,16 @@ so training is distributed identically; only a weight import/export from Keras w
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnbench.backend import KERAS_EPSILON
 from cnnbench.model.layers import keras_layer_names
 from cnnbench.model.spec import Layer, ModelSpec
-
-# KERAS_EPSILON: keras.backend.epsilon(), Adadelta's epsilon and the loss clip.
-from cnnbench.train.optim import KERAS_EPSILON, torch_optimizer
 
 
 def _activation(name: str) -> nn.Module | None:
@@ -463,11 +461,3 @@ def clipped_categorical_crossentropy(logits: torch.Tensor, target: torch.Tensor,
 def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Class probabilities, as the Keras model's softmax output."""
     return torch.softmax(model(x).float(), dim=1)
-
-
-def make_optimizer(model: nn.Module, name: str = "Adadelta",
-                   args: Mapping[str, Any] | Sequence[tuple[str, Any]] = ()
-                   ) -> torch.optim.Optimizer:
-    """The torch optimizer for a Keras optimizer and its arguments (defaults filled in);
-    Keras 2.2's ``Adadelta()`` by default. See :mod:`cnnbench.train.optim`."""
-    return torch_optimizer(model.parameters(), name, args)

@@ -137,8 +137,8 @@ def predict(model, images: np.ndarray, classes: tuple[str, ...] | list[str],
     """Top classes with probabilities for N x 28 x 28 uint8 images."""
     import torch
 
+    from cnnbench.data.tensors import images_to_tensor
     from cnnbench.model.build import predict_proba
-    from cnnbench.train.engine import images_to_tensor
     was_training = model.training
     model.eval()
     with torch.inference_mode():

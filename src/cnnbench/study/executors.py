@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
 from cnnbench.errors import CnnbenchError, UsageError
 from cnnbench.study.jobs import (
     DataRef,
@@ -47,7 +48,6 @@ from cnnbench.study.jobs import (
     usable_checkpoint,
 )
 from cnnbench.train.callbacks import Callback
-from cnnbench.train.engine import images_to_tensor, labels_to_tensor
 
 Log = Callable[[str], None]
 INSTALL_RAY = "pip install 'cnnbench[ray]'"

@@ -157,16 +157,6 @@ class TrainResult:
             self.history[k].append(getattr(logs, k))
 
 
-def images_to_tensor(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 N x H x W -> float32 N x 1 x H x W in [0, 1], as the notebook's ``x / 255``."""
-    t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    return (t.to(torch.float32) / 255.0).unsqueeze(1)
-
-
-def labels_to_tensor(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
-
-
 def resolve_device(device: str = "auto") -> torch.device:
     """auto, cpu, cuda or cuda:N as a torch device; ConstraintError for any other, or for CUDA
     where this torch sees none."""

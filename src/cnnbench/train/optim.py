@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cnnbench.backend import KERAS_EPSILON
 from cnnbench.constraints import BOOLEAN, NON_NEGATIVE, POSITIVE, UNIT, Schema, resolve
 from cnnbench.errors import ConstraintError
 
-KERAS_EPSILON = 1e-7
 DEFAULT = "Adadelta"  # the notebook's: Keras 2.2 Adadelta(), lr 1.0, rho 0.95, epsilon 1e-7
 LEARNING_RATE = NON_NEGATIVE  # Keras takes 0 (the weights stay: a test of the loop uses it)
 
@@ -129,3 +129,9 @@ def torch_optimizer(params: Any, name: str, args: Args) -> Any:
         return torch.optim.RMSprop(params, lr=lr, alpha=a["rho"], eps=a["epsilon"],
                                    momentum=a["momentum"], centered=a["centered"])
     raise AssertionError(name)  # resolve_optimizer rejected every other name
+
+
+def make_optimizer(model: Any, name: str = "Adadelta", args: Args = ()) -> Any:
+    """The torch optimizer of ``model``'s parameters for a Keras optimizer and its arguments
+    (defaults filled in); Keras 2.2's ``Adadelta()`` by default."""
+    return torch_optimizer(model.parameters(), name, args)
