@@ -278,6 +278,18 @@ def _pool_strides(a: dict[str, Any]) -> None:
         a["strides"] = a["pool_size"]  # Keras: strides default to pool_size
 
 
+def _pooling_kind(name: str, shorthand: str, alias: str) -> LayerKind:
+    """MaxPooling2D and AveragePooling2D: the same arguments, shapes and costs."""
+    return LayerKind(
+        name,
+        {"pool_size": (PAIR, 2), "strides": (OPTIONAL_PAIR, None),
+         "padding": (PADDING, "valid")},
+        _pool, ("pool_size", "strides", "padding", "data_format"), input_rank=3,
+        label=lambda a: f"{name} {_k(a['pool_size'])} {a['padding']}",
+        shorthand=lambda a: shorthand, pairs=("pool_size", "strides"), finish=_pool_strides,
+        keras_aliases=(alias,))
+
+
 def _padding_pairs(a: dict[str, Any]) -> None:
     p = a["padding"]
     if isinstance(p, int):
@@ -348,22 +360,8 @@ _ENTRIES = (
         pairs=("kernel_size", "strides", "dilation_rate"),
         added=("dilation_rate", "groups", "kernel_initializer", "bias_initializer"),
         keyword_only=("groups",), keras_aliases=("Convolution2D",), width="filters"),
-    LayerKind(
-        "MaxPooling2D",
-        {"pool_size": (PAIR, 2), "strides": (OPTIONAL_PAIR, None),
-         "padding": (PADDING, "valid")},
-        _pool, ("pool_size", "strides", "padding", "data_format"), input_rank=3,
-        label=lambda a: f"MaxPooling2D {_k(a['pool_size'])} {a['padding']}",
-        shorthand=lambda a: "MaxPool", pairs=("pool_size", "strides"), finish=_pool_strides,
-        keras_aliases=("MaxPool2D",)),
-    LayerKind(
-        "AveragePooling2D",
-        {"pool_size": (PAIR, 2), "strides": (OPTIONAL_PAIR, None),
-         "padding": (PADDING, "valid")},
-        _pool, ("pool_size", "strides", "padding", "data_format"), input_rank=3,
-        label=lambda a: f"AveragePooling2D {_k(a['pool_size'])} {a['padding']}",
-        shorthand=lambda a: "AvgPool", pairs=("pool_size", "strides"), finish=_pool_strides,
-        keras_aliases=("AvgPool2D",)),
+    _pooling_kind("MaxPooling2D", "MaxPool", "MaxPool2D"),
+    _pooling_kind("AveragePooling2D", "AvgPool", "AvgPool2D"),
     LayerKind("BatchNormalization", {}, _batchnorm,
               ("axis", "momentum", "epsilon", "center", "scale"),
               shorthand=lambda a: "BatchNorm"),
