@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -10,6 +11,13 @@ import pytest
 # Fashion-MNIST, the test extra with ray, onnxruntime, mlflow). There a skip means a broken
 # install, so it fails; elsewhere a skip stays a skip, and `pytest -ra` prints its reason.
 STRICT = os.environ.get("CI", "").lower() == "true"
+
+# A shell without job control (`make test &`, some CI runners) starts its jobs with SIGINT
+# ignored; Python then installs no KeyboardInterrupt handler and every process the tests spawn
+# inherits the ignore, so the Ctrl-C tests would send a signal nobody hears. Handle it as a
+# terminal would: spawned processes then start with SIGINT's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _fail_skip_under_ci(report) -> None:
