@@ -94,6 +94,20 @@ def test_models_table_lists_every_model_with_shorthand_and_params():
         assert params in line and "Conv2D(" in line
 
 
+def test_results_json_says_where_the_validation_numbers_come_from():
+    results = [fake_result("CNN_MNIST_1")]
+    env = {"cnnbench": "0.1.0"}
+
+    def validation(**settings):
+        doc = results_document(results, TrainConfig(epochs=2, **settings), {}, env)
+        return doc["training"]["validation"]
+    assert validation() == "test set, every epoch"  # the notebook's protocol
+    assert validation(validation_split=0.1) == ("held out: the last 0.1 of the training "
+                                                "images, every epoch; the test set once, "
+                                                "after training")
+    assert validation(validation_size=5000).startswith("held out: the last 5000 training images")
+
+
 def test_results_json_has_the_seed_schema_and_csv_the_same_history(tmp_path):
     results = [fake_result("CNN_MNIST_1"), fake_result("CNN_MNIST_4")]
     doc = results_document(results, TrainConfig(epochs=2), {"name": "mnist"},

@@ -48,12 +48,22 @@ def results_document(records: Sequence[RunRecord], config: TrainConfig | None,
             # TrainConfig's own 'optimizer' (a bare name) must not replace the full label.
             **{k: v for k, v in (config.to_dict() if config else {}).items()
                if k != "optimizer"},
-            "validation": "test set, every epoch",
+            "validation": validation_label(config),
         },
         "dataset": dataset,
         "environment": env,
         "models": models,
     }
+
+
+def validation_label(config: TrainConfig | None) -> str:
+    """Where the per-epoch val_* numbers come from: the notebook's "test set, every epoch", or
+    the holdout (Keras' validation_split: the last part of the training images)."""
+    if config is None or not config.holdout:
+        return "test set, every epoch"
+    part = (f"the last {config.validation_split:g} of the training images"
+            if config.validation_split else f"the last {config.validation_size} training images")
+    return f"held out: {part}, every epoch; the test set once, after training"
 
 
 def history_rows(doc: dict[str, Any]) -> bytes:
