@@ -41,7 +41,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("gemm (Dense)", r"addmm|\bmm\b|aten::mm|linear|matmul|bmm"),
     ("pooling", r"pool"),
     ("batchnorm", r"batch_norm"),
-    ("dropout", r"bernoulli|dropout|native_dropout"),
+    ("dropout", r"bernoulli|dropout|uniform_|aten::ge$"),  # KerasDropout: uniform, compare
     ("activation", r"relu|sigmoid|threshold|tanh|elu|gelu"),
     ("reorder / cast", r"copy_|_to_copy|\bto\b|aten::to|contiguous|clone|reorder|as_strided"
                        r"|view|reshape|permute|transpose|aten::t$"),
