@@ -191,6 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask first")
     _store_argument(rm)
 
+    pk = sub.add_parser("pack", help="put finished runs in one file, for another store or "
+                                     "machine",
+                        description="Finished (and diverged) runs with their config, history, "
+                                    "predictions and weights in one .tar.gz, checked on "
+                                    "unpack. Checkpoints never travel.")
+    pk.add_argument("runs", nargs="*", metavar="RUN",
+                    help="run ids or their starts (default: every finished or diverged run)")
+    pk.add_argument("--out", type=Path, required=True, metavar="FILE",
+                    help="the pack to write, e.g. runs.tar.gz")
+    pk.add_argument("--no-weights", action="store_true",
+                    help="results only (about 30 KB a run): reported and reused, but not "
+                         "usable by predict or export")
+    _store_argument(pk)
+    upk = sub.add_parser("unpack", help="add the runs of packs to the store",
+                         description="Adds each pack's runs to the store after checking every "
+                                     "file; a run the store has finished is left as it is.")
+    upk.add_argument("packs", nargs="+", type=Path, metavar="FILE")
+    _store_argument(upk)
+
     rep = sub.add_parser("report", help="write report.html and report.md from the store, "
                                         "without training",
                          description="Statistics over seeds, pairwise tests, diagnosis and "
@@ -583,7 +602,12 @@ def _weights_path(ref: str, store_root: Path | None) -> Path:
         return Path(ref)
     from cnnbench.store.run_store import RunStore
     store = RunStore(store_root, create=False)
-    path = store.folder(store.resolve(ref)) / "weights.safetensors"
+    rid = store.resolve(ref)
+    path = store.folder(rid) / "weights.safetensors"
+    if store.weights_left_out(rid):
+        raise UsageError(f"run {rid} was unpacked from {store.imported(rid).get('from')} "
+                         f"without its weights (`cnnbench pack --no-weights`): pack it with "
+                         f"its weights, or train it here with `cnnbench run ... --force`")
     if not path.is_file():
         raise UsageError(f"run {ref} in {store.root} has no final weights (not finished?)")
     return path
@@ -688,6 +712,41 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from cnnbench.store.pack import pack
+    from cnnbench.store.run_store import RunStore, is_inside
+    store = RunStore(args.store, create=False)
+    if is_inside(store.root, args.out):
+        raise UsageError(f"--out {args.out} is inside the run store {store.root}, whose files "
+                         f"only cnnbench writes; give a path outside it")
+    ids = [store.resolve(r) for r in args.runs] or store.done_ids()
+    if not ids:
+        raise UsageError(f"no finished runs in {store.root} to pack")
+    packed = pack(store, ids, args.out, weights=not args.no_weights)
+    size = args.out.stat().st_size
+    _console().print(f"Packed {len(packed)} run(s) "
+                     f"{'without' if args.no_weights else 'with'} their weights into "
+                     f"{args.out} ({size / 1e6:.2f} MB)", soft_wrap=True)
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from cnnbench.store.pack import unpack
+    from cnnbench.store.run_store import RunStore
+    store = RunStore(args.store)
+    console = _console()
+    for path in args.packs:
+        results = unpack(store, path)
+        for u in results:
+            console.print(f"{u.action} {u.run_id} ({u.model}, seed {u.seed}"
+                          f"{'' if u.weights else ', without weights'})"
+                          + (f": {u.reason}" if u.reason else ""), soft_wrap=True)
+        added = sum(u.action != "kept" for u in results)
+        console.print(f"{path}: {added} of {len(results)} run(s) added to {store.root}",
+                      soft_wrap=True)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from cnnbench.report.build import write_study_report
     from cnnbench.store.run_store import RunStore
@@ -730,7 +789,8 @@ def _check_same_data(store, ids, dataset, data_dir) -> None:
 
 COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "models": cmd_models, "summary": cmd_summary,
             "runs": cmd_runs, "show": cmd_show, "rm": cmd_rm, "report": cmd_report,
-            "import-keras": cmd_import_keras, "predict": cmd_predict, "export": cmd_export}
+            "pack": cmd_pack, "unpack": cmd_unpack, "import-keras": cmd_import_keras,
+            "predict": cmd_predict, "export": cmd_export}
 
 
 def _os_error(e: OSError) -> str:

@@ -49,6 +49,12 @@ def show_run(console: Console, store: RunStore, rid: str) -> None:
                   f"{row.epochs_done}/{row.epochs_planned} epochs, {_status(store, row)}, "
                   f"test accuracy {_accuracy(row)}", highlight=False)
     console.print(f"Folder: {store.folder(rid)}", highlight=False)
+    came = store.imported(rid)
+    if came is not None:
+        console.print(f"Unpacked from {came.get('from', 'a pack')} on {came.get('unpacked', '?')}"
+                      + ("" if came.get("weights", True) else
+                         "; its weights were not packed (predict and export need them)"),
+                      highlight=False, soft_wrap=True)
     model, ds, env = config["model"], config["dataset"], config["environment"]
     console.print(f"Model: {model['name']} ({model['parameters']:,} parameters) from "
                   f"{model['source']}", highlight=False)

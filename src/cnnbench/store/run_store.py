@@ -57,6 +57,9 @@ KEY_VERSION = 2
 NOT_IN_KEY = ("eval_batch_size",)
 STATUSES = tuple(str(s) for s in STORED)  # what the index's status column holds
 FINAL_FILES = ("weights.safetensors", "predictions.npy", "probabilities.npy")  # once finished
+# In the folder of a run that `cnnbench unpack` brought from another store (store/pack.py):
+# where it came from, and whether its weights (and probabilities) came along.
+IMPORTED = "imported.json"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id              TEXT PRIMARY KEY,
@@ -449,7 +452,50 @@ class RunStore:
             except OSError as e:
                 raise StoreError(f"cannot write {e.filename or self.folder(rid)}: "
                                  f"{e.strerror or e}") from e
+            # trained here now (a --force retrain of an unpacked run): no longer an import
+            (self.folder(rid) / IMPORTED).unlink(missing_ok=True)
         self._update_row(rid, row)
+
+    def adopt(self, rid: str, row: Mapping[str, Any], files: Mapping[str, bytes],
+              imported: Mapping[str, Any]) -> None:
+        """Make ``rid`` the finished (or diverged) run whose ``files`` and index ``row`` came
+        from another store (``cnnbench unpack``), under the caller's lock. Its checkpoints and
+        final files it lacks go first; ``config.json`` and ``grad_norms.json`` are written,
+        then the rest with ``imported.json`` as one set whose commit record carries the row.
+        A kill before that commit leaves an unfinished run (trained again by ``run``)."""
+        from cnnbench.atomic import write_together
+        folder = self.folder(rid)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.attempt_folder(rid), ignore_errors=True)
+        for name in ("checkpoint.pt", "checkpoint.prev.pt", *FINAL_FILES, "grad_norms.json"):
+            if name not in files:
+                (folder / name).unlink(missing_ok=True)
+        t = now()
+        with self._connect() as db:  # unfinished until its files are in
+            db.execute(
+                "INSERT INTO runs (id, model, dataset, seed, epochs_planned, status, started,"
+                " updated, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE"
+                " SET status = ?, epochs_done = 0, updated = ?, finished = NULL, pid = NULL",
+                (rid, row["model"], row["dataset"], row["seed"], row["epochs_planned"],
+                 str(RunStatus.INTERRUPTED), row["started"], t, row["host"],
+                 str(RunStatus.INTERRUPTED), t))
+        for name in ("config.json", "grad_norms.json"):
+            if name in files:
+                self.write_bytes(folder / name, files[name])
+        index = {k: row[k] for k in ("status", "epochs_done", "train_seconds", "test_loss",
+                                     "test_accuracy", "diverged_epoch", "diverged_step")}
+        rest = {k: v for k, v in files.items() if k not in ("config.json", "grad_norms.json")}
+        rest[IMPORTED] = (json.dumps(dict(imported), indent=1) + "\n").encode()
+        try:
+            write_together(folder, rest, note={"run_id": rid, "index": index})
+        except OSError as e:
+            raise StoreError(f"cannot write {e.filename or folder}: {e.strerror or e}") from e
+        with self._connect() as db:  # as trained: its own start, end and host
+            db.execute("UPDATE runs SET status = ?, epochs_done = ?, train_seconds = ?,"
+                       " test_loss = ?, test_accuracy = ?, diverged_epoch = ?, diverged_step = ?,"
+                       " started = ?, updated = ?, finished = ?, host = ? WHERE id = ?",
+                       (*index.values(), row["started"], now(), row["finished"], row["host"],
+                        rid))
 
     def _update_row(self, rid: str, row: Mapping[str, Any]) -> None:
         t = now()
@@ -506,8 +552,24 @@ class RunStore:
         if row.status == RunStatus.DIVERGED:
             return True
         return ((folder / "predictions.npy").is_file()
-                and (folder / "weights.safetensors").is_file()
+                and ((folder / "weights.safetensors").is_file() or self.weights_left_out(row.id))
                 and len(self.read_history(row.id)["loss"]) > 0)
+
+    def imported(self, rid: str) -> dict[str, Any] | None:
+        """Where an unpacked run (``cnnbench unpack``) came from and whether its weights came
+        along; None for a run trained in this store."""
+        try:
+            info = json.loads((self.folder(rid) / IMPORTED).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def weights_left_out(self, rid: str) -> bool:
+        """Whether ``rid`` was unpacked from a pack made without its weights (and
+        probabilities): a finished run all the same, which predict and export cannot use."""
+        return (self.imported(rid) or {}).get("weights") is False
 
     def record(self, rid: str) -> RunRecord:
         """One finished or diverged run as analysis, report and results.json read it, from its
@@ -590,7 +652,10 @@ class RunStore:
             if n != row.epochs_done:
                 problems.append(f"{rid}: history.csv has {n} epochs, the index {row.epochs_done}")
             if row.status == RunStatus.FINISHED:
+                left_out = self.weights_left_out(rid)
                 for name in FINAL_FILES:
+                    if left_out and name != "predictions.npy":
+                        continue
                     if not (folder / name).exists():
                         problems.append(f"{rid}: finished but {name} is missing")
                 if row.epochs_done != row.epochs_planned:

@@ -1,0 +1,251 @@
+"""Finished runs carried to another store or machine: one ``.tar.gz``, checked on the way in.
+
+Seeds trained on two machines, or results sent to a colleague, end up in one store and one
+report::
+
+    cnnbench pack --out seeds.tar.gz                  # every finished run, weights included
+    cnnbench pack 3f2a 9c1d --out two.tar.gz --no-weights   # results only: about 30 KB a run
+    cnnbench unpack seeds.tar.gz --store other-runs/  # adds what that store lacks
+
+A pack holds ``pack.json`` (the manifest: each run's index row, and the SHA-256 and length of
+each of its files) and ``runs/<id>/...``, the files of the run folder that a finished run
+keeps: config.json, history.csv, predictions.npy, grad_norms.json, and (unless
+``--no-weights``) weights.safetensors and probabilities.npy. Checkpoints never travel.
+
+Unpacking checks everything before it writes anything of a run: the manifest, every file's
+length and checksum, and that the config's run key hashes to the run's id (so a run lands
+under the id the same training would have here). A run the store already holds finished is
+left exactly as it is; an unfinished one of the same id (interrupted, failed) is replaced,
+since the packed run is that very training, completed. A run packed without its weights is
+reported, compared and reused like any other (``imported.json`` in its folder says so), while
+``predict`` and ``export`` say that its weights were not carried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnbench.errors import UsageError
+from cnnbench.store.records import RunStatus
+from cnnbench.store.run_store import ID_LENGTH, RunStore, StoreError, now, run_id
+
+FORMAT = "cnnbench-pack"
+VERSION = 1
+MANIFEST = "pack.json"
+# What a finished run keeps, in the order a pack lists it; the last two only with weights.
+RESULT_FILES = ("config.json", "history.csv", "predictions.npy", "grad_norms.json")
+WEIGHT_FILES = ("weights.safetensors", "probabilities.npy")
+ROW_FIELDS = ("model", "dataset", "seed", "epochs_planned", "epochs_done", "status", "test_loss",
+              "test_accuracy", "diverged_epoch", "diverged_step", "train_seconds", "started",
+              "finished", "host")
+NONE = type(None)
+ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "dataset": (str,), "seed": (int,), "epochs_planned": (int,),
+    "epochs_done": (int,), "test_loss": (float, int, NONE), "test_accuracy": (float, int, NONE),
+    "diverged_epoch": (int, NONE), "diverged_step": (int, NONE), "train_seconds": (float, int),
+    "started": (str,), "finished": (str, NONE), "host": (str, NONE)}
+MAX_FILE_BYTES = 1 << 30  # no run file comes near this; a larger member is not a pack's
+
+
+class PackError(UsageError, ValueError):
+    """A pack that cannot be read or trusted (exit 2): names the file, the run, the member."""
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """What :func:`unpack` did with one run of the pack."""
+
+    run_id: str
+    model: str
+    seed: int
+    action: str  # "added", "replaced" (an unfinished run of the same id), "kept" (already here)
+    weights: bool  # whether its weights came with it
+    reason: str = ""
+
+
+def pack(store: RunStore, ids: Iterable[str], out: Path, *, weights: bool = True) -> list[str]:
+    """Write the finished (or diverged) runs ``ids`` of ``store`` to ``out`` (.tar.gz), written
+    whole or not at all. Returns the ids packed, in the order given."""
+    from cnnbench.atomic import atomic_write_bytes
+    entries, members = [], {}
+    for rid in ids:
+        row = store.get(rid)
+        if row is None:
+            raise StoreError(f"no run {rid} in {store.root}")
+        status = store.effective_status(row)
+        if not status.done:
+            raise StoreError(f"run {rid} ({row.model}, seed {row.seed}) is {status}, not "
+                             f"finished: only finished or diverged runs are packed")
+        if not store.final_files_complete(row):
+            raise StoreError(f"run {rid} ({row.model}, seed {row.seed}) lacks some of its "
+                             f"files in {store.folder(rid)}; `cnnbench run` trains it again")
+        carried = (store.folder(rid) / "weights.safetensors").is_file()
+        names = RESULT_FILES + (WEIGHT_FILES if weights and carried else ())
+        files = {}
+        for name in names:
+            path = store.folder(rid) / name
+            if path.is_file():
+                data = path.read_bytes()
+                members[f"runs/{rid}/{name}"] = data
+                files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        entries.append({"id": rid, "row": {k: _plain(getattr(row, k)) for k in ROW_FIELDS},
+                        "files": files, "weights": weights and carried})
+    manifest = {"format": FORMAT, "version": VERSION, "created": now(), "runs": entries}
+    buf = io.BytesIO()
+    # mtime=0 and sorted members: the same runs make the same bytes of tar (gzip adds a time).
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in [(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode()),
+                           *sorted(members.items())]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    try:
+        atomic_write_bytes(out, buf.getvalue())
+    except OSError as e:
+        raise StoreError(f"cannot write {out}: {e.strerror or e}") from e
+    return [e["id"] for e in entries]
+
+
+def unpack(store: RunStore, path: Path) -> list[Unpacked]:
+    """Add the runs of the pack at ``path`` to ``store``. Every run is checked whole before
+    any of it is written; a pack with one bad run writes none."""
+    runs = read_pack(path)
+    done = []
+    for entry, files in runs:
+        done.append(_adopt(store, path, entry, files))
+    return done
+
+
+def read_pack(path: Path) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+    """The manifest's runs and their files, every length and checksum checked."""
+    try:
+        tar = tarfile.open(path, mode="r:gz")
+    except (OSError, tarfile.TarError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise PackError(f"{path}: not a cnnbench pack (a .tar.gz from `cnnbench pack`): "
+                        f"{e}") from e
+    members: dict[str, bytes] = {}
+    with tar:
+        try:
+            for info in tar:
+                if not info.isfile():
+                    raise PackError(f"{path}: member {info.name!r} is not a plain file; a "
+                                    f"pack holds only files")
+                if info.name in members:
+                    raise PackError(f"{path}: member {info.name!r} appears twice")
+                if info.size > MAX_FILE_BYTES:
+                    raise PackError(f"{path}: member {info.name!r} is {info.size} bytes; no "
+                                    f"run file is over {MAX_FILE_BYTES}")
+                members[info.name] = tar.extractfile(info).read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise PackError(f"{path}: damaged or truncated ({e})") from e
+    if MANIFEST not in members:
+        raise PackError(f"{path}: no {MANIFEST} in it: not a cnnbench pack")
+    try:
+        manifest = json.loads(members.pop(MANIFEST))
+    except ValueError as e:
+        raise PackError(f"{path}: {MANIFEST} is not JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PackError(f"{path}: {MANIFEST} is not a cnnbench pack's manifest")
+    if manifest.get("version") != VERSION:
+        raise PackError(f"{path}: pack version {manifest.get('version')!r}; this cnnbench "
+                        f"reads version {VERSION}")
+    runs, expected = [], set()
+    for i, entry in enumerate(manifest.get("runs") or []):
+        rid = entry.get("id") if isinstance(entry, dict) else None
+        where = f"{path}, run {rid or '#' + str(i)}"
+        if (not isinstance(rid, str) or len(rid) != ID_LENGTH
+                or any(c not in "0123456789abcdef" for c in rid)):
+            raise PackError(f"{where}: its id must be {ID_LENGTH} lowercase hex digits. Got "
+                            f"{rid!r} instead.")
+        files = {}
+        for name, meta in (entry.get("files") or {}).items():
+            if name not in RESULT_FILES + WEIGHT_FILES:
+                raise PackError(f"{where}: file {name!r} is not one a run keeps "
+                                f"({', '.join(RESULT_FILES + WEIGHT_FILES)})")
+            member = f"runs/{rid}/{name}"
+            data = members.get(member)
+            if data is None:
+                raise PackError(f"{where}: {member} is listed but missing")
+            if len(data) != meta.get("bytes") or \
+                    hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+                raise PackError(f"{where}: {member} does not match its checksum (damaged)")
+            files[name] = data
+            expected.add(member)
+        _check_run(where, rid, entry, files)
+        runs.append((entry, files))
+    extra = sorted(set(members) - expected)
+    if extra:
+        raise PackError(f"{path}: member {extra[0]!r} is not listed in {MANIFEST}")
+    return runs
+
+
+def _check_run(where: str, rid: str, entry: Mapping[str, Any], files: Mapping[str, bytes]) -> None:
+    row = entry.get("row")
+    if not isinstance(row, dict) or set(ROW_FIELDS) - set(row):
+        raise PackError(f"{where}: its index row lacks "
+                        f"{', '.join(sorted(set(ROW_FIELDS) - set(row or {})))}")
+    try:
+        status = RunStatus(row["status"])
+    except ValueError:
+        raise PackError(f"{where}: status {row['status']!r} is not a run status") from None
+    if not status.done:
+        raise PackError(f"{where}: its status is {status}; a pack carries finished or "
+                        f"diverged runs only")
+    need = ("config.json", "history.csv") + (("predictions.npy",)
+                                             if status == RunStatus.FINISHED else ())
+    for name in need:
+        if name not in files:
+            raise PackError(f"{where}: a {status} run needs its {name}; the pack has none")
+    try:
+        key = json.loads(files["config.json"])["key"]
+    except (ValueError, KeyError, TypeError):
+        raise PackError(f"{where}: config.json holds no run key") from None
+    if run_id(key) != rid:
+        raise PackError(f"{where}: its config.json's run key hashes to {run_id(key)}, not "
+                        f"{rid}: the config was changed after training")
+    for field, types in ROW_TYPES.items():
+        if not isinstance(row[field], types) or isinstance(row[field], bool):
+            raise PackError(f"{where}: its row's {field!r} must be "
+                            f"{' or '.join(t.__name__ for t in types)}. Got {row[field]!r} "
+                            f"instead.")
+    config = json.loads(files["config.json"])
+    said = {"model": config.get("model", {}).get("name"), "seed": config.get("seed"),
+            "dataset": config.get("dataset", {}).get("name")}
+    for field, value in said.items():
+        if row[field] != value:
+            raise PackError(f"{where}: its row says {field} {row[field]!r}, its config.json "
+                            f"{value!r}")
+    epochs = files["history.csv"].decode(errors="replace").strip().count("\n")
+    if epochs != row["epochs_done"]:
+        raise PackError(f"{where}: history.csv has {epochs} epochs, its row "
+                        f"{row['epochs_done']}")
+
+
+def _adopt(store: RunStore, source: Path, entry: Mapping[str, Any],
+           files: Mapping[str, bytes]) -> Unpacked:
+    rid, row = entry["id"], dict(entry["row"])
+    carried = "weights.safetensors" in files
+    said = dict(run_id=rid, model=row["model"], seed=row["seed"], weights=carried)
+    with store.lock(rid) as lock:
+        if not lock.acquire(blocking=False):
+            return Unpacked(action="kept", reason="being trained by another process", **said)
+        old = store.get(rid)
+        if old is not None and old.status.done and store.final_files_complete(old):
+            return Unpacked(action="kept", reason=f"already {old.status} here", **said)
+        store.adopt(rid, row, files, imported={"from": str(source), "unpacked": now(),
+                                               "weights": carried})
+        return Unpacked(action="replaced" if old is not None else "added", **said)
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, RunStatus) else value

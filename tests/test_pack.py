@@ -1,0 +1,329 @@
+"""Packs: finished runs carried to another store, with real runs, real files and the real CLI.
+
+A pack must arrive whole or not at all: every damaged, altered or hostile pack is refused
+before any of its runs is written, and nothing a store has finished is ever replaced."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cnnbench.store.pack import MANIFEST, PackError, pack, read_pack, unpack
+from cnnbench.store.run_store import IMPORTED, RunStore, StoreError
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TINY = """name: {name}
+input_shape: [28, 28, 1]
+layers:
+  - MaxPooling2D: {{}}
+  - Conv2D: {{filters: 4, kernel_size: [3, 3], activation: relu}}
+  - Flatten: {{}}
+  - Dense: {{units: 16, activation: relu}}
+  - Dense: {{units: 10, activation: softmax}}
+"""
+KEPT = ("config.json", "history.csv", "predictions.npy", "weights.safetensors",
+        "probabilities.npy")
+
+
+def cnnbench(*args: str, store: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(SRC), CNNBENCH_STORE=str(store))
+    return subprocess.run([sys.executable, "-m", "cnnbench", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A store with two tiny models trained for real (2 epochs on 512 MNIST images)."""
+    d = tmp_path_factory.mktemp("trained")
+    specs = []
+    for name in ("PACK_A", "PACK_B"):
+        (d / f"{name}.yaml").write_text(TINY.format(name=name))
+        specs.append(str(d / f"{name}.yaml"))
+    args = ("run", "--models", *specs, "--epochs", "2", "--train-limit", "512",
+            "--out", str(d / "out"))
+    p = cnnbench(*args, store=d / "store")
+    assert p.returncode == 0, p.stdout + p.stderr
+    return {"store": d / "store", "args": args, "dir": d}
+
+
+def ids(store: Path) -> list[str]:
+    return sorted(r.id for r in RunStore(store, create=False).runs())
+
+
+def rewrite(src: Path, dst: Path, change) -> None:
+    """Copy the pack ``src`` to ``dst`` with ``change(members)`` applied to its
+    name -> bytes dict, the manifest left exactly as it was."""
+    with tarfile.open(src, "r:gz") as tar:
+        members = {i.name: tar.extractfile(i).read() for i in tar}
+    change(members)
+    with tarfile.open(dst, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def manifest_fixed(members: dict, member: str) -> None:
+    """Update the manifest's checksum of ``member`` after it was changed (a forger's pack)."""
+    m = json.loads(members[MANIFEST])
+    rid, name = member.split("/")[1:]
+    entry = next(e for e in m["runs"] if e["id"] == rid)
+    data = members[member]
+    entry["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    members[MANIFEST] = json.dumps(m).encode()
+
+
+def test_a_pack_lands_every_file_and_row_as_trained(trained, tmp_path):
+    src = RunStore(trained["store"], create=False)
+    path = tmp_path / "runs.tar.gz"
+    assert sorted(pack(src, src.done_ids(), path)) == ids(trained["store"])
+    dst = RunStore(tmp_path / "other")
+    done = unpack(dst, path)
+    assert sorted(u.run_id for u in done) == ids(trained["store"])
+    assert {u.action for u in done} == {"added"} and all(u.weights for u in done)
+    assert dst.verify() == []
+    for rid in src.done_ids():
+        for name in KEPT:
+            assert (dst.folder(rid) / name).read_bytes() == \
+                (src.folder(rid) / name).read_bytes(), name
+        a, b = src.get(rid), dst.get(rid)
+        for field in ("model", "dataset", "seed", "epochs_planned", "epochs_done", "status",
+                      "test_loss", "test_accuracy", "train_seconds", "started", "finished",
+                      "host"):
+            assert getattr(a, field) == getattr(b, field), field
+        ra, rb = src.record(rid), dst.record(rid)
+        assert ra.history == rb.history and (ra.test_predictions == rb.test_predictions).all()
+        assert dst.imported(rid)["weights"] is True and src.imported(rid) is None
+
+
+def test_the_same_command_reuses_unpacked_runs_and_trains_nothing(trained, tmp_path):
+    p = cnnbench("pack", "--out", str(tmp_path / "r.tar.gz"), store=trained["store"])
+    assert p.returncode == 0, p.stderr
+    assert "Packed 2 run(s) with their weights" in p.stdout
+    other = tmp_path / "other"
+    p = cnnbench("unpack", str(tmp_path / "r.tar.gz"), store=other)
+    assert p.returncode == 0, p.stderr
+    assert "2 of 2 run(s) added" in p.stdout
+    args = [a if a != str(trained["dir"] / "out") else str(tmp_path / "out")
+            for a in trained["args"]]
+    p = cnnbench(*args, store=other)
+    assert p.returncode == 0, p.stderr
+    log = p.stdout + p.stderr
+    assert log.count("reused run") == 2 and "epoch 1/2" not in log.lower(), log
+    ours = json.loads((tmp_path / "out" / "results.json").read_text())
+    theirs = json.loads((trained["dir"] / "out" / "results.json").read_text())
+    assert {k: m["test_accuracy_percent"] for k, m in ours["models"].items()} == \
+        {k: m["test_accuracy_percent"] for k, m in theirs["models"].items()}
+
+
+def test_without_weights_runs_are_reported_but_predict_says_why_it_cannot(trained, tmp_path):
+    src = RunStore(trained["store"], create=False)
+    full, light = tmp_path / "full.tar.gz", tmp_path / "light.tar.gz"
+    pack(src, src.done_ids(), full)
+    pack(src, src.done_ids(), light, weights=False)
+    assert light.stat().st_size < full.stat().st_size / 2
+    other = tmp_path / "other"
+    dst = RunStore(other)
+    assert all(not u.weights for u in unpack(dst, light))
+    assert dst.verify() == []
+    rid = dst.done_ids()[0]
+    assert dst.final_files_complete(dst.get(rid)) and dst.weights_left_out(rid)
+    assert not (dst.folder(rid) / "weights.safetensors").exists()
+    p = cnnbench("predict", rid, str(tmp_path / "any.png"), store=other)
+    assert p.returncode == 2 and "without its weights" in p.stderr, p.stderr
+    p = cnnbench("show", rid, store=other)
+    assert p.returncode == 0 and "weights were not packed" in p.stdout, p.stdout
+    p = cnnbench("report", "--out", str(tmp_path / "rep"), store=other)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "rep" / "report.html").stat().st_size > 0
+    # packed again from there: still without weights, and says so
+    again = tmp_path / "again.tar.gz"
+    pack(dst, dst.done_ids(), again)
+    assert not any(e["weights"] for e in json.loads(_member(again, MANIFEST))["runs"])
+
+
+def test_a_forced_retrain_of_an_unpacked_run_makes_it_this_stores_own(trained, tmp_path):
+    src = RunStore(trained["store"], create=False)
+    light = tmp_path / "light.tar.gz"
+    rid = src.done_ids()[0]
+    pack(src, [rid], light, weights=False)
+    other = tmp_path / "other"
+    unpack(RunStore(other), light)
+    spec = next(a for a in trained["args"] if a.endswith(f"{src.get(rid).model}.yaml"))
+    p = cnnbench("run", "--models", spec, "--epochs", "2", "--train-limit", "512", "--force",
+                 "--out", str(tmp_path / "out"), store=other)
+    assert p.returncode == 0, p.stderr
+    dst = RunStore(other, create=False)
+    assert dst.imported(rid) is None and not dst.weights_left_out(rid)
+    assert (dst.folder(rid) / "weights.safetensors").is_file() and dst.verify() == []
+
+
+def test_a_run_finished_here_is_kept_untouched(trained, tmp_path):
+    src = RunStore(trained["store"], create=False)
+    path = tmp_path / "r.tar.gz"
+    pack(src, src.done_ids(), path, weights=False)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes())
+              for p in src.runs_dir.rglob("*") if p.is_file()}
+    done = unpack(src, path)
+    assert {u.action for u in done} == {"kept"}
+    assert all("already finished here" in u.reason for u in done)
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes())
+             for p in src.runs_dir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_an_interrupted_run_of_the_same_id_is_replaced_by_the_finished_one(trained, tmp_path):
+    src = RunStore(trained["store"], create=False)
+    path = tmp_path / "r.tar.gz"
+    pack(src, src.done_ids(), path)
+    dst = RunStore(tmp_path / "other")
+    unpack(dst, path)
+    rid = dst.done_ids()[0]
+    with sqlite3.connect(dst.db_path) as db:  # as a kill in epoch 2 leaves it
+        db.execute("UPDATE runs SET status = 'interrupted', epochs_done = 1 WHERE id = ?",
+                   (rid,))
+    (dst.folder(rid) / "checkpoint.pt").write_bytes(b"partial")
+    (dst.folder(rid) / "predictions.npy").unlink()
+    done = {u.run_id: u.action for u in unpack(dst, path)}
+    assert done[rid] == "replaced" and list(done.values()).count("kept") == 1
+    assert dst.get(rid).status == "finished" and dst.verify() == []
+    assert not (dst.folder(rid) / "checkpoint.pt").exists()
+    assert (dst.folder(rid) / "predictions.npy").read_bytes() == \
+        (src.folder(rid) / "predictions.npy").read_bytes()
+
+
+def _member(path: Path, name: str) -> bytes:
+    with tarfile.open(path, "r:gz") as tar:
+        return tar.extractfile(name).read()
+
+
+@pytest.fixture()
+def good_pack(trained, tmp_path) -> Path:
+    src = RunStore(trained["store"], create=False)
+    path = tmp_path / "good.tar.gz"
+    pack(src, src.done_ids(), path)
+    return path
+
+
+def _first_run_member(path: Path, name: str) -> str:
+    rid = json.loads(_member(path, MANIFEST))["runs"][0]["id"]
+    return f"runs/{rid}/{name}"
+
+
+def flip_byte(member: str):
+    def change(members):
+        data = bytearray(members[member])
+        data[len(data) // 2] ^= 0x01
+        members[member] = bytes(data)
+    return change
+
+
+def edit_config_seed(member: str):
+    def change(members):
+        config = json.loads(members[member])
+        config["key"]["seed"] += 1  # as if trained with another seed
+        members[member] = json.dumps(config).encode()
+        manifest_fixed(members, member)
+    return change
+
+
+@pytest.mark.parametrize("case, match", [
+    ("flipped weights", "weights.safetensors does not match its checksum"),
+    ("flipped predictions", "predictions.npy does not match its checksum"),
+    ("config key edited", "run key hashes to"),
+    ("unlisted member", "is not listed in pack.json"),
+    ("missing member", "history.csv is listed but missing"),
+    ("path outside", "is not listed in pack.json"),
+    ("truncated", "damaged or truncated"),
+    ("not a tar", "not a cnnbench pack"),
+    ("row says other seed", "its row says seed"),
+])
+def test_a_damaged_or_altered_pack_writes_nothing_and_says_where(good_pack, tmp_path, case,
+                                                                 match):
+    bad = tmp_path / "bad.tar.gz"
+    if case == "truncated":
+        bad.write_bytes(good_pack.read_bytes()[: good_pack.stat().st_size // 2])
+    elif case == "not a tar":
+        bad.write_text("name: CNN_MNIST_1\n")
+    else:
+        member = {"flipped weights": "weights.safetensors", "flipped predictions":
+                  "predictions.npy", "config key edited": "config.json"}.get(case, "history.csv")
+        target = _first_run_member(good_pack, member)
+
+        def change(members):
+            if case.startswith("flipped"):
+                flip_byte(target)(members)
+            elif case == "config key edited":
+                edit_config_seed(target)(members)
+            elif case == "unlisted member":
+                members[target.replace("history.csv", "notes.txt")] = b"hi"
+            elif case == "missing member":
+                del members[target]
+            elif case == "path outside":
+                members["../../escaped.txt"] = b"hi"
+            elif case == "row says other seed":
+                m = json.loads(members[MANIFEST])
+                m["runs"][0]["row"]["seed"] = 7
+                members[MANIFEST] = json.dumps(m).encode()
+        rewrite(good_pack, bad, change)
+    store_dir = tmp_path / "target"
+    p = cnnbench("unpack", str(good_pack), str(bad), store=store_dir)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert match in p.stderr and str(bad) in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1  # one line, no traceback
+    # the good pack before it landed whole; the bad one added nothing
+    assert len(ids(store_dir)) == 2 and RunStore(store_dir).verify() == []
+    assert not (tmp_path.parent / "escaped.txt").exists()
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_a_pack_with_a_link_or_a_folder_member_is_refused(good_pack, tmp_path):
+    bad = tmp_path / "link.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        info = tarfile.TarInfo("runs/aaaaaaaaaaaa/weights.safetensors")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(PackError, match="is not a plain file"):
+        read_pack(bad)
+
+
+def test_only_finished_runs_are_packed(trained, tmp_path):
+    store_dir = tmp_path / "s"
+    shutil.copytree(trained["store"], store_dir)
+    store = RunStore(store_dir, create=False)
+    rid = store.done_ids()[0]
+    with sqlite3.connect(store.db_path) as db:
+        db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (rid,))
+    with pytest.raises(StoreError, match=f"run {rid} .* is interrupted, not finished"):
+        pack(store, [rid], tmp_path / "x.tar.gz")
+    assert not (tmp_path / "x.tar.gz").exists()
+    p = cnnbench("pack", "zzz", "--out", str(tmp_path / "x.tar.gz"), store=store_dir)
+    assert p.returncode == 2 and "zzz" in p.stderr, p.stderr
+    p = cnnbench("pack", "--out", str(store_dir / "inside.tar.gz"), store=store_dir)
+    assert p.returncode == 2 and "inside the run store" in p.stderr, p.stderr
+
+
+def test_an_unpacked_run_keeps_its_marker_out_of_the_pack_files(trained, tmp_path):
+    """imported.json is this store's note, not the run's: a pack made from an unpacked run
+    carries the run's own files only."""
+    src = RunStore(trained["store"], create=False)
+    first, second = tmp_path / "1.tar.gz", tmp_path / "2.tar.gz"
+    pack(src, src.done_ids(), first)
+    mid = RunStore(tmp_path / "mid")
+    unpack(mid, first)
+    assert all((mid.folder(r) / IMPORTED).is_file() for r in mid.done_ids())
+    pack(mid, mid.done_ids(), second)
+    with tarfile.open(second, "r:gz") as tar:
+        assert not any(n.endswith(IMPORTED) for n in tar.getnames())
+    assert _member(first, _first_run_member(first, "weights.safetensors")) == \
+        _member(second, _first_run_member(second, "weights.safetensors"))
