@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store import TINY, cli_args, cnnbench, env
+from test_store import AS_OWNER, TINY, cli_args, cnnbench, env
 
 from cnnbench.cli import main
 from cnnbench.store.run_store import RunStore, StoreError
@@ -447,24 +447,22 @@ def test_reads_do_not_wait_for_a_writer(finished, tmp_path):
         writer.close()
 
 
-def test_a_read_only_store_is_still_listed_and_shown(finished):
-    root = Path(tempfile.mkdtemp(prefix="cnnbench-ro-"))
+def test_a_read_only_store_is_still_listed_and_shown(finished, tmp_path):
+    ro = tmp_path / "s"
+    shutil.copytree(finished, ro)
+    rid = row_of(RunStore(ro, create=False), "TINY_A").id
+    for path in (ro, *ro.rglob("*")):  # nobody may write: a store shared read-only
+        os.chmod(path, 0o555 if path.is_dir() else 0o444)
     try:
-        os.chmod(root, 0o755)
-        shutil.copytree(finished, root / "s")
-        for path in (root / "s").rglob("*"):  # readable by others, as a shared store is
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        os.chmod(root / "s", 0o755)
-        rid = row_of(RunStore(root / "s", create=False), "TINY_A").id
         for cmd in (["runs"], ["show", rid[:5]]):
-            p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                sys.executable, "-m", "cnnbench", *cmd, "--store",
-                                str(root / "s")], capture_output=True, text=True, env=env(),
+            p = subprocess.run([*AS_OWNER, sys.executable, "-m", "cnnbench", *cmd, "--store",
+                                str(ro)], capture_output=True, text=True, env=env(),
                                timeout=120)
             assert p.returncode == 0, p.stderr
             assert rid in p.stdout or "TINY_A" in p.stdout, p.stdout
     finally:
-        shutil.rmtree(root)
+        for path in (ro, *ro.rglob("*")):
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
 # --- 16. Ray: a lost journal actor or a lost cluster is an executor error ---------------------
