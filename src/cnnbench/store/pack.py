@@ -76,7 +76,7 @@ def pack(store: RunStore, ids: Iterable[str], out: Path, *, weights: bool = True
     whole or not at all. Returns the ids packed, in the order given."""
     from cnnbench.atomic import atomic_write_bytes
     entries, members = [], {}
-    for rid in ids:
+    for rid in dict.fromkeys(ids):  # each run once, in the order given
         row = store.get(rid)
         if row is None:
             raise StoreError(f"no run {rid} in {store.root}")
@@ -100,7 +100,6 @@ def pack(store: RunStore, ids: Iterable[str], out: Path, *, weights: bool = True
                         "files": files, "weights": weights and carried})
     manifest = {"format": FORMAT, "version": VERSION, "created": now(), "runs": entries}
     buf = io.BytesIO()
-    # mtime=0 and sorted members: the same runs make the same bytes of tar (gzip adds a time).
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, data in [(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode()),
                            *sorted(members.items())]:
@@ -117,11 +116,7 @@ def pack(store: RunStore, ids: Iterable[str], out: Path, *, weights: bool = True
 def unpack(store: RunStore, path: Path) -> list[Unpacked]:
     """Add the runs of the pack at ``path`` to ``store``. Every run is checked whole before
     any of it is written; a pack with one bad run writes none."""
-    runs = read_pack(path)
-    done = []
-    for entry, files in runs:
-        done.append(_adopt(store, path, entry, files))
-    return done
+    return [_adopt(store, path, entry, files) for entry, files in read_pack(path)]
 
 
 def read_pack(path: Path) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
