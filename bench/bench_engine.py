@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -128,10 +129,12 @@ def one_epoch_accuracy(name: str, data, precisions: list[str]) -> dict[str, floa
     return out
 
 
-def keras_figures(python: str, models: list[str], images: int) -> dict[str, dict]:
+def keras_figures(python: str, models: list[str], images: int, threads: int) -> dict[str, dict]:
     cmd = [python, str(Path(__file__).parent / "keras_loop.py"), "--models", *models,
            "--images", str(images)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # TensorFlow reads its thread pools' sizes from these: Keras gets the threads torch has.
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(f"Keras benchmark failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return {}
@@ -148,9 +151,14 @@ def main() -> None:
     ap.add_argument("--accuracy", action="store_true",
                     help="also train one full epoch per model: plain vs ours, accuracy + time")
     ap.add_argument("--keras-python", help="a Python with keras + tensorflow (make bench-keras)")
+    ap.add_argument("--threads", type=int,
+                    help="torch threads for everything measured, the ceiling included "
+                         "(default: torch's; 1 is what each run of `--jobs 2` gets)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "bench_engine.json")
     args = ap.parse_args()
     console = Console(width=160)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from cnnbench.data.datasets import load_dataset
     ds = load_dataset(log=lambda m: None)
@@ -162,7 +170,8 @@ def main() -> None:
     ceil = ceilings()
     console.print(f"torch {env['torch']}, {env['threads']} threads; ceilings GFLOP/s: "
                   + ", ".join(f"{k} {v:.0f}" for k, v in ceil.items()))
-    keras = (keras_figures(args.keras_python, args.models, 128 * args.steps * 2)
+    keras = (keras_figures(args.keras_python, args.models, 128 * args.steps * 2,
+                           torch.get_num_threads())
              if args.keras_python else {})
 
     table = Table(title="Seconds per epoch (60k train + 10k test) and training throughput")
