@@ -280,6 +280,40 @@ class StopAtEpoch(Callback):
             raise KeyboardInterrupt
 
 
+def test_ctrl_c_just_after_a_checkpoint_lands_counts_that_epoch(specs, mnist, tmp_path,
+                                                               monkeypatch):
+    """Ctrl-C after checkpoint.pt is renamed into place but before save_checkpoint returns
+    (its folder fsync): the epoch is on disk, so the run is interrupted after it, not before.
+    (The race behind test_ctrl_c_stops_after_saving's rare miss: it signals as soon as the
+    file appears.)"""
+    import torch
+
+    from cnnbench.model.spec import get_spec
+    from cnnbench.study import jobs
+    from cnnbench.study.runner import StudyRunner
+    from cnnbench.train.engine import TrainConfig
+    real = jobs.save_checkpoint
+
+    def save_then_ctrl_c(folder, state):
+        real(folder, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "save_checkpoint", save_then_ctrl_c)
+    store, log = RunStore(tmp_path), []
+    config = TrainConfig(epochs=3, train_limit=256)
+    with pytest.raises(KeyboardInterrupt):
+        StudyRunner(store, mnist, config, torch.device("cpu"), log=log.append).run(
+            [get_spec(specs["TINY_A"])])
+    rid = only_run(tmp_path)
+    assert any(f"run {rid} interrupted after epoch 1/3" in line for line in log), log
+    assert store.get(rid).epochs_done == 1 and store.verify() == []
+    monkeypatch.setattr(jobs, "save_checkpoint", real)
+    log.clear()
+    StudyRunner(store, mnist, config, torch.device("cpu"), log=log.append).run(
+        [get_spec(specs["TINY_A"])])
+    assert any(f"resuming run {rid} after epoch 1/3" in line for line in log), log
+
+
 @pytest.mark.slow
 def test_a_corrupted_checkpoint_resumes_from_the_previous_one_with_the_same_numbers(
         specs, mnist, tmp_path):

@@ -25,7 +25,7 @@ import torch
 from cnnbench.data.datasets import Dataset
 from cnnbench.errors import CnnbenchError
 from cnnbench.model.spec import ModelSpec
-from cnnbench.store.records import HISTORY_KEYS, RunRecord, RunStatus, empty_history
+from cnnbench.store.records import HISTORY_KEYS, RunRecord, RunStatus
 from cnnbench.store.run_store import ATTEMPT, FINAL_FILES, RunRow, RunStore
 from cnnbench.study.environment import bit_exact_under
 from cnnbench.study.executors import Done
@@ -310,11 +310,14 @@ class WriteBack:
                    else RunStatus.FAILED, None)
 
     def history_now(self, s: Session) -> dict[str, list[float]]:
-        """The history of a run in flight: what its checkpoints say."""
-        if s.saver is not None:
-            return s.saver.history or empty_history()
+        """The history of a run in flight: what its newest checkpoint says. The saver's copy
+        is one epoch behind when Ctrl-C lands after the checkpoint is renamed into place but
+        before ``save_checkpoint`` returns, so the file on disk decides."""
+        known = (s.saver.history if s.saver is not None else None) or s.history
         state = usable_checkpoint(s.folder, s.rid, self.config.epochs)
-        return state["history"] if state is not None else s.history
+        if state is not None and len(state["history"]["loss"]) > len(known["loss"]):
+            return state["history"]
+        return known
 
     def _mark_interrupted(self, s: Session, history: dict[str, list[float]]
                           ) -> dict[str, list[float]]:
