@@ -280,6 +280,7 @@ class StopAtEpoch(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_ctrl_c_just_after_a_checkpoint_lands_counts_that_epoch(specs, mnist, tmp_path,
                                                                monkeypatch):
     """Ctrl-C after checkpoint.pt is renamed into place but before save_checkpoint returns
