@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--out", type=Path, required=True, metavar="FILE",
                     help="the pack to write, e.g. runs.tar.gz")
     pk.add_argument("--no-weights", action="store_true",
-                    help="results only (about 30 KB a run): reported and reused, but not "
+                    help="results only (a few KB a run): reported and reused, but not "
                          "usable by predict or export")
     _store_argument(pk)
     upk = sub.add_parser("unpack", help="add the runs of packs to the store",

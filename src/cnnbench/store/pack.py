@@ -4,7 +4,7 @@ Seeds trained on two machines, or results sent to a colleague, end up in one sto
 report::
 
     cnnbench pack --out seeds.tar.gz                  # every finished run, weights included
-    cnnbench pack 3f2a 9c1d --out two.tar.gz --no-weights   # results only: about 30 KB a run
+    cnnbench pack 3f2a 9c1d --out two.tar.gz --no-weights   # results only: a few KB a run
     cnnbench unpack seeds.tar.gz --store other-runs/  # adds what that store lacks
 
 A pack holds ``pack.json`` (the manifest: each run's index row, and the SHA-256 and length of
