@@ -43,15 +43,13 @@ MANIFEST = "pack.json"
 # What a finished run keeps, in the order a pack lists it; the last two only with weights.
 RESULT_FILES = ("config.json", "history.csv", "predictions.npy", "grad_norms.json")
 WEIGHT_FILES = ("weights.safetensors", "probabilities.npy")
-ROW_FIELDS = ("model", "dataset", "seed", "epochs_planned", "epochs_done", "status", "test_loss",
-              "test_accuracy", "diverged_epoch", "diverged_step", "train_seconds", "started",
-              "finished", "host")
 NONE = type(None)
 ROW_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "dataset": (str,), "seed": (int,), "epochs_planned": (int,),
     "epochs_done": (int,), "test_loss": (float, int, NONE), "test_accuracy": (float, int, NONE),
     "diverged_epoch": (int, NONE), "diverged_step": (int, NONE), "train_seconds": (float, int),
     "started": (str,), "finished": (str, NONE), "host": (str, NONE)}
+ROW_FIELDS = (*ROW_TYPES, "status")  # the index row a pack carries for each run
 MAX_FILE_BYTES = 1 << 30  # no run file comes near this; a larger member is not a pack's
 
 
@@ -202,7 +200,8 @@ def _check_run(where: str, rid: str, entry: Mapping[str, Any], files: Mapping[st
         if name not in files:
             raise PackError(f"{where}: a {status} run needs its {name}; the pack has none")
     try:
-        key = json.loads(files["config.json"])["key"]
+        config = json.loads(files["config.json"])
+        key = config["key"]
     except (ValueError, KeyError, TypeError):
         raise PackError(f"{where}: config.json holds no run key") from None
     if run_id(key) != rid:
@@ -213,7 +212,6 @@ def _check_run(where: str, rid: str, entry: Mapping[str, Any], files: Mapping[st
             raise PackError(f"{where}: its row's {field!r} must be "
                             f"{' or '.join(t.__name__ for t in types)}. Got {row[field]!r} "
                             f"instead.")
-    config = json.loads(files["config.json"])
     said = {"model": config.get("model", {}).get("name"), "seed": config.get("seed"),
             "dataset": config.get("dataset", {}).get("name")}
     for field, value in said.items():
