@@ -1,8 +1,8 @@
 """The reference: the plain PyTorch loop a user would write for the notebook's study.
 
-Same model (cnnbench.nn.build_model with torch's own nn.Dropout), same loss, same optimizer
-settings; written the ordinary way: NCHW fp32, eager Adadelta, the loss read with ``.item()``
-every step.
+Same model (cnnbench.model.build_model with torch's own nn.Dropout and nn.Linear), same
+loss, same optimizer settings; written the ordinary way: NCHW fp32, eager Adadelta, the loss
+read with ``.item()`` every step.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from cnnbench.model.spec import ModelSpec
 
 
 def plain_model(spec: ModelSpec) -> torch.nn.Module:
-    """The spec's model as a user would build it: torch's nn.Dropout, not cnnbench's."""
+    """The spec's model as a user would build it: torch's nn.Dropout and nn.Linear, not
+    cnnbench's (same initial weights)."""
     model = build_model(spec)
     for i, m in enumerate(model):
         if isinstance(m, torch.nn.Dropout):
             model[i] = torch.nn.Dropout(m.p)
+        elif isinstance(m, torch.nn.Linear):
+            model[i] = torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+            model[i].load_state_dict(m.state_dict())
     return model
 
 

@@ -38,7 +38,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("optimizer", r"compiled|torchinductor|adadelta|_foreach|cpp_fused|graph_"),
     ("loss", r"log_softmax|nll_loss|softmax|clamp|\blog\b|aten::log"),
     ("convolution", r"conv|mkldnn_convolution"),
-    ("gemm (Dense)", r"addmm|\bmm\b|aten::mm|linear|matmul|bmm"),
+    ("gemm (Dense)", r"addmm|\bmm\b|aten::mm|linear|matmul|bmm|onednnlinear"),
     ("pooling", r"pool"),
     ("batchnorm", r"batch_norm"),
     ("dropout", r"bernoulli|dropout|uniform_|aten::ge$"),  # KerasDropout: uniform, compare

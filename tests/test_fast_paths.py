@@ -209,3 +209,90 @@ def test_batchnorm_on_channels_last_input_matches_nchw(precision: str) -> None:
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, **tol)
     torch.testing.assert_close(ours.running_mean, ref.running_mean)
     torch.testing.assert_close(ours.running_var, ref.running_var)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_through_onednn_is_fp32_arithmetic_and_the_op_that_runs(bias: bool) -> None:
+    """cnnbench's Linear in fp32 on the CPU: oneDNN's matmul, forward and both gradients
+    within fp32 rounding of a float64 reference (a bf16 or TF32 downcast inside would miss
+    this by 100x), and under bf16 autocast the autocast path (a bf16 result)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cnnbench.model.build import Linear
+
+    torch.manual_seed(0)
+    ours = Linear(700, 90, bias=bias)
+    ref = torch.nn.Linear(700, 90, bias=bias).double()
+    ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    x = torch.randn(33, 700)
+    g = torch.randn(33, 90)
+    xs = [x.clone().requires_grad_(), x.double().requires_grad_()]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = ours(xs[0])
+        out.backward(g)
+    names = [e.key for e in prof.key_averages()]
+    assert "mkldnn::_linear_pointwise" in names and "aten::addmm" not in names, names
+    ref(xs[1]).backward(g.double())
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a.double() - b).abs().max() / b.abs().max()).item()
+
+    assert out.dtype == torch.float32
+    assert rel(out, ref(xs[1])) < 5e-6
+    assert rel(xs[0].grad, xs[1].grad) < 5e-6
+    assert rel(ours.weight.grad, ref.weight.grad) < 5e-6
+    if bias:
+        assert rel(ours.bias.grad, ref.bias.grad) < 5e-6
+    else:
+        assert ours.bias is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ours(x).dtype == torch.bfloat16
+    graph = str(torch.jit.trace(ours, x).graph)  # exports hold the portable op
+    assert "aten::linear" in graph and "mkldnn" not in graph, graph
+
+
+def test_relu_on_channels_last_input_is_torchs_relu_bit_for_bit() -> None:
+    """cnnbench's ReLU computes channels-last input on its flat NHWC view: the same values,
+    the same gradient, the same layout out as torch's."""
+    from cnnbench.model.build import ReLU
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 5, 3).contiguous(memory_format=torch.channels_last)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    outs = [ReLU()(xs[0]), torch.relu(xs[1])]
+    assert torch.equal(outs[0], outs[1])
+    assert outs[0].is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn(4, 6, 5, 3)  # NCHW: the gradient may come in another layout
+    for o in outs:
+        o.backward(g)
+    assert torch.equal(xs[0].grad, xs[1].grad)
+    y = torch.randn(3, 7)
+    assert torch.equal(ReLU()(y), torch.relu(y))
+
+
+def test_freed_memory_stays_with_the_process_for_the_next_step() -> None:
+    """After keep_freed_memory, a 24 MB tensor comes from the heap (no mmap of its own) and
+    its memory stays in the heap when freed, so the next step reuses it without page faults.
+    In a fresh process: glibc's defaults would mmap the first such block."""
+    import subprocess
+    import sys
+
+    code = r"""
+import ctypes, torch
+from cnnbench.train.fastpath import keep_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks "
+                                              "fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+assert keep_freed_memory()
+t = torch.empty(6 * 1024 * 1024)  # 24 MB
+during = libc.mallinfo2()
+del t
+after = libc.mallinfo2()
+print(during.hblkhd, during.arena, after.arena)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    mmapped, arena_during, arena_after = map(int, out.stdout.split())
+    assert mmapped < 24 * 2 ** 20 <= arena_during
+    assert arena_after >= 24 * 2 ** 20

@@ -35,6 +35,7 @@ from cnnbench.train.callbacks import Callback
 from cnnbench.train.fastpath import (
     autocast,
     bf16_weight_copies,
+    keep_freed_memory,
     optimizer_step,
     prepare_model,
 )
@@ -191,6 +192,7 @@ def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bo
     from torch.func import functional_call
 
     device = next(model.parameters()).device
+    keep_freed_memory()
     prepare_model(model)
     optimizer = torch_optimizer(model.parameters(), config.optimizer, config.optimizer_args)
     copies = bf16_weight_copies(model) if config.precision == "bf16" else {}
