@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 
 import pytest
@@ -82,6 +83,56 @@ def test_compiled_adadelta_step_matches_eager_steps(monkeypatch: pytest.MonkeyPa
     for p_ref, p_fast in zip(ref.parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(p_fast, p_ref, rtol=1e-4, atol=1e-6)
     assert int(step.optimizer.state[fast[0].weight]["step"]) == 4  # the real optimizer's state
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_run_gives_the_same_bits_whenever_the_compiled_step_takes_over(
+        monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    """The fused Adadelta kernel from the first step, from the third, or never (no compiler):
+    the same weights, bit for bit, after four training steps."""
+    x, y = _batch(32)
+
+    def train(switch_at: int | None) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(get_spec("CNN_MNIST_4"))  # Conv2D, BatchNorm (fp32 in bf16), Dense
+        with monkeypatch.context() as m:
+            m.setattr(fastpath, "_kernels", {})
+            gate = threading.Event()
+            real = fastpath._compiled
+
+            def later(*args: object) -> object:
+                gate.wait()
+                if switch_at is None:
+                    raise RuntimeError("no compiler here")
+                return real(*args)
+            m.setattr(fastpath, "_compiled", later)
+            step = make_train_step(model, TrainConfig(precision=precision))
+            for i in range(4):
+                if i == (switch_at or 0):
+                    gate.set()
+                    assert step.wait_compiled() is (switch_at is not None)
+                step(x, y)
+        return [p.detach().clone() for p in model.parameters()]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the "no compiler" warning
+        never = train(None)
+    first, third = train(0), train(2)
+    for a, b, c in zip(first, third, never, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_eager_square_root_is_correctly_rounded() -> None:
+    """The eager form's sqrt against NumPy's float32 sqrt (IEEE: correctly rounded), over
+    magnitudes from subnormal to huge; torch's own eager sqrt misses on some of them."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200_000, generator=g) * 10 ** torch.empty(200_000).uniform_(-44, 38,
+                                                                                generator=g)
+    x[:4] = torch.tensor([0.0, 1e-45, 4.0, float("inf")])
+    want = torch.from_numpy(np.sqrt(x.numpy()))
+    assert torch.equal(fastpath._sqrt(x), want)
 
 
 def _autocast_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,

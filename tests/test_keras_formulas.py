@@ -8,7 +8,6 @@ so the Keras update can be written out without a framework."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -104,15 +103,24 @@ def assert_same_updates(got: np.ndarray, want: np.ndarray, rel: float) -> None:
 
 # --- Adadelta: the fused kernel training uses, and its fallback ------------------------------
 
+def compiled_step(monkeypatch):
+    """optimizer_step once its kernel is compiled, the eager form refused from then on."""
+    def make(opt):
+        step = optimizer_step(opt, compile=True)
+        assert step.wait_compiled()
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the eager form ran: the compiled kernel was not used")
+        monkeypatch.setattr(fastpath, "_adadelta_update", refuse)
+        monkeypatch.setattr(torch.optim.Adadelta, "step", refuse)
+        return step
+    return make
+
+
 def test_fused_adadelta_follows_the_keras_formula(monkeypatch):
     """The compiled kernel on a channels-last Conv2D kernel (flat views), float32."""
-    def refuse(self, closure=None):
-        raise AssertionError("the eager Adadelta step ran: the fused kernel was not used")
-    monkeypatch.setattr(torch.optim.Adadelta, "step", refuse)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="fused Adadelta unavailable")
-        got, opt = torch_steps("Adadelta", {}, dtype=torch.float32, channels_last=True,
-                               step_fn=lambda o: optimizer_step(o, compile=True))
+    got, opt = torch_steps("Adadelta", {}, dtype=torch.float32, channels_last=True,
+                           step_fn=compiled_step(monkeypatch))
     want = keras_adadelta()
     # Each step moves a weight by about sqrt(eps / (1 - rho)) = 1.4e-3; float32 keeps 6e-8
     # of the weight's size: 1e-4 of the update.
@@ -128,38 +136,42 @@ def test_adadelta_eager_step_is_the_keras_formula_to_float64_precision():
     assert_same_updates(got, keras_adadelta(), rel=1e-12)
 
 
-def test_fused_adadelta_falls_back_to_the_eager_step_once_with_a_warning(monkeypatch):
-    """A compiler failing at the first step (no C++ compiler): one warning naming it, then
-    exactly torch's eager Adadelta, its step count not counting the failed attempt."""
-    calls = []
+def _no_compiler(monkeypatch, error: Exception) -> None:
+    monkeypatch.setattr(fastpath, "_kernels", {})  # nothing compiled in this process yet
 
-    def broken_kernel(*args):
-        calls.append(len(args))
-        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore text")
+    def broken(*args):
+        raise error
+    monkeypatch.setattr(fastpath, "_compiled", broken)
 
-    monkeypatch.setattr(fastpath, "_fused_kernel", lambda bf16_weights=False: broken_kernel)
+
+def _waited(opt):
+    step = optimizer_step(opt, compile=True)
+    assert step.wait_compiled() is False
+    return step
+
+
+@pytest.mark.parametrize("error, named", [
+    (RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore text"),
+     "RuntimeError: InvalidCxxCompiler: No working C++ compiler found"),
+    (ImportError("torch._dynamo is not available on this platform"),
+     "ImportError: torch._dynamo is not available on this platform")])
+def test_adadelta_without_a_compiler_warns_once_and_gives_the_same_numbers(
+        monkeypatch, error, named):
+    """A compiler failing (no C++ compiler, no dynamo): one warning naming it, then the
+    kernel's eager form: bit for bit the compiled kernel's numbers, three steps counted."""
+    fused, _ = torch_steps("Adadelta", {}, dtype=torch.float32, channels_last=True,
+                           step_fn=compiled_step(monkeypatch))
+    monkeypatch.undo()
+    _no_compiler(monkeypatch, error)
     with pytest.warns(UserWarning) as caught:
-        got, opt = torch_steps("Adadelta", {}, step_fn=lambda o: optimizer_step(o, compile=True))
-    fallback = [w for w in caught if "fused Adadelta unavailable" in str(w.message)]
-    assert [str(w.message) for w in fallback] == [
-        "fused Adadelta unavailable (RuntimeError: InvalidCxxCompiler: No working C++ compiler "
-        "found); using the eager step"]
-    assert calls == [7]  # tried once: p, grad, square_avg, acc_delta, lr, rho, eps
-    eager, _ = torch_steps("Adadelta", {})
-    assert np.array_equal(got, eager)
+        got, opt = torch_steps("Adadelta", {}, dtype=torch.float32, channels_last=True,
+                               step_fn=_waited)
+    fallback = [str(w.message) for w in caught if "fused Adadelta unavailable" in str(w.message)]
+    assert fallback == [f"fused Adadelta unavailable ({named}); its eager form runs (the same "
+                        f"numbers, slower)"]
+    assert np.array_equal(got, fused)
     (state,) = opt.state.values()
     assert int(state["step"]) == 3
-
-
-def test_adadelta_without_any_compiler_warns_when_the_step_is_made(monkeypatch):
-    def no_dynamo(bf16_weights=False):
-        raise ImportError("torch._dynamo is not available on this platform")
-
-    monkeypatch.setattr(fastpath, "_fused_kernel", no_dynamo)
-    with pytest.warns(UserWarning, match=r"fused Adadelta unavailable \(torch._dynamo is not "
-                                         r"available on this platform\); using the eager step"):
-        got, _ = torch_steps("Adadelta", {}, step_fn=lambda o: optimizer_step(o, compile=True))
-    assert np.array_equal(got, torch_steps("Adadelta", {})[0])
 
 
 # --- the other optimizers, by their Keras names and defaults --------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -86,25 +87,48 @@ def keep_freed_memory() -> bool:
     return _kept
 
 
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded fp32 square root, in eager ops: what the compiled kernel computes.
+
+    torch's eager CPU ``sqrt`` is 1 ulp off for about a fifth of fp32 inputs here (it calls a
+    vector math library); the compiled kernel's is exact. Round through float64, then move to
+    the neighbour where the exact root lies past a midpoint (midpoints have 25 bits: their
+    squares are exact in float64).
+    """
+    if x.dtype != torch.float32:
+        return x.sqrt()
+    y = x.double().sqrt().float()
+    xd, yd = x.double(), y.double()
+    up, down = torch.nextafter(y, y + 1), torch.nextafter(y, y - 1)
+    above, below = (yd + up.double()) * 0.5, (yd + down.double()) * 0.5
+    y = torch.where(above * above <= xd, up, y)
+    return torch.where((below * below > xd) & (y > 0), down, y)
+
+
 def _adadelta_update(p: torch.Tensor, g: torch.Tensor, square_avg: torch.Tensor,
-                     acc_delta: torch.Tensor, lr: float, rho: float, eps: float) -> None:
-    """Keras 2.2 / torch Adadelta for one tensor, the same formula as torch.optim.Adadelta."""
-    square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
-    delta = acc_delta.add(eps).sqrt().div(square_avg.add(eps).sqrt()).mul(g)
-    acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
-    p.add_(delta, alpha=-lr)
+                     acc_delta: torch.Tensor, lr: float, rho: float, eps: float,
+                     sqrt: Callable[[torch.Tensor], torch.Tensor] = torch.sqrt) -> None:
+    """Keras 2.2 / torch Adadelta for one tensor, the formula of torch.optim.Adadelta.
+
+    Written as separate multiplies and adds (no ``addcmul``, which the compiler turns into a
+    fused multiply-add), so that compiled (``sqrt=torch.sqrt``: exact there) and eager
+    (``sqrt=_sqrt``) round alike: the two are bit-identical, and a run may switch from one
+    to the other at any step (``optimizer_step``).
+    """
+    square_avg.mul_(rho).add_(g * g * (1 - rho))
+    delta = sqrt(acc_delta + eps).div(sqrt(square_avg + eps)).mul(g)
+    acc_delta.mul_(rho).add_(delta * delta * (1 - rho))
+    p.sub_(delta * lr)
 
 
 def _adadelta_update_bf16(p: torch.Tensor, g16: torch.Tensor, square_avg: torch.Tensor,
                           acc_delta: torch.Tensor, p16: torch.Tensor, lr: float, rho: float,
-                          eps: float) -> None:
+                          eps: float, sqrt: Callable[[torch.Tensor], torch.Tensor] = torch.sqrt
+                          ) -> None:
     """``_adadelta_update`` from a bf16 gradient, also writing the bf16 copy of the new weights
     the next forward pass uses (see ``make_train_step``)."""
-    _adadelta_update(p, g16.float(), square_avg, acc_delta, lr, rho, eps)
+    _adadelta_update(p, g16.float(), square_avg, acc_delta, lr, rho, eps, sqrt)
     p16.copy_(p)
-
-
-_fused_kernels: dict[str, Callable[..., None]] = {}
 
 
 def _flat_views(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -120,16 +144,66 @@ def _flat_views(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return tensors
 
 
-def _fused_kernel(bf16_weights: bool = False) -> Callable[..., None]:
-    """The Adadelta update compiled once per process into one loop over each tensor."""
-    key = "bf16" if bf16_weights else "fp32"
-    if key not in _fused_kernels:
-        import torch._dynamo
-        # One graph per (rank, layout) of parameter: a handful per model, a few dozen per study.
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        fn = _adadelta_update_bf16 if bf16_weights else _adadelta_update
-        _fused_kernels[key] = torch.compile(fn, dynamic=True, fullgraph=True)
-    return _fused_kernels[key]
+class _Kernel:
+    """The Adadelta update compiled by torch.compile into one loop over each tensor, in a
+    background thread, once per process, hyperparameters and kind (fp32 weights, or fp32
+    weights with bf16 copies). Until ``compiled`` is set, and for the tensors it does not
+    serve, the eager form runs: bit-identical, slower.
+
+    Compiling took 4 s with torch's compile cache warm and 13 s cold, all before the first
+    step could end; now the first step ends as soon as its forward and backward pass do
+    (``bench/bench_startup.py``). The thread is not a daemon: a process exits after it.
+    """
+
+    def __init__(self, lr: float, rho: float, eps: float, bf16: bool) -> None:
+        self.compiled: Callable[..., None] | None = None
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._compile, args=(lr, rho, eps, bf16),
+                                       name="cnnbench-compile-adadelta")
+        self.thread.start()
+
+    def _compile(self, lr: float, rho: float, eps: float, bf16: bool) -> None:
+        with _compiling:
+            try:
+                self.compiled = _compiled(lr, rho, eps, bf16)
+            except Exception as e:  # no C++ compiler, or no dynamo: the eager form goes on
+                self.failed = e
+                first = str(e).splitlines()[0][:200] if str(e) else ""
+                warnings.warn(f"fused Adadelta unavailable ({type(e).__name__}: {first}); "
+                              f"its eager form runs (the same numbers, slower)", stacklevel=1)
+
+    def wait(self) -> bool:
+        """Block until compiled (or failed); whether it compiled. For tests and benchmarks."""
+        self.thread.join()
+        return self.failed is None
+
+
+def _compiled(lr: float, rho: float, eps: float, bf16: bool) -> Callable[..., None]:
+    """Compile the update for 1-D tensors of any size above 1, running it once on zeros."""
+    import torch._dynamo
+    # One graph per kind and hyperparameters: a few per study.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    kernel = torch.compile(_adadelta_update_bf16 if bf16 else _adadelta_update,
+                           dynamic=True, fullgraph=True)
+    zeros = [torch.zeros(64) for _ in range(4)]
+    if bf16:
+        zeros[1] = zeros[1].bfloat16()
+        zeros.append(torch.zeros(64, dtype=torch.bfloat16))
+    with torch.no_grad():
+        kernel(*zeros, lr, rho, eps)
+    return kernel
+
+
+_kernels: dict[tuple[float, float, float, bool], _Kernel] = {}
+_compiling = threading.Lock()  # torch.compile is not thread-safe: one compilation at a time
+
+
+def _kernel(lr: float, rho: float, eps: float, bf16: bool) -> _Kernel:
+    """The kernel for these hyperparameters (dynamo specialises on them), started once."""
+    key = (lr, rho, eps, bf16)
+    if key not in _kernels:
+        _kernels[key] = _Kernel(*key)
+    return _kernels[key]
 
 
 def _eager_step(optimizer: torch.optim.Optimizer,
@@ -151,35 +225,36 @@ def _eager_step(optimizer: torch.optim.Optimizer,
 def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                    weights16: dict[torch.Tensor, torch.Tensor] | None = None
                    ) -> Callable[[], Any]:
-    """The optimizer's step; for Adadelta, fused by torch.compile where a compiler is at hand.
+    """The optimizer's step; for Adadelta, one fused pass over each parameter.
 
     Eager Adadelta makes about ten passes over every parameter tensor; the fused kernel makes
-    one (CNN_MNIST_2: 17.5 ms -> 1.9 ms a step here, a third of a bf16 step). The kernel is
-    used from the first step in every process, so the same settings give the same numbers;
-    they can differ from eager Adadelta in the last bit. It keeps torch.optim.Adadelta's state
-    (square_avg, acc_delta, step), so checkpoints are the same either way. If compilation
-    fails (no C++ compiler), it warns and uses the eager step.
+    one (CNN_MNIST_2: 17.5 ms -> 1.9 ms a step here, a third of a bf16 step). It is compiled in
+    the background (``_Kernels``); the steps before it is ready run its eager form, which
+    gives the same bits, so a run's numbers do not depend on when the switch happens, nor on
+    whether a compiler is at hand. They can differ from torch.optim.Adadelta's in the last
+    bit (another order of roundings). It keeps torch.optim.Adadelta's state (square_avg,
+    acc_delta, step), so checkpoints are the same either way. ``compile=False``: torch's own
+    step, the reference the tests hold the kernel to.
 
     ``weights16`` maps a parameter to the bf16 copy the forward pass used (``make_train_step``):
     the step reads that copy's gradient and writes the updated weights back into it.
     """
     weights16 = weights16 or {}
-    eager = _eager_step(optimizer, weights16)
     if not compile or type(optimizer) is not torch.optim.Adadelta:
-        return eager
-    try:
-        kernel, kernel16 = _fused_kernel(), _fused_kernel(bf16_weights=True)
-    except Exception as e:  # pragma: no cover - platform without dynamo
-        warnings.warn(f"fused Adadelta unavailable ({e}); using the eager step", stacklevel=2)
-        return eager
-    fallback = False
+        return _eager_step(optimizer, weights16)
+
+    def kernel(group: dict[str, Any], bf16: bool) -> _Kernel:
+        return _kernel(group["lr"], group["rho"], group["eps"], bf16)
+
+    def kinds(group: dict[str, Any]) -> set[bool]:
+        return {p in weights16 for p in group["params"] if p.requires_grad}
+
+    for group in optimizer.param_groups:  # start compiling now, while the first steps run
+        for bf16 in kinds(group):
+            kernel(group, bf16)
 
     @torch.no_grad()
     def step() -> None:
-        nonlocal fallback
-        if fallback:
-            eager()
-            return
         for group in optimizer.param_groups:
             lr, rho, eps = group["lr"], group["rho"], group["eps"]
             for p in group["params"]:
@@ -193,23 +268,24 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                     state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                try:
-                    if w is None:
-                        kernel(*_flat_views((p, grad, state["square_avg"], state["acc_delta"])),
-                               lr, rho, eps)
-                    else:
-                        kernel16(*_flat_views((p, grad, state["square_avg"], state["acc_delta"],
-                                               w)), lr, rho, eps)
-                except Exception as e:  # compilation failed: stay correct, be slower
-                    if p is not group["params"][0] or state["step"] > 1:
-                        raise
-                    warnings.warn(f"fused Adadelta unavailable ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0][:200]}); using the eager step",
-                                  stacklevel=2)
-                    state["step"] -= 1
-                    fallback = True
-                    eager()
-                    return
+                args = (p, grad, state["square_avg"], state["acc_delta"])
+                flat = _flat_views(args if w is None else (*args, w))
+                compiled = kernel(group, w is not None).compiled
+                # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own.
+                if (compiled is not None and flat[0].dim() == 1 and p.numel() > 1
+                        and p.dtype == torch.float32):
+                    compiled(*flat, lr, rho, eps)
+                elif w is None:
+                    _adadelta_update(*flat, lr, rho, eps, sqrt=_sqrt)
+                else:
+                    _adadelta_update_bf16(*flat, lr, rho, eps, sqrt=_sqrt)
+
+    def wait_compiled() -> bool:
+        """Block until the kernels are compiled; whether they all were (tests, benchmarks)."""
+        return all([kernel(g, bf16).wait() for g in optimizer.param_groups
+                    for bf16 in kinds(g)])
+
+    step.wait_compiled = wait_compiled  # type: ignore[attr-defined]
     return step
 
 
