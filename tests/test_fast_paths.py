@@ -122,6 +122,25 @@ def test_a_run_gives_the_same_bits_whenever_the_compiled_step_takes_over(
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
+@pytest.mark.slow
+def test_compiling_in_the_background_does_not_rewind_the_training_threads_generator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random numbers drawn while the kernel compiles are the ones drawn without it (dynamo
+    restores the global generator's state when it ends tracing)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()  # a real compilation, not a cached graph
+    monkeypatch.setattr(fastpath, "_kernels", {})
+    torch.manual_seed(0)
+    kernel = fastpath._kernel(0.5, 0.9, 1e-6, False, "cpu")
+    draws = []
+    while kernel.thread.is_alive():
+        draws.append(torch.rand(1))
+    assert kernel.wait() and len(draws) > 10
+    torch.manual_seed(0)
+    assert torch.equal(torch.cat(draws), torch.rand(len(draws)))
+
+
 def test_eager_square_root_is_correctly_rounded() -> None:
     """The eager form's sqrt against NumPy's float32 sqrt (IEEE: correctly rounded), over
     magnitudes from subnormal to huge; torch's own eager sqrt misses on some of them."""
