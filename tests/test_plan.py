@@ -48,3 +48,27 @@ def test_an_ablation_study_is_planned_as_groups_of_settings_each_in_its_folder(t
     assert plan.data_dir == tmp_path / "bars"
     # The study's own settings, before the ablation varies them, head the run's output.
     assert plan.config(0).to_dict() == plan.configs(plan.groups[0])[0].to_dict()
+
+
+def test_fp32_is_the_default_for_the_notebooks_study_and_auto_for_every_other(tmp_path):
+    from cnnbench.train.fastpath import cpu_has_bf16
+
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("name: MINE\ninput_shape: [28, 28, 1]\nlayers:\n  - Flatten: {}\n"
+                    "  - Dense: {units: 10, activation: softmax}\n")
+    auto = "bf16" if cpu_has_bf16() else "fp32"
+    cases = {
+        (): "fp32",  # the notebook's study
+        ("--models", "CNN_MNIST_2", "--epochs", "1"): "fp32",  # its models on MNIST
+        ("--model-file", str(spec)): auto,
+        ("--models", "CNN_MNIST_1", "--model-file", str(spec)): auto,
+        ("--dataset", "fashion-mnist"): auto,
+        ("--precision", "fp32", "--dataset", "fashion-mnist"): "fp32",  # asked for: as asked
+        ("--precision", "bf16"): "bf16",
+        (str(_setup(tmp_path)),): auto,  # an ablation study
+    }
+    for argv, want in cases.items():
+        plan = plan_of(*argv)
+        assert plan.config(0).precision == want, argv
+    assert plan_of().default_precision() == "fp32"
+    assert plan_of("--dataset", "kmnist").default_precision() == "auto"

@@ -228,7 +228,9 @@ def test_a_kill_between_results_json_and_history_csv_leaves_them_consistent(spec
     out.mkdir()
     (out / "results.json").write_text("OLD")
     (out / "history.csv").write_text("OLD")
-    argv = cli_args(root, specs["TINY_A"], epochs=2, limit=256, out=out)[3:]  # reused: no training
+    # Reused, no training: the fixture's runs are fp32 (for spec files the CLI's default is auto).
+    argv = cli_args(root, specs["TINY_A"], epochs=2, limit=256, out=out,
+                    extra=("--precision", "fp32"))[3:]
     killed_at_rename("history.csv", 1, argv)  # results.json already renamed when it was a pair
     roll_forward(out)  # what the next write into out does first
     assert "OLD" not in {(out / n).read_text() for n in ("results.json", "history.csv")}

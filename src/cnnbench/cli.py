@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="class names of a --data-dir dataset, one a line (default: "
                           "classes.txt in DIR, else 0..N-1)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    run.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                     help="fp32 (default: the notebook's arithmetic), bf16 autocast, or auto "
-                          "(bf16 on CUDA and on CPUs with native bf16)")
+    run.add_argument("--precision", choices=("fp32", "bf16", "auto"),
+                     help="fp32 (the notebook's arithmetic: the default for its study, its "
+                          "models on MNIST), bf16 autocast, or auto (bf16 on CUDA and on CPUs "
+                          "with native bf16: the default for every other study)")
     run.add_argument("--seeds", nargs="+", type=_seed, metavar="K|S",
                      help="one number K: seeds 0..K-1; several: those seeds (each model is "
                           "trained once per seed; the report gives statistics over them)")
@@ -402,7 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_input_shape(spec, image_shape)
         check_classes(spec, dataset.num_classes)
     device = resolve_device(plan.device)
-    precision = resolve_precision(plan.precision, device)
+    precision = resolve_precision(plan.precision or plan.default_precision(), device)
     plan = dataclasses.replace(plan, precision=precision)
     from cnnbench.study.executors import ExecutorError, LocalExecutor, ProcessExecutor, RayExecutor
     log = lambda m: console.print(m, highlight=False)  # noqa: E731
