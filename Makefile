@@ -51,7 +51,8 @@ clean:
 bench-keras: setup .venv-keras/.installed
 	$(BIN)/python bench/bench_engine.py --keras-python .venv-keras/bin/python
 
-# The whole study, `make run-fast`'s command vs Keras model.fit, back to back (about 35 min).
+# The whole study: `make run`'s and `make run-fast`'s commands, then Keras model.fit, back to
+# back (about an hour here).
 bench-study: setup .venv-keras/.installed
 	$(BIN)/python bench/bench_study.py --keras-python .venv-keras/bin/python \
-		--run-args --jobs $(JOBS) --precision auto
+		--run "--jobs $(JOBS)" --run "--jobs $(JOBS) --precision auto"

@@ -82,6 +82,19 @@ def from_runs(paths: list[Path]) -> tuple[dict, dict, str]:
                        f"bf16 seeds {seeds['bf16']}")
 
 
+def markdown_rows(acc: dict[str, dict[str, list[float]]]) -> list[str]:
+    """The README's table of finished runs: mean ± std per precision, the difference with its
+    95 % Welch interval and p."""
+    rows = []
+    for name, by in acc.items():
+        f, b = by["fp32"], by["bf16"]
+        diff, (lo, hi), p = welch(b, f)
+        ci = "stuck in both" if p != p else f"{lo:+.2f} to {hi:+.2f}, p={p:.2f}"
+        rows.append(f"| {name} | {statistics.mean(f):.2f} ± {statistics.stdev(f):.2f} | "
+                    f"{statistics.mean(b):.2f} ± {statistics.stdev(b):.2f} | {diff:+.2f} ({ci}) |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list_models("CNN_MNIST_*"))
@@ -122,6 +135,8 @@ def main() -> None:
                       f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}]", f"{p:.2f}",
                       "yes" if ok else "NO", *seconds)
     console.print(table)
+    if args.runs:
+        print("\n".join(markdown_rows({m: acc[m] for m in args.models})))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
 

@@ -1,7 +1,8 @@
 """Wall time of the whole study: `cnnbench run` vs Keras 3 + TensorFlow, back to back.
 
     python bench/bench_study.py                               # cnnbench only, as `make run`
-    python bench/bench_study.py --run-args --precision bf16   # options for `cnnbench run`
+    python bench/bench_study.py --run "--jobs 2" --run "--jobs 2 --precision auto"
+        # each --run: options for one `cnnbench run`, one after the other
     python bench/bench_study.py --keras-python .venv-keras/bin/python   # + Keras, same work
 
 Each side trains the four seed models for 12 epochs on the full data from scratch (a fresh
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -61,13 +63,18 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--keras-python", help="a Python with keras + tensorflow (make bench-keras)")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "bench_study.json")
-    ap.add_argument("--run-args", nargs=argparse.REMAINDER, default=[],
-                    help="the rest is passed to `cnnbench run`, e.g. --precision bf16")
+    ap.add_argument("--run", action="append", metavar="OPTIONS",
+                    help="options for one `cnnbench run` (repeatable: each is timed, in a "
+                         "store of its own), e.g. '--jobs 2 --precision auto'; default: none")
     args = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        label = " ".join(["cnnbench run", *args.run_args])
-        results[label] = run_cnnbench(args.models, args.epochs, args.run_args, Path(tmp))
+        for i, options in enumerate(args.run or [""]):
+            extra = shlex.split(options)
+            work = Path(tmp) / f"cnnbench-{i}"
+            work.mkdir()
+            results[" ".join(["cnnbench run", *extra])] = run_cnnbench(args.models, args.epochs,
+                                                                        extra, work)
         if args.keras_python:
             results["Keras 3 + TensorFlow (model.fit)"] = run_keras(
                 args.keras_python, args.models, args.epochs, Path(tmp))

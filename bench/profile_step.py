@@ -36,6 +36,7 @@ from cnnbench.train.fastpath import cpu_has_bf16
 # First match wins; patterns are matched against the op's name, lower-cased.
 CATEGORIES: list[tuple[str, str]] = [
     ("optimizer", r"compiled|torchinductor|adadelta|_foreach|cpp_fused|graph_"),
+    ("activation", r"clamp_min"),  # torch's CPU relu is clamp_min(0)
     ("loss", r"log_softmax|nll_loss|softmax|clamp|\blog\b|aten::log"),
     ("convolution", r"conv|mkldnn_convolution"),
     ("gemm (Dense)", r"addmm|\bmm\b|aten::mm|linear|matmul|bmm|onednnlinear"),

@@ -43,3 +43,26 @@ def test_the_readme_table_over_seeds_is_what_the_committed_runs_give(tmp_path, m
     for row in rows:
         line = "| " + " | ".join(row.values()) + " |"
         assert line in readme, f"README lacks, or differs from, the row\n{line}"
+
+
+def test_the_readme_fp32_vs_bf16_table_is_what_the_committed_runs_give(tmp_path, mnist):
+    """The bf16 pack holds `cnnbench run --seeds 0 1 2 --precision bf16` (the faithful study
+    otherwise), and bench/bench_precision.py over both packs prints the README's rows."""
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_precision import from_runs, markdown_rows
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    bf16 = ROOT / "results" / "notebook-bf16-seeds.tar.gz"
+    store = RunStore(tmp_path / "s")
+    unpack(store, bf16)
+    expected = {run_id(run_key(resolved_spec(get_spec(m)),
+                               TrainConfig(seed=s, precision="bf16").to_dict(),
+                               mnist.fingerprint())) for m in MODELS for s in (0, 1, 2)}
+    assert set(store.done_ids()) == expected
+    acc, _, what = from_runs([PACK, bf16])
+    assert what == "12 epochs, fp32 seeds [0, 1, 2, 3, 4], bf16 seeds [0, 1, 2]"
+    readme = (ROOT / "README.md").read_text()
+    for row in markdown_rows({m: acc[m] for m in MODELS}):
+        assert row in readme, f"README lacks, or differs from, the row\n{row}"
