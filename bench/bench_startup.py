@@ -4,8 +4,8 @@ Each trial starts a fresh process running ``cnnbench run`` (one model, one epoch
 --train-limit, a new store) with ``make_train_step`` wrapped to note the wall-clock time at
 which the first step begins and ends; the clock starts just before the process is spawned,
 so the figures include the interpreter, the torch import, reading the cached data and
-building the model. The fused optimizer step compiles in a background thread meanwhile (its
-eager form, bit-identical, runs until then); its last row says when it was ready.
+building the model, and the first step's compilation of the fused optimizer step (its last
+row says when the compiler was done).
 
 Two cases: **cold**, an empty TorchInductor cache (the first run on a machine), and **warm**,
 the cache the previous trial left (every later run; torch keeps it in
@@ -62,7 +62,7 @@ for module, name, mark in ((cli, "_load_data", "data_loaded"),
 from cnnbench.train import fastpath
 real_compiled = fastpath._compiled
 
-def compiled(*a, **k):  # runs in the background thread that compiles the fused step
+def compiled(*a, **k):  # runs in the thread that compiles the fused step
     kernel = real_compiled(*a, **k)
     marks.setdefault("fused_step_compiled", time.time())
     return kernel
@@ -81,7 +81,7 @@ PHASES = [("python_started", "interpreter up"), ("torch_imported", "torch import
           ("data_loaded", "MNIST read and checked"), ("model_built", "model built"),
           ("step_built", "train step ready (optimizer made)"),
           ("first_step_begins", "first step begins"), ("first_step_done", "first step done"),
-          ("fused_step_compiled", "fused optimizer step compiled (in the background)")]
+          ("fused_step_compiled", "fused optimizer step compiled")]
 
 
 def trial(model: str, cache_dir: Path, work: Path, threads: int) -> dict[str, float]:

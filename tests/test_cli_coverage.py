@@ -67,7 +67,7 @@ def bars(tmp_path_factory) -> Path:
 def test_precision_is_recorded_in_the_run_and_its_id_and_auto_follows_the_cpu(
         bars, tmp_path, monkeypatch):
     spec, store = spec_file(tmp_path, "bars_net"), tmp_path / "s"
-    out32 = train(store, spec, bars)
+    out32 = train(store, spec, bars, "--precision", "fp32")
     out16 = train(store, spec, bars, "--precision", "bf16")
     assert ", cpu, fp32, " in out32 and ", cpu, bf16, " in out16  # the "Train on" line
     s = RunStore(store, create=False)

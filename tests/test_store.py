@@ -152,6 +152,7 @@ STEPPER = """
 import sys, time, torch
 from cnnbench.data.datasets import load_dataset
 from cnnbench.train.engine import TrainConfig
+from cnnbench.train.fastpath import resolve_precision
 from cnnbench.study.runner import StudyRunner
 from cnnbench.model.spec import get_spec
 from cnnbench.store.run_store import RunStore
@@ -166,7 +167,10 @@ class Steps(Callback):
             time.sleep(600)
 
 store, spec = RunStore(sys.argv[1]), get_spec(sys.argv[2])
-StudyRunner(store, load_dataset("mnist"), TrainConfig(epochs=3, train_limit=1024),
+# A spec file's study: `cnnbench run` defaults to --precision auto (the fixture's run).
+precision = resolve_precision("auto", torch.device("cpu"))
+StudyRunner(store, load_dataset("mnist"), TrainConfig(epochs=3, train_limit=1024,
+                                                      precision=precision),
             torch.device("cpu"), log=print, callbacks=lambda s: [Steps()]).run([spec])
 """
 

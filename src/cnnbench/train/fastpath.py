@@ -3,7 +3,7 @@
 * precision: ``auto`` resolves to bf16 where the CPU has bf16 units (or on CUDA);
 * channels-last weights on the CPU (``prepare_model``);
 * the Adadelta update fused by ``torch.compile`` into one pass over each parameter
-  (``optimizer_step``), compiled in the background while its bit-identical eager form runs;
+  (``optimizer_step``), with a bit-identical eager form where it cannot be compiled;
 * bf16 copies of the Conv2d/Linear weights that the optimizer step keeps in sync
   (``bf16_weight_copies``), instead of autocast casting every weight twice a step;
 * freed memory kept for reuse instead of handed back to the OS (``keep_freed_memory``).
@@ -138,15 +138,18 @@ def _flat_views(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 class _Kernel:
-    """The Adadelta update compiled by torch.compile into one loop over each tensor, in a
-    background thread, once per process, hyperparameters and kind (fp32 weights, or fp32
-    weights with bf16 copies). Until ``compiled`` is set, and for the tensors it does not
-    serve, the eager form runs: bit-identical, slower.
+    """The Adadelta update compiled by torch.compile into one loop over each tensor, once per
+    process, hyperparameters and kind (fp32 weights, or fp32 weights with bf16 copies), at
+    the first step that needs it; for the tensors it does not serve, and where no compiler
+    is at hand, the eager form runs: bit-identical, slower.
 
-    Compiling took 4 s with torch's compile cache warm and 13 s cold, all before the first
-    step could end; now the first step ends 2.4 s after start and the kernel arrives at 4.1 s
-    (warm) or 12.0 s (cold), ``bench/bench_startup.py``. The thread is not a daemon: a
-    process exits after it.
+    The training thread waits for the compilation (4 s with torch's compile cache warm, 12 s
+    cold, ``bench/bench_startup.py``). Compiling in the background while training went on
+    ended the first step at 2.4 s, but runs in worker processes and resumed runs then gave
+    other numbers than uninterrupted ones (tests/test_processes.py, tests/test_store.py):
+    dynamo restores random generator state when it ends tracing, and guarding
+    ``torch.random.set_rng_state`` was not enough. So the compilation runs in a thread of its
+    own (the guard below keeps it from touching the generators) while the caller waits.
     """
 
     def __init__(self, lr: float, rho: float, eps: float, bf16: bool, device: str) -> None:
@@ -155,7 +158,6 @@ class _Kernel:
         _leave_other_threads_rng_alone()
         self.thread = threading.Thread(target=self._compile, args=(lr, rho, eps, bf16, device),
                                        name=_COMPILE_THREAD)
-        self.thread.start()
 
     def _compile(self, lr: float, rho: float, eps: float, bf16: bool, device: str) -> None:
         with _compiling:
@@ -168,7 +170,9 @@ class _Kernel:
                               f"its eager form runs (the same numbers, slower)", stacklevel=1)
 
     def wait(self) -> bool:
-        """Block until compiled (or failed); whether it compiled. For tests and benchmarks."""
+        """Compile (once) and block until compiled or failed; whether it compiled."""
+        if self.thread.ident is None:
+            self.thread.start()
         self.thread.join()
         return self.failed is None
 
@@ -251,9 +255,9 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
     """The optimizer's step; for Adadelta, one fused pass over each parameter.
 
     Eager Adadelta makes about ten passes over every parameter tensor; the fused kernel makes
-    one (CNN_MNIST_2: 17.5 ms -> 1.9 ms a step here, a third of a bf16 step). It is compiled in
-    the background (``_Kernel``); the steps before it is ready run its eager form, which
-    gives the same bits, so a run's numbers do not depend on when the switch happens, nor on
+    one (CNN_MNIST_2: 17.5 ms -> 1.9 ms a step here, a third of a bf16 step). It is compiled at
+    the first step (``_Kernel``); its eager form, for tensors the kernel does not serve and
+    where no compiler is at hand, gives the same bits, so a run's numbers do not depend on
     whether a compiler is at hand. They can differ from torch.optim.Adadelta's in the last
     bit (another order of roundings). It keeps torch.optim.Adadelta's state (square_avg,
     acc_delta, step), so checkpoints are the same either way. ``compile=False``: torch's own
@@ -274,10 +278,6 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
     def kinds(group: dict[str, Any]) -> set[bool]:
         return {p in weights16 for p in group["params"] if p.requires_grad}
 
-    for group in optimizer.param_groups:  # start compiling now, while the first steps run
-        for bf16 in kinds(group):
-            kernel(group, bf16)
-
     @torch.no_grad()
     def step() -> None:
         for group in optimizer.param_groups:
@@ -295,7 +295,10 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                 state["step"] += 1
                 args = (p, grad, state["square_avg"], state["acc_delta"])
                 flat = _flat_views(args if w is None else (*args, w))
-                compiled = kernel(group, w is not None).compiled
+                k = kernel(group, w is not None)
+                if k.compiled is None and k.failed is None:
+                    k.wait()
+                compiled = k.compiled
                 # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own.
                 if (compiled is not None and flat[0].dim() == 1 and p.numel() > 1
                         and p.dtype == torch.float32):
