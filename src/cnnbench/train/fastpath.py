@@ -15,7 +15,6 @@ reference path (bit-exact where the docstring says so, else within the stated to
 from __future__ import annotations
 
 import ctypes
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -143,65 +142,29 @@ class _Kernel:
     the first step that needs it; for the tensors it does not serve, and where no compiler
     is at hand, the eager form runs: bit-identical, slower.
 
-    The training thread waits for the compilation (4 s with torch's compile cache warm, 12 s
-    cold, ``bench/bench_startup.py``). Compiling in the background while training went on
+    The step waits for the compilation (4 s with torch's compile cache warm, 12 s cold,
+    ``bench/bench_startup.py``). Compiling in a background thread while training went on
     ended the first step at 2.4 s, but runs in worker processes and resumed runs then gave
-    other numbers than uninterrupted ones (tests/test_processes.py, tests/test_store.py):
-    dynamo restores random generator state when it ends tracing, and guarding
-    ``torch.random.set_rng_state`` was not enough. So the compilation runs in a thread of its
-    own (the guard below keeps it from touching the generators) while the caller waits.
+    other numbers than uninterrupted ones: dynamo restores random generator state when it
+    ends tracing.
     """
 
     def __init__(self, lr: float, rho: float, eps: float, bf16: bool, device: str) -> None:
+        self.args = (lr, rho, eps, bf16, device)
         self.compiled: Callable[..., None] | None = None
         self.failed: BaseException | None = None
-        _leave_other_threads_rng_alone()
-        self.thread = threading.Thread(target=self._compile, args=(lr, rho, eps, bf16, device),
-                                       name=_COMPILE_THREAD)
 
-    def _compile(self, lr: float, rho: float, eps: float, bf16: bool, device: str) -> None:
-        with _compiling:
+    def wait(self) -> bool:
+        """Compile (once); whether it compiled."""
+        if self.compiled is None and self.failed is None:
             try:
-                self.compiled = _compiled(lr, rho, eps, bf16, device)
+                self.compiled = _compiled(*self.args)
             except Exception as e:  # no C++ compiler, or no dynamo: the eager form goes on
                 self.failed = e
                 first = str(e).splitlines()[0][:200] if str(e) else ""
                 warnings.warn(f"fused Adadelta unavailable ({type(e).__name__}: {first}); "
-                              f"its eager form runs (the same numbers, slower)", stacklevel=1)
-
-    def wait(self) -> bool:
-        """Compile (once) and block until compiled or failed; whether it compiled."""
-        if self.thread.ident is None:
-            self.thread.start()
-        self.thread.join()
+                              f"its eager form runs (the same numbers, slower)", stacklevel=2)
         return self.failed is None
-
-
-_COMPILE_THREAD = "cnnbench-compile-adadelta"
-
-
-def _leave_other_threads_rng_alone() -> None:
-    """Keep dynamo, compiling in our thread, from rewinding the generators the training
-    thread draws its dropout masks from.
-
-    Dynamo saves torch's global (and CUDA) generator state before it traces and restores it
-    after: harmless when the compiling thread is the only one, but here the training thread
-    keeps drawing in between, and the restore would replay its masks (found by
-    test_a_run_gives_the_same_bits_whenever_the_compiled_step_takes_over). The update traced
-    draws no random numbers, so in the compiling thread the restore is skipped; every other
-    thread's calls go through unchanged.
-    """
-    for module in (torch.random, torch.cuda):
-        real = module.set_rng_state
-        if getattr(real, "_cnnbench_guard", False):
-            continue
-
-        def guarded(*args: Any, _real: Callable[..., Any] = real, **kwargs: Any) -> Any:
-            if threading.current_thread().name == _COMPILE_THREAD:
-                return None
-            return _real(*args, **kwargs)
-        guarded._cnnbench_guard = True  # type: ignore[attr-defined]
-        module.set_rng_state = guarded
 
 
 def _compiled(lr: float, rho: float, eps: float, bf16: bool, device: str
@@ -222,7 +185,6 @@ def _compiled(lr: float, rho: float, eps: float, bf16: bool, device: str
 
 
 _kernels: dict[tuple[float, float, float, bool, str], _Kernel] = {}
-_compiling = threading.Lock()  # torch.compile is not thread-safe: one compilation at a time
 
 
 def _kernel(lr: float, rho: float, eps: float, bf16: bool, device: str) -> _Kernel:
@@ -296,9 +258,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                 args = (p, grad, state["square_avg"], state["acc_delta"])
                 flat = _flat_views(args if w is None else (*args, w))
                 k = kernel(group, w is not None)
-                if k.compiled is None and k.failed is None:
-                    k.wait()
-                compiled = k.compiled
+                compiled = k.compiled if k.wait() else None
                 # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own.
                 if (compiled is not None and flat[0].dim() == 1 and p.numel() > 1
                         and p.dtype == torch.float32):
