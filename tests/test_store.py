@@ -455,6 +455,22 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(specs, tmp_path, sig):
     assert s.verify() == []
 
 
+def test_ctrl_c_that_passed_through_exec_still_exits_130_under_python_m(tmp_path):
+    """Ctrl-C landing while a dataclass is being defined (exec of a string inside an import)
+    is caught like any other; `python -m` must still exit 130, not die by SIGINT (-2)."""
+    (tmp_path / "interrupted_cli.py").write_text(
+        "import sys\n"
+        "from cnnbench import cli\n"
+        "def models(args):\n"
+        "    exec('raise KeyboardInterrupt')  # as dataclasses' exec() meets a Ctrl-C\n"
+        "cli.COMMANDS['models'] = models\n"
+        "sys.exit(cli.main(['models']))\n")
+    p = subprocess.run([sys.executable, "-m", "interrupted_cli"], capture_output=True,
+                       text=True, env=env(), cwd=tmp_path, timeout=120)
+    assert p.returncode == 130, p.stdout + p.stderr
+    assert "cnnbench models: interrupted" in p.stderr
+
+
 @pytest.mark.slow
 def test_a_failed_write_names_the_file_and_leaves_the_run_resumable(specs, tmp_path):
     """A real write failure: the process may not write files over 330 kB (RLIMIT_FSIZE, as a

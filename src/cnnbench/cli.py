@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import __version__
-from cnnbench.errors import EXIT_FAILURE, EXIT_USAGE, CnnbenchError, UsageError
+from cnnbench.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CnnbenchError,
+    UsageError,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -455,7 +461,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         err.print(f"Interrupted. Every completed epoch is saved in {store.root}; run the "
                   f"same command again to resume:\n  cnnbench {shlex.join(sys.argv[1:])}",
                   soft_wrap=True)
-        return 130
+        return EXIT_INTERRUPTED
     except ExecutorError as e:
         err.print(f"cnnbench run: error: {e}", soft_wrap=True)
         return 1
@@ -807,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     (errors.py): 2 for what the user gave, 1 for what failed while running it."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except CnnbenchError as e:
         print(f"cnnbench {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -816,7 +822,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"\ncnnbench {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        # CPython marks a KeyboardInterrupt that passed through exec() of a string (dataclass
+        # and namedtuple creation: torch's lazy imports are full of them) as unhandled even once
+        # caught; under `python -m cnnbench` the interpreter then kills itself with SIGINT at
+        # exit (status -2) instead of returning 130: 4 of 10 Ctrl-Cs during the first compile.
+        # Each exec() clears that mark first.
+        exec("pass")
+    return code
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1  # the run, the data or the store failed
 EXIT_USAGE = 2  # argparse's code: what was given cannot be used
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as a shell reports it
 
 
 class CnnbenchError(Exception):
