@@ -4,12 +4,13 @@ Each trial starts a fresh process running ``cnnbench run`` (one model, one epoch
 --train-limit, a new store) with ``make_train_step`` wrapped to note the wall-clock time at
 which the first step begins and ends; the clock starts just before the process is spawned,
 so the figures include the interpreter, the torch import, reading the cached data and
-building the model, and the first step's compilation of the fused optimizer step (its last
-row says when the compiler was done).
+building the model, and the first step's build of the fused optimizer step (its last row
+says when that was done).
 
-Two cases: **cold**, an empty TorchInductor cache (the first run on a machine), and **warm**,
-the cache the previous trial left (every later run; torch keeps it in
-$TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_$USER).
+Two fused steps: cnnbench's C loop (the CPU default) and torch.compile's kernel (its path on
+CUDA, and cnnbench's CPU path before). Two cases of each: **cold**, empty caches (the first
+run on a machine: cnnbench's kernel cache and TorchInductor's), and **warm**, the caches the
+previous trial left (every later run).
 
     python bench/bench_startup.py                 # CNN_MNIST_2, 3 warm trials
     python bench/bench_startup.py --model CNN_MNIST_1 --trials 5
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from cnnbench.data.datasets import default_cache_dir
 
 CHILD = r"""
 import json, sys, time
@@ -60,36 +63,40 @@ for module, name, mark in ((cli, "_load_data", "data_loaded"),
         return out
     setattr(module, name, wrapped)
 from cnnbench.train import fastpath
-real_compiled = fastpath._compiled
+import os
+real_build = fastpath._compiled_update if os.environ["FUSED"] == "compiled" else fastpath._build
 
-def compiled(*a, **k):  # runs in the thread that compiles the fused step
-    kernel = real_compiled(*a, **k)
-    marks.setdefault("fused_step_compiled", time.time())
+def build(*a, **k):
+    kernel = real_build(*a, **k)
+    marks.setdefault("fused_step_built", time.time())
     return kernel
 
-fastpath._compiled = compiled
+fastpath._build = build
 from cnnbench.cli import main
 code = main(sys.argv[2:])
-for kernel in fastpath._kernels.values():  # a tiny run can end before the compiler does
-    kernel.wait()
 with open(sys.argv[1], "w") as f:
     json.dump(marks, f)
 sys.exit(code)
 """
 
+# The fused optimizer step as cnnbench builds it on the CPU, and torch.compile's (its CUDA path).
+FUSED = {"native": "C loop (cnnbench's)", "compiled": "torch.compile"}
+
 PHASES = [("python_started", "interpreter up"), ("torch_imported", "torch imported"),
           ("data_loaded", "MNIST read and checked"), ("model_built", "model built"),
           ("step_built", "train step ready (optimizer made)"),
           ("first_step_begins", "first step begins"), ("first_step_done", "first step done"),
-          ("fused_step_compiled", "fused optimizer step compiled")]
+          ("fused_step_built", "fused optimizer step built")]
 
 
-def trial(model: str, cache_dir: Path, work: Path, threads: int) -> dict[str, float]:
+def trial(model: str, cache_dir: Path, work: Path, threads: int, fused: str
+          ) -> dict[str, float]:
     marks_file = work / "marks.json"
     args = [sys.executable, "-c", CHILD, str(marks_file), "run", "--models", model,
             "--epochs", "1", "--train-limit", "512", "--threads", str(threads),
             "--store", str(work / "store"), "--out", str(work / "out")]
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir)}
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir / "inductor"),
+           "CNNBENCH_CACHE": str(cache_dir / "cnnbench"), "FUSED": fused}
     t0 = time.time()
     p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
@@ -106,23 +113,34 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = ap.parse_args()
     console = Console()
-    results: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}
+    mnist = default_cache_dir() / "mnist.npz"
+    if not mnist.exists():
+        raise SystemExit(f"{mnist} is not there: run `cnnbench run --epochs 1` once first")
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "inductor-cache"
-        for i in range(1 + args.trials):
-            work = Path(tmp) / f"trial-{i}"
-            work.mkdir()
-            results["cold" if i == 0 else "warm"].append(
-                trial(args.model, cache, work, args.threads))
+        for fused in FUSED:
+            cache = Path(tmp) / f"cache-{fused}"  # empty: the cold trial builds the kernel
+            (cache / "cnnbench").mkdir(parents=True)
+            (cache / "cnnbench" / "mnist.npz").symlink_to(mnist)
+            results[fused] = {"cold": [], "warm": []}
+            for i in range(1 + args.trials):
+                work = Path(tmp) / f"trial-{fused}-{i}"
+                work.mkdir()
+                results[fused]["cold" if i == 0 else "warm"].append(
+                    trial(args.model, cache, work, args.threads, fused))
     table = Table(title=f"cnnbench run --models {args.model}: seconds from spawning the "
                         f"process (MNIST cached, {args.threads} threads)")
     table.add_column("reached")
-    table.add_column("cold inductor cache", justify="right")
-    table.add_column(f"warm (median of {args.trials})", justify="right")
+    for fused in FUSED:
+        table.add_column(f"{FUSED[fused]}: cold cache", justify="right")
+        table.add_column(f"warm (median of {args.trials})", justify="right")
     for key, label in PHASES:
-        warm = statistics.median(r[key] for r in results["warm"]) if results["warm"] else None
-        table.add_row(label, f"{results['cold'][0][key]:.2f}",
-                      "-" if warm is None else f"{warm:.2f}")
+        row = [label]
+        for fused in FUSED:
+            r = results[fused]
+            warm = statistics.median(t[key] for t in r["warm"]) if r["warm"] else None
+            row += [f"{r['cold'][0][key]:.2f}", "-" if warm is None else f"{warm:.2f}"]
+        table.add_row(*row)
     console.print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_startup.json").write_text(json.dumps(

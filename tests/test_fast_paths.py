@@ -85,43 +85,77 @@ def test_compiled_adadelta_step_matches_eager_steps(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_run_gives_the_same_bits_with_the_compiled_step_or_without_a_compiler(
+def test_a_run_gives_the_same_bits_with_either_fused_step_or_without_a_compiler(
         monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
-    """The fused Adadelta kernel from the first step, or never (no compiler): the same
-    weights, bit for bit, after four training steps."""
+    """The fused Adadelta update from the first step (the C loop, or torch.compile's kernel:
+    the CUDA path, compiled here for the CPU), or never (no compiler): the same weights, bit
+    for bit, after four training steps."""
     x, y = _batch(32)
 
-    def train(compiler: bool) -> list[torch.Tensor]:
+    def train(fused: str) -> list[torch.Tensor]:
         torch.manual_seed(0)
         model = build_model(get_spec("CNN_MNIST_4"))  # Conv2D, BatchNorm (fp32 in bf16), Dense
         with monkeypatch.context() as m:
             m.setattr(fastpath, "_kernels", {})
-            real = fastpath._compiled
 
-            def compiled(*args: object) -> object:
-                if not compiler:
+            def build(*args: object) -> object:
+                if fused == "none":
                     raise RuntimeError("no compiler here")
-                return real(*args)
-            m.setattr(fastpath, "_compiled", compiled)
+                return (fastpath._compiled_update if fused == "compiled" else real)(*args)
+            real = fastpath._build
+            m.setattr(fastpath, "_build", build)
+            if fused != "none":  # the eager form may not run: the fused step serves every tensor
+                m.setattr(fastpath, "_sqrt", None)
             step = make_train_step(model, TrainConfig(precision=precision))
-            assert step.wait_compiled() is compiler
+            assert step.wait_compiled() is (fused != "none")
             for _ in range(4):
                 step(x, y)
         return [p.detach().clone() for p in model.parameters()]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the "no compiler" warning
-        never = train(False)
-    first = train(True)
-    for a, c in zip(first, never, strict=True):
-        assert torch.equal(a, c)
+        never = train("none")
+    for fused in ("native", "compiled"):
+        for a, c in zip(train(fused), never, strict=True):
+            assert torch.equal(a, c), fused
+
+
+def test_the_c_loop_is_the_eager_form_bit_for_bit_on_hard_values() -> None:
+    """Weights from 1e-8 to 1e3, tiny and huge gradients, a tensor split across threads:
+    every output of the C loop (fp32, and bf16 gradient plus bf16 weight copy) is the eager
+    form's, bits included."""
+    from cnnbench.data.datasets import default_cache_dir
+    from cnnbench.train.native_adadelta import PARALLEL_FROM, load
+    kernel = load(default_cache_dir())
+    torch.manual_seed(0)
+    for n in (2, 1001, PARALLEL_FROM + 17):
+        scale = torch.logspace(-8, 3, n)[torch.randperm(n)]
+        p, g = torch.randn(n) * scale, torch.randn(n) * scale.flip(0) * 1e-3
+        sq, acc = torch.rand(n) * 1e-4, torch.rand(n) * 1e-6
+        for bf16 in (False, True):
+            eager, native = [[t.clone() for t in (p, g, sq, acc)] for _ in range(2)]
+            p16 = [torch.empty(n, dtype=torch.bfloat16) for _ in range(2)]
+            g16 = g.bfloat16()
+            for _ in range(3):
+                if bf16:
+                    fastpath._adadelta_update_bf16(eager[0], g16, *eager[2:], p16[0], 1.0, 0.95,
+                                                   1e-7, sqrt=fastpath._sqrt)
+                    kernel.update(native[0], g16, *native[2:], p16[1], 1.0, 0.95, 1e-7)
+                else:
+                    fastpath._adadelta_update(*eager, 1.0, 0.95, 1e-7, sqrt=fastpath._sqrt)
+                    kernel.update(*native, None, 1.0, 0.95, 1e-7)
+            copies = [[p16[0]], [p16[1]]] if bf16 else [[], []]
+            for a, b in zip(eager + copies[0], native + copies[1], strict=True):
+                assert a.dtype == b.dtype and torch.equal(a, b), (n, bf16)
+            assert not torch.equal(native[0], p)  # it moved
 
 
 def test_ctrl_c_during_the_fused_step_is_raised_once_the_step_is_whole(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A signal at a random moment of a stream of fused steps raises KeyboardInterrupt every
-    time (a torch.compile'd call drops it otherwise: about 1 in 7 of those that land there;
-    CI once saw a run finish after Ctrl-C), and never between two parameters' updates.
+    """A signal at a random moment of a stream of fused steps through torch.compile's kernel
+    (the CUDA path) raises KeyboardInterrupt every time (a compiled call drops it otherwise:
+    about 1 in 7 of those that land there; CI once saw a run finish after Ctrl-C), and never
+    between two parameters' updates.
     SIGALRM stands in for SIGINT: a timer lands it in the main thread as a terminal would."""
     import random
     import signal
@@ -130,6 +164,8 @@ def test_ctrl_c_during_the_fused_step_is_raised_once_the_step_is_whole(
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(64)) for _ in range(16)]
     opt = torch.optim.Adadelta(params, lr=1.0, rho=0.95, eps=1e-7)
+    monkeypatch.setattr(fastpath, "_kernels", {})  # torch.compile's kernel: dynamo's path
+    monkeypatch.setattr(fastpath, "_build", fastpath._compiled_update)
     step = optimizer_step(opt)
     for p in params:
         p.grad = torch.randn_like(p)
@@ -148,9 +184,11 @@ def test_ctrl_c_during_the_fused_step_is_raised_once_the_step_is_whole(
                 raised += 1
                 assert len({int(opt.state[p]["step"]) for p in params}) == 1  # a whole step
         assert signal.getsignal(signal.SIGALRM) is signal.default_int_handler  # put back
+        assert torch.is_grad_enabled()  # no step left its no_grad on
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        torch.set_grad_enabled(True)  # whatever happened, the next tests get autograd
     assert raised == tries
 
 

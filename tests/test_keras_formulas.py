@@ -104,13 +104,13 @@ def assert_same_updates(got: np.ndarray, want: np.ndarray, rel: float) -> None:
 # --- Adadelta: the fused kernel training uses, and its fallback ------------------------------
 
 def compiled_step(monkeypatch):
-    """optimizer_step once its kernel is compiled, the eager form refused from then on."""
+    """optimizer_step once its fused kernel is built, the eager form refused from then on."""
     def make(opt):
         step = optimizer_step(opt, compile=True)
         assert step.wait_compiled()
 
         def refuse(*args, **kwargs):
-            raise AssertionError("the eager form ran: the compiled kernel was not used")
+            raise AssertionError("the eager form ran: the fused kernel was not used")
         monkeypatch.setattr(fastpath, "_adadelta_update", refuse)
         monkeypatch.setattr(torch.optim.Adadelta, "step", refuse)
         return step
@@ -118,7 +118,7 @@ def compiled_step(monkeypatch):
 
 
 def test_fused_adadelta_follows_the_keras_formula(monkeypatch):
-    """The compiled kernel on a channels-last Conv2D kernel (flat views), float32."""
+    """The fused kernel on a channels-last Conv2D kernel (flat views), float32."""
     got, opt = torch_steps("Adadelta", {}, dtype=torch.float32, channels_last=True,
                            step_fn=compiled_step(monkeypatch))
     want = keras_adadelta()
@@ -136,33 +136,34 @@ def test_adadelta_eager_step_is_the_keras_formula_to_float64_precision():
     assert_same_updates(got, keras_adadelta(), rel=1e-12)
 
 
-def _no_compiler(monkeypatch, error: Exception) -> None:
-    monkeypatch.setattr(fastpath, "_kernels", {})  # nothing compiled in this process yet
-
-    def broken(*args):
-        raise error
-    monkeypatch.setattr(fastpath, "_compiled", broken)
-
-
 def _waited(opt):
     step = optimizer_step(opt, compile=True)
     assert step.wait_compiled() is False
     return step
 
 
-@pytest.mark.parametrize("error, named", [
-    (RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore text"),
-     "RuntimeError: InvalidCxxCompiler: No working C++ compiler found"),
-    (ImportError("torch._dynamo is not available on this platform"),
-     "ImportError: torch._dynamo is not available on this platform")])
+@pytest.mark.parametrize("compiler, named", [
+    (None, "OSError: no C compiler ($CC, cc, gcc or clang)"),
+    ("cc-full-disk", "OSError: {cc} could not build the kernel: cc1: error: No space left on "
+                     "device")], ids=["none", "failing"])
 def test_adadelta_without_a_compiler_warns_once_and_gives_the_same_numbers(
-        monkeypatch, error, named):
-    """A compiler failing (no C++ compiler, no dynamo): one warning naming it, then the
-    kernel's eager form: bit for bit the compiled kernel's numbers, three steps counted."""
+        monkeypatch, tmp_path, compiler, named):
+    """No C compiler on PATH, or one that fails (a full disk), with nothing built yet: one
+    warning naming why, then the kernel's eager form: bit for bit the fused kernel's numbers,
+    three steps counted."""
     fused, _ = torch_steps("Adadelta", {}, dtype=torch.float32, channels_last=True,
                            step_fn=compiled_step(monkeypatch))
     monkeypatch.undo()
-    _no_compiler(monkeypatch, error)
+    monkeypatch.setattr(fastpath, "_kernels", {})  # nothing built in this process yet
+    monkeypatch.setenv("CNNBENCH_CACHE", str(tmp_path / "cache"))  # nor on this machine
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc or clang
+    if compiler:
+        cc = tmp_path / compiler
+        cc.write_text("#!/bin/sh\necho 'cc1: error: No space left on device' >&2\nexit 1\n")
+        cc.chmod(0o755)
+        monkeypatch.setenv("CC", str(cc))
+        named = named.format(cc=cc)
     with pytest.warns(UserWarning) as caught:
         got, opt = torch_steps("Adadelta", {}, dtype=torch.float32, channels_last=True,
                                step_fn=_waited)

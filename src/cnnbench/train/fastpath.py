@@ -15,11 +15,12 @@ reference path (bit-exact where the docstring says so, else within the stated to
 from __future__ import annotations
 
 import ctypes
+import functools
 import signal
+import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -140,29 +141,29 @@ def _flat_views(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 class _Kernel:
-    """The Adadelta update compiled by torch.compile into one loop over each tensor, once per
-    process, hyperparameters and kind (fp32 weights, or fp32 weights with bf16 copies), at
-    the first step that needs it; for the tensors it does not serve, and where no compiler
-    is at hand, the eager form runs: bit-identical, slower.
+    """The fused Adadelta update, one pass over each tensor, built once per process,
+    hyperparameters and kind (fp32 weights, or fp32 weights with bf16 copies) at the first
+    step that needs it: on the CPU a C loop (``native_adadelta``), elsewhere torch.compile's
+    kernel. For the tensors it does not serve, and where it cannot be built (no compiler),
+    the eager form runs: bit-identical, slower.
 
-    The step waits for the compilation (4 s with torch's compile cache warm, 12 s cold,
-    ``bench/bench_startup.py``). Compiling in a background thread while training went on
-    ended the first step at 2.4 s, but runs in worker processes and resumed runs then gave
-    other numbers than uninterrupted ones: dynamo restores random generator state when it
-    ends tracing.
+    The step waits for the build. torch.compile's took 4 s to the first step with its cache
+    warm, 12 s cold (``bench/bench_startup.py``); compiling it in a background thread while
+    training went on gave runs in worker processes and resumed runs other numbers than
+    uninterrupted ones (dynamo restores random generator state when it ends tracing).
     """
 
     def __init__(self, lr: float, rho: float, eps: float, bf16: bool, device: str) -> None:
         self.args = (lr, rho, eps, bf16, device)
-        self.compiled: Callable[..., None] | None = None
+        self.fused: Callable[..., None] | None = None
         self.failed: BaseException | None = None
 
     def wait(self) -> bool:
-        """Compile (once); whether it compiled."""
-        if self.compiled is None and self.failed is None:
+        """Build (once); whether it built."""
+        if self.fused is None and self.failed is None:
             try:
-                self.compiled = _compiled(*self.args)
-            except Exception as e:  # no C++ compiler, or no dynamo: the eager form goes on
+                self.fused = _build(*self.args)
+            except Exception as e:  # no C compiler, or no dynamo: the eager form goes on
                 self.failed = e
                 first = str(e).splitlines()[0][:200] if str(e) else ""
                 warnings.warn(f"fused Adadelta unavailable ({type(e).__name__}: {first}); "
@@ -170,9 +171,25 @@ class _Kernel:
         return self.failed is None
 
 
-def _compiled(lr: float, rho: float, eps: float, bf16: bool, device: str
-              ) -> Callable[..., None]:
-    """Compile the update for 1-D tensors of any size above 1, running it once on zeros."""
+def _build(lr: float, rho: float, eps: float, bf16: bool, device: str
+           ) -> Callable[..., None]:
+    """The fused update of flat fp32 tensors ``(p, g, square_avg, acc_delta[, p16])``: the C
+    loop on the CPU (113 -> 7 us a call for a 500-element tensor, 4.6 -> 3.4 ms for CNN_MNIST_1's
+    3.2M-element Dense kernel, one thread), torch.compile's kernel on other devices."""
+    if device != "cpu":
+        return _compiled_update(lr, rho, eps, bf16, device)
+    from cnnbench.data.datasets import default_cache_dir
+    from cnnbench.train.native_adadelta import load
+    kernel = load(default_cache_dir())
+    if bf16:
+        return lambda p, g, s, a, p16: kernel.update(p, g, s, a, p16, lr, rho, eps)
+    return lambda p, g, s, a: kernel.update(p, g, s, a, None, lr, rho, eps)
+
+
+def _compiled_update(lr: float, rho: float, eps: float, bf16: bool, device: str
+                     ) -> Callable[..., None]:
+    """``_build``'s update compiled by torch.compile, for 1-D tensors of any size above 1
+    (compiled by running it once on zeros)."""
     import torch._dynamo
     # One graph per kind and hyperparameters: a few per study.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -184,7 +201,7 @@ def _compiled(lr: float, rho: float, eps: float, bf16: bool, device: str
         zeros.append(torch.zeros(64, dtype=torch.bfloat16, device=device))
     with torch.no_grad():
         kernel(*zeros, lr, rho, eps)
-    return kernel
+    return lambda *flat: kernel(*flat, lr, rho, eps)
 
 
 _kernels: dict[tuple[float, float, float, bool, str], _Kernel] = {}
@@ -192,35 +209,46 @@ _kernels: dict[tuple[float, float, float, bool, str], _Kernel] = {}
 # Ctrl-C and SIGTERM while a torch.compile'd call runs: dynamo's frame machinery drops the
 # KeyboardInterrupt the handler raises there (torch 2.13: 15 % of SIGINTs timed into kernel
 # calls were lost, the call returned normally; CI saw a run go on to finish after Ctrl-C).
-# So while the fused step runs, these signals are noted and re-raised when it returns.
+# So while the fused step runs, these signals are noted and re-raised when it returns: 15 us
+# a step. (The C loop on the CPU needs no such care; the hold also keeps a step whole.)
 _HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _held: list[int] = []
-_note_signal: Callable[[int, Any], None] | None = None
 
 
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Run the block with SIGINT/SIGTERM noted, not handled; then hand each noted one to the
-    handler it would have met (KeyboardInterrupt, for Ctrl-C). Outside the main thread, where
-    handlers cannot be set, and for SIG_DFL/SIG_IGN (nothing to lose), a no-op."""
-    global _note_signal
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if _note_signal is None:  # dynamo must not trace the handler itself, hence disable
-        _note_signal = torch.compiler.disable(lambda signum, frame: _held.append(signum))
-    handlers = {s: signal.getsignal(s) for s in _HELD_SIGNALS}
-    handlers = {s: h for s, h in handlers.items() if callable(h)}
-    for s in handlers:
-        signal.signal(s, _note_signal)
-    try:
-        yield
-    finally:
-        for s, h in handlers.items():
+def _note_signal(signum: int, frame: Any) -> None:
+    _held.append(signum)
+
+
+class _SignalsHeld:
+    """Run the block with SIGINT/SIGTERM noted, not handled; then hand the first noted one to
+    the handler it would have met (KeyboardInterrupt, for Ctrl-C). Outside the main thread,
+    where handlers cannot be set, and for SIG_DFL/SIG_IGN (nothing to lose), a no-op."""
+
+    def __enter__(self) -> None:
+        self.handlers: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        note = _note_signal
+        if "torch._dynamo" in sys.modules:  # dynamo must not trace the handler itself
+            note = _dynamo_skipped_note()
+        for s in _HELD_SIGNALS:
+            h = signal.getsignal(s)
+            if callable(h) and getattr(h, "__wrapped__", h) is not _note_signal:
+                self.handlers[s] = h
+                signal.signal(s, note)
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self.handlers.items():
             signal.signal(s, h)
         noted, _held[:] = _held[:1], []
         for s in noted:
-            handlers[s](s, None)  # raises: KeyboardInterrupt for Ctrl-C
+            if s in self.handlers:
+                self.handlers[s](s, None)  # raises: KeyboardInterrupt for Ctrl-C
+
+
+@functools.cache
+def _dynamo_skipped_note() -> Callable[[int, Any], None]:
+    return torch.compiler.disable(_note_signal)
 
 
 def _kernel(lr: float, rho: float, eps: float, bf16: bool, device: str) -> _Kernel:
@@ -278,13 +306,12 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
 
     compiled_all = False
 
-    @torch.no_grad()
     def step() -> None:
         nonlocal compiled_all
-        if not compiled_all:  # outside the hold: Ctrl-C during the compile stops it at once
+        if not compiled_all:  # outside the hold: Ctrl-C during the build stops it at once
             wait_compiled()
             compiled_all = True
-        with _signals_held():
+        with _SignalsHeld(), torch.no_grad():
             update()
 
     def update() -> None:
@@ -304,18 +331,20 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                 args = (p, grad, state["square_avg"], state["acc_delta"])
                 flat = _flat_views(args if w is None else (*args, w))
                 k = kernel(group, w is not None)
-                compiled = k.compiled if k.wait() else None
-                # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own.
-                if (compiled is not None and flat[0].dim() == 1 and p.numel() > 1
-                        and p.dtype == torch.float32):
-                    compiled(*flat, lr, rho, eps)
+                fused = k.fused if k.wait() else None
+                # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own
+                # (and the C loop reads fp32 weights and an fp32 or, with a copy, bf16 gradient).
+                if (fused is not None and flat[0].dim() == 1 and p.numel() > 1
+                        and p.dtype == torch.float32
+                        and grad.dtype == (torch.float32 if w is None else torch.bfloat16)):
+                    fused(*flat)
                 elif w is None:
                     _adadelta_update(*flat, lr, rho, eps, sqrt=_sqrt)
                 else:
                     _adadelta_update_bf16(*flat, lr, rho, eps, sqrt=_sqrt)
 
     def wait_compiled() -> bool:
-        """Block until the kernels are compiled; whether they all were (tests, benchmarks)."""
+        """Block until the fused kernels are built; whether they all were (tests, benchmarks)."""
         return all([kernel(g, bf16).wait() for g in optimizer.param_groups
                     for bf16 in kinds(g)])
 
