@@ -828,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         # and namedtuple creation: torch's lazy imports are full of them) as unhandled even once
         # caught; under `python -m cnnbench` the interpreter then kills itself with SIGINT at
         # exit (status -2) instead of returning 130: 4 of 10 Ctrl-Cs during the first compile.
-        # Each exec() clears that mark first.
+        # Every exec() resets that mark on entry, so one that completes clears it.
         exec("pass")
     return code
 

@@ -2,8 +2,9 @@
 
 * precision: ``auto`` resolves to bf16 where the CPU has bf16 units (or on CUDA);
 * channels-last weights on the CPU (``prepare_model``);
-* the Adadelta update fused by ``torch.compile`` into one pass over each parameter
-  (``optimizer_step``), with a bit-identical eager form where it cannot be compiled;
+* the Adadelta update fused into one pass over each parameter (``optimizer_step``): a C loop
+  on the CPU (``native_adadelta``), ``torch.compile``'s kernel elsewhere, with a bit-identical
+  eager form where neither can be built;
 * bf16 copies of the Conv2d/Linear weights that the optimizer step keeps in sync
   (``bf16_weight_copies``), instead of autocast casting every weight twice a step;
 * freed memory kept for reuse instead of handed back to the OS (``keep_freed_memory``).
@@ -304,13 +305,13 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
     def kinds(group: dict[str, Any]) -> set[bool]:
         return {p in weights16 for p in group["params"] if p.requires_grad}
 
-    compiled_all = False
+    built = False
 
     def step() -> None:
-        nonlocal compiled_all
-        if not compiled_all:  # outside the hold: Ctrl-C during the build stops it at once
+        nonlocal built
+        if not built:  # outside the hold: Ctrl-C during the build stops it at once
             wait_compiled()
-            compiled_all = True
+            built = True
         with _SignalsHeld(), torch.no_grad():
             update()
 
@@ -335,7 +336,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                 # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own
                 # (and the C loop reads fp32 weights and an fp32 or, with a copy, bf16 gradient).
                 if (fused is not None and flat[0].dim() == 1 and p.numel() > 1
-                        and p.dtype == torch.float32
+                        and p.dtype == flat[2].dtype == flat[3].dtype == torch.float32
                         and grad.dtype == (torch.float32 if w is None else torch.bfloat16)):
                     fused(*flat)
                 elif w is None:
