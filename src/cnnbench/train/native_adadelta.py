@@ -7,8 +7,8 @@ form's bits, which ``tests/test_fast_paths.py`` checks. What it buys over the co
 
 * startup: no dynamo trace and no inductor cache at the first step (first step done 10.05 s
   after start with torch.compile's kernel and its cache warm, 30.7 s cold; 4.55 / 4.77 s with
-  this loop, whose build takes 0.26 s once and its later loads 2 ms: ``bench/bench_startup.py``
-  on a 2-core Xeon);
+  this loop, its build included in the cold figure: ``bench/bench_startup.py`` on a 2-core
+  Xeon);
 * calls: 78.6 -> 4.6 us on a 500-element tensor (``bench/bench_adadelta.py``);
 * a Ctrl-C is never lost inside the call (dynamo drops a KeyboardInterrupt raised in a compiled
   call, ``fastpath._SignalsHeld``);
@@ -23,6 +23,7 @@ compiler builds it, ``load`` says why and the caller runs the eager form (the sa
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -145,6 +146,7 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+@functools.cache  # one build check and one dlopen a process, for every kind of kernel
 def load(cache_dir: Path) -> NativeAdadelta:
     """The kernel, built into ``cache_dir`` on first use. Raises OSError (no compiler, the
     build failed: its message says why) or RuntimeError (not built for this platform)."""
