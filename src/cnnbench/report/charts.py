@@ -5,7 +5,9 @@ misclassified digits, gradient norms. The notebook's published curves are drawn 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 import numpy as np
 
@@ -100,13 +102,84 @@ def val_acc_overlay_png(groups: Mapping[str, Sequence[RunRecord]],
     return _png(fig)
 
 
+# --- class names a font can draw -----------------------------------------------------------
+# matplotlib's own font, DejaVu Sans, has no kana: KMNIST's "お (o)" would be drawn as boxes.
+
+# Fonts whose every glyph is a placeholder box (matplotlib ships one): never a fallback.
+_PLACEHOLDER_FONTS = ("Last Resort",)
+
+
+@cache
+def _charmap(path: str) -> frozenset[int]:
+    from matplotlib import ft2font
+    try:
+        return frozenset(ft2font.FT2Font(path).get_charmap())
+    except (OSError, RuntimeError):
+        return frozenset()
+
+
+def _default_font() -> tuple[str, frozenset[int]]:
+    """The family figures are drawn in, and the characters its font has."""
+    from matplotlib import font_manager, rcParams
+    path = font_manager.findfont(font_manager.FontProperties(family=rcParams["font.family"]))
+    return font_manager.get_font(path).family_name, _charmap(path)
+
+
+def _drawable(text: str, chars: frozenset[int]) -> bool:
+    return all(ord(c) in chars or c.isspace() for c in text)
+
+
+@cache
+def _fallback_family(needed: str) -> str | None:
+    """An installed font family that has every character of ``needed``, or None."""
+    from matplotlib import font_manager
+    for entry in sorted(font_manager.fontManager.ttflist, key=lambda f: (f.name, f.fname)):
+        if entry.name.startswith(_PLACEHOLDER_FONTS):
+            continue
+        if _drawable(needed, _charmap(entry.fname)):
+            return entry.name
+    return None
+
+
+def _romanized(label: str, index: int, chars: frozenset[int]) -> str:
+    """What of ``label`` the font can draw: the reading in parentheses of ``お (o)``, else
+    the drawable characters, else the class's index."""
+    m = re.fullmatch(r"\s*(.*?)\s*\((.+)\)\s*", label)
+    for part in (m.group(2), m.group(1)) if m else ():
+        if part and _drawable(part, chars):
+            return part
+    kept = "".join(c for c in label if ord(c) in chars).strip(" ()")
+    return kept or str(index)
+
+
+def class_labels(classes: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Tick labels a figure draws without empty boxes, and the font families to draw them
+    in (None: the default). Names the default font lacks are drawn with an installed font
+    that has them (matplotlib falls back glyph by glyph along the list); with none installed,
+    as their romanized part: ``お (o)`` -> ``o``."""
+    family, chars = _default_font()
+    labels = [str(c) for c in classes]
+    missing = "".join(sorted({c for label in labels for c in label
+                              if not c.isspace() and ord(c) not in chars}))
+    if not missing:
+        return labels, None
+    other = _fallback_family(missing)
+    if other is not None:
+        return labels, [family, other]
+    return [_romanized(label, i, chars) for i, label in enumerate(labels)], None
+
+
 def confusion_png(cm: np.ndarray, title: str, classes: Sequence[str]) -> bytes:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.imshow(np.log1p(cm), cmap="Blues")
     k = len(cm)
-    ax.set_xticks(range(k), classes)
-    ax.set_yticks(range(k), classes)
+    labels, families = class_labels(classes)
+    ax.set_xticks(range(k), labels)
+    ax.set_yticks(range(k), labels)
+    if families:
+        for tick in (*ax.get_xticklabels(), *ax.get_yticklabels()):
+            tick.set_fontfamily(families)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     top = cm.max() or 1
