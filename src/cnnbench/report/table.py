@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from cnnbench.model.layers import keras_layer_names
 from cnnbench.model.spec import ModelSpec
@@ -20,6 +22,12 @@ def describe_dropout(spec: ModelSpec) -> str:
     return f"Yes ({', '.join(f'{r:g}' for r in rates)})" if rates else "No"
 
 
+def add_whole_column(table: Table, header: str, **kwargs: Any) -> None:
+    """A column whose cells wrap (folding a long word) rather than end in an ellipsis: two
+    variant names that differ only at the end must stay apart in a narrow terminal."""
+    table.add_column(header, overflow="fold", **kwargs)
+
+
 def summary_table(rows: Sequence[dict]) -> Table:
     """The notebook's summary columns, derived from the specs, plus parameters and time.
 
@@ -27,13 +35,14 @@ def summary_table(rows: Sequence[dict]) -> Table:
     """
     t = Table(title="Summary", title_justify="left")
     for col in ("Model", "Batch Normalization", "Dropout"):
-        t.add_column(col)
+        add_whole_column(t, col)
     for col in ("Test Loss", "Test Accuracy", "Params", "Train time"):
-        t.add_column(col, justify="right")
+        # Numbers never wrap: the name column gives way first.
+        add_whole_column(t, col, justify="right", no_wrap=True)
     for r in rows:
         spec = r["spec"]
         acc = f"{100 * r['test_accuracy']:.2f} %" if r["status"] == "finished" else r["status"]
-        t.add_row(spec.name, describe_batchnorm(spec), describe_dropout(spec),
+        t.add_row(Text(spec.name), describe_batchnorm(spec), describe_dropout(spec),
                   f"{r['test_loss']:.4f}", acc, f"{spec.params:,}", f"{r['seconds']:.0f} s")
     return t
 

@@ -1,0 +1,50 @@
+"""The study's summary table in a narrow terminal: names wrap, never end in an ellipsis."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from cnnbench.model.spec import build_spec, get_spec
+from cnnbench.report.table import summary_table
+
+NAMES = ("CNN_MNIST_2[depth=conv4,activation=sigmoid]", "CNN_MNIST_2[depth=conv4,activation=relu]")
+
+
+def _rows(names):
+    base = get_spec("CNN_MNIST_2").raw
+    return [{"spec": build_spec(dict(base, name=n)), "test_loss": 0.0312, "test_accuracy": 0.99,
+             "seconds": 301.0, "status": "finished"} for n in names]
+
+
+def _render(table, width: int) -> list[str]:
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text().splitlines()
+
+
+def _model_column(lines: list[str]) -> list[str]:
+    """Each row's Model cell, its folded lines joined: a row starts where Test Loss has a
+    number; the lines after it without one continue its cells."""
+    cells: list[str] = []
+    for line in lines:
+        parts = line.split("│")
+        if len(parts) < 8:
+            continue
+        model, loss = parts[1].strip(), parts[4].strip()
+        if loss:
+            cells.append(model)
+        elif model and cells:
+            cells[-1] += model
+    return cells
+
+
+def test_two_names_differing_only_at_the_end_stay_whole_and_apart_at_80_columns():
+    lines = _render(summary_table(_rows(NAMES)), 80)
+    assert all(len(ln) <= 80 for ln in lines)
+    assert "…" not in "\n".join(lines)
+    assert _model_column(lines) == list(NAMES)
+
+
+def test_a_variant_name_keeps_its_brackets_rather_than_being_read_as_markup():
+    lines = _render(summary_table(_rows(["CNN_MNIST_2[width=2]"])), 120)
+    assert any("CNN_MNIST_2[width=2]" in ln for ln in lines)
