@@ -23,8 +23,10 @@ from cnnbench.data.datasets import (
     IDX_FILES,
     DataError,
     DatasetInfo,
+    UnknownDatasetError,
     array_sha256,
     load_dataset,
+    load_folder,
     read_idx,
     read_npz,
     read_registry_wheel,
@@ -372,9 +374,63 @@ def test_all_sources_failing_lists_what_was_tried_and_how_to_supply_files(tmp_pa
     assert "user files: none given" in logs[0]
 
 
-def test_unknown_dataset_name():
-    with pytest.raises(DataError, match="unknown dataset 'cifar'. Known: mnist"):
+def test_unknown_dataset_name_is_a_usage_error():
+    with pytest.raises(UnknownDatasetError, match="unknown dataset 'cifar'. Known: mnist"):
         load_dataset("cifar", log=lambda m: None)
+    assert UnknownDatasetError.exit_code == 2
+
+
+def test_run_with_an_unknown_dataset_exits_2_in_one_line_naming_the_close_match(capsys):
+    from cnnbench.cli import main
+    assert main(["run", "--models", "CNN_MNIST_1", "--dataset", "mnsit", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "'mnsit'" in err and "mnist?" in err
+
+
+# --- labels (N, 1) and images (N, H, W, 1) -----------------------------------------------
+
+def keras_shaped(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same arrays as some Keras loaders give them: labels (N, 1), images (N, H, W, 1)."""
+    return {k: a.reshape(*a.shape, 1) for k, a in arrays.items()}
+
+
+def test_labels_n_by_1_and_channel_last_images_in_an_npz_are_read_flat(tmp_path):
+    arrays = tiny_arrays()
+    np.savez(tmp_path / "data.npz", **keras_shaped(arrays))
+    got = read_npz(tmp_path / "data.npz")
+    assert got["y_train"].shape == (24,) and got["x_test"].shape == (6, 28, 28)
+    assert_same(got, arrays)  # the same bytes: a known dataset's checksums still match
+
+
+def test_labels_n_by_1_in_idx_files_are_read_flat_and_train(tmp_path, capsys):
+    arrays = tiny_arrays()
+    shaped = {**arrays, "y_train": arrays["y_train"].reshape(-1, 1),
+              "y_test": arrays["y_test"].reshape(-1, 1)}
+    folder = write_idx_dir(tmp_path / "idx", shaped, gz=False)
+    ds = load_folder(folder, log=lambda m: None, custom=True)
+    assert ds.y_train.shape == (24,) and ds.class_counts()["train"] == np.bincount(
+        arrays["y_train"], minlength=len(ds.info.classes)).tolist()
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("name: tiny\ninput_shape: [28, 28, 1]\nlayers:\n  - Flatten\n"
+                    "  - Dense: {units: 10, activation: softmax}\n")
+    from cnnbench.cli import main
+    assert main(["run", str(spec), "--dataset", "custom", "--data-dir", str(folder),
+                 "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "out")]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["npz", "idx"])
+def test_labels_with_several_columns_are_refused_in_one_line_naming_the_array(tmp_path, fmt):
+    arrays = tiny_arrays()
+    bad = {**arrays, "y_train": np.stack([arrays["y_train"]] * 3, axis=1)}
+    if fmt == "npz":
+        np.savez(tmp_path / "data.npz", **bad)
+    else:
+        write_idx_dir(tmp_path, bad, gz=False)
+    with pytest.raises(DataError) as e:
+        load_folder(tmp_path, log=lambda m: None, custom=True)
+    assert "y_train has shape (24, 3); expected one label per image" in str(e.value)
+    assert ("data.npz" if fmt == "npz" else IDX_FILES["y_train"]) in str(e.value)
 
 
 # --- the real MNIST (session fixture, from this machine's cache) -------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench.atomic import atomic_write_bytes
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, UsageError
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 IDX_FILES = {
@@ -46,6 +46,10 @@ Log = Callable[[str], None]
 
 class DataError(CnnbenchError, RuntimeError):
     """No usable source, or a file that is not what it claims to be."""
+
+
+class UnknownDatasetError(UsageError, ValueError):
+    """A dataset name cnnbench does not know (exit 2: the user can fix the name)."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,27 @@ def array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def squeeze_unit_axes(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Labels shaped (N, 1) as (N,), grayscale images shaped (N, H, W, 1) as (N, H, W).
+
+    Keras' own loaders give labels as (N, 1) for some datasets, and channel-last images carry a
+    trailing axis of 1; both hold exactly one label (one pixel) per entry, so dropping the
+    axis changes no byte (the checksums of a known dataset still match). Any other shape is
+    refused in one line naming the array."""
+    out = dict(arrays)
+    for k, a in arrays.items():
+        label = k.startswith("y_")
+        if a.ndim == (2 if label else 4) and a.shape[-1] == 1:
+            out[k] = a.reshape(a.shape[:-1])
+        elif label and a.ndim != 1:
+            raise DataError(f"{where}: {k} has shape {a.shape}; expected one label per image, "
+                            f"shape (N,) or (N, 1).")
+        elif not label and out[k].ndim != 3:
+            raise DataError(f"{where}: {k} has shape {a.shape}; expected grayscale images, "
+                            f"shape (N, H, W) or (N, H, W, 1).")
+    return out
+
+
 def verify(arrays: dict[str, np.ndarray], info: DatasetInfo, where: str) -> None:
     """Raise DataError unless every array is uint8 and matches the dataset's SHA-256."""
     for k in ARRAYS:
@@ -226,9 +251,9 @@ def read_idx(path: Path) -> np.ndarray:
             if len(head) < 4:
                 raise DataError(f"{path}: {len(head)} bytes is too short for an idx file.")
             zero, dtype_code, ndim = struct.unpack(">HBB", head)
-            if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+            if zero != 0 or dtype_code != 0x08 or ndim not in (1, 2, 3, 4):
                 raise DataError(f"{path}: not an idx file of unsigned bytes (magic "
-                                f"{head.hex()}, expected 00000801 or 00000803).")
+                                f"{head.hex()}, expected 00000801 to 00000804).")
             raw_dims = f.read(4 * ndim)
             if len(raw_dims) < 4 * ndim:
                 raise DataError(f"{path}: the header ends after {4 + len(raw_dims)} bytes; "
@@ -280,12 +305,13 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             if missing:
                 raise DataError(f"{path}: lacks {missing}; a Keras-style npz holds "
                                 f"{', '.join(ARRAYS)}.")
-            return {k: _read_npy_member(zf, members[k], path, k) for k in ARRAYS}
+            arrays = {k: _read_npy_member(zf, members[k], path, k) for k in ARRAYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
             NotImplementedError, RuntimeError) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path}: cannot read as npz ({e}); it may be truncated.") from e
+    return squeeze_unit_axes(arrays, str(path))
 
 
 def read_idx_dir(directory: Path) -> dict[str, np.ndarray] | None:
@@ -298,7 +324,9 @@ def read_idx_dir(directory: Path) -> dict[str, np.ndarray] | None:
         if hit is None:
             return None
         found[key] = hit
-    arrays = {k: read_idx(p) for k, p in found.items()}
+    arrays = {}
+    for k, p in found.items():  # each file checked on its own, so the refusal names it
+        arrays.update(squeeze_unit_axes({k: read_idx(p)}, str(p)))
     return arrays
 
 
@@ -420,7 +448,8 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
     """
     if info is None:
         if name not in DATASETS:
-            raise DataError(f"unknown dataset '{name}'. Known: {', '.join(DATASETS)}.")
+            raise UnknownDatasetError(f"unknown dataset '{name}'. Known: "
+                                      f"{', '.join(DATASETS)}.")
         info = DATASETS[name]
     data_dir = data_dir or os.environ.get("CNNBENCH_DATA_DIR")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
