@@ -206,3 +206,69 @@ def test_real_model_3_run_collapses_and_the_detector_agrees(mnist, batch):
     top = int(counts.argmax())
     assert f'answers "{top}" for {counts[top]:,} of 1,000' in finding.evidence
     assert "stacked sigmoid layers" in finding.evidence  # the probe explains where
+
+
+# --- advice that follows the model's own layers ------------------------------------------------
+
+RELU_BN = {"name": "relu_bn", "input_shape": [28, 28, 1], "layers": [
+    {"Conv2D": {"filters": 8, "kernel_size": 3, "activation": "relu"}},
+    {"BatchNormalization": {}}, {"MaxPooling2D": {}}, {"Flatten": {}},
+    {"Dense": {"units": 10, "activation": "softmax"}}]}
+ADADELTA = {"optimizer": "Adadelta",
+            "optimizer_args": {"learning_rate": 1.0, "rho": 0.95, "epsilon": 1e-7}}
+
+
+def _stuck_run(spec, config=ADADELTA) -> RunRecord:
+    return RunRecord(model=spec.name, spec=spec, seed=0,
+                     history={"loss": [2.3] * 3, "acc": [0.11] * 3, "val_loss": [2.30] * 3,
+                              "val_acc": [0.135] * 3, "seconds": [1.0] * 3},
+                     test_loss=2.30, test_accuracy=0.135,
+                     test_predictions=np.full(1000, 1, np.uint8), config=dict(config))
+
+
+def test_a_stuck_model_with_relu_and_batchnorm_is_not_told_to_add_them():
+    from cnnbench.model.spec import build_spec
+    f = detect_stuck(_stuck_run(build_spec(RELU_BN)), Y_TEST)
+    assert f is not None
+    assert f.fix.startswith("It already has ReLU activations and BatchNormalization.")
+    assert "ReLU instead" not in f.fix and "BatchNormalization after" not in f.fix
+    assert "A learning rate below this run's 1 (Adadelta) or another weight initialisation." \
+        in f.fix
+
+
+def test_a_stuck_sigmoid_model_without_batchnorm_is_told_to_add_both():
+    f = detect_stuck(_stuck_run(get_spec("CNN_MNIST_3")), Y_TEST)
+    assert f.fix.startswith("ReLU instead of its 6 sigmoid activations, BatchNormalization "
+                            "after the convolutions, ")
+    assert "fewer stacked saturating layers" in f.fix and "already" not in f.fix
+    # Model 2 has BatchNormalization already: only the activations and the step are advised.
+    f2 = detect_stuck(_stuck_run(get_spec("CNN_MNIST_2")), Y_TEST)
+    assert f2.fix.startswith("It already has BatchNormalization. ReLU instead of its 6 "
+                             "sigmoid activations")
+    assert "BatchNormalization after" not in f2.fix
+
+
+def test_unstable_advice_names_batchnorm_momentum_only_for_a_model_that_has_batchnorm():
+    curve = [0.90, 0.97, 0.93, 0.98, 0.95, 0.985]
+    one = detect_unstable(_run(curve, model="CNN_MNIST_1"))
+    two = detect_unstable(_run(curve, model="CNN_MNIST_2"))
+    assert "BatchNormalization" not in one.fix + one.explanation
+    assert "a lower BatchNormalization momentum" in two.fix
+    assert "BatchNormalization's running statistics" in two.explanation
+
+
+def test_overfitting_advice_names_the_models_own_dropout_rate_or_suggests_dropout():
+    val, loss = [0.30, 0.20, 0.15, 0.18, 0.20, 0.22], [0.5, 0.3, 0.2, 0.1, 0.05, 0.03]
+    one = detect_overfitting(_run([0.9] * 6, val, loss=loss, model="CNN_MNIST_1"))
+    two = detect_overfitting(_run([0.9] * 6, val, loss=loss, model="CNN_MNIST_2"))
+    assert "a higher Dropout rate than its 0.5" in one.fix
+    assert "Dropout before the dense layers" in two.fix
+
+
+def test_a_holdout_runs_instability_is_said_of_validation_not_test_accuracy():
+    run = _run([0.90, 0.97, 0.93, 0.98, 0.95, 0.985])
+    run.config = {**ADADELTA, "validation_split": 0.1}
+    f = detect_unstable(run)
+    assert f.evidence.startswith("2 sharp drop(s) of validation (holdout) accuracy")
+    assert f.explanation.startswith("Validation accuracy (holdout) jumps between epochs")
+    assert "(Adadelta with learning rate 1)" in f.explanation

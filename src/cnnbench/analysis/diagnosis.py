@@ -55,36 +55,144 @@ TITLES = {
     "unstable": "unstable validation",
 }
 
-EXPLAIN = {
-    "stuck": (
-        "The network gives (nearly) the same answer whatever the image, so it scores what "
-        "always naming the commonest class would. A loss near ln(10) = 2.303 means its softmax "
-        "is almost uniform: it learned the class frequencies and nothing else.",
-        "ReLU instead of sigmoid activations, BatchNormalization after the convolutions (as "
-        "CNN_MNIST_2 and CNN_MNIST_4 have), or a smaller learning rate; fewer stacked sigmoid "
-        "layers."),
-    "diverged": (
-        "The loss became NaN or infinite: the weights overflowed, so the run stopped and has "
-        "no usable result.",
-        "A smaller learning rate, gradient clipping, BatchNormalization; check that inputs are "
-        "scaled to [0, 1]."),
-    "overfitting": (
-        "The network keeps getting better on its training images while getting worse on "
-        "images it has not seen: past its best epoch it memorises rather than generalises.",
-        "Keep the weights of the best epoch (early stopping on val_loss), stronger Dropout or "
-        "weight decay, data augmentation, or fewer epochs."),
-    "unstable": (
-        "Test accuracy jumps between epochs, so the last epoch's number depends on luck: the "
-        "weights at the end of an epoch land in quite different places. Usual causes are a "
-        "large step size (Adadelta with lr=1.0) and BatchNormalization's running statistics "
-        "(momentum 0.99) lagging behind fast-changing weights.",
-        "A smaller learning rate or a decaying schedule, a lower BatchNormalization momentum, "
-        "averaging the weights (EMA), and judging the model over several seeds and epochs."),
+# --- explanation and advice, from the run's own layers and settings ---------------------------
+# Advice never asks for what the model already has: a model with ReLU and BatchNormalization
+# is not told to add them.
+
+SATURATING = ("sigmoid", "tanh", "softsign")  # activations whose gradient vanishes when saturated
+RELU_LIKE = ("relu", "elu", "selu", "gelu", "leaky_relu")
+RELU_LAYERS = ("ReLU", "LeakyReLU", "ELU")
+NORMALIZATION = ("BatchNormalization", "LayerNormalization")
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a run's model and settings have, as the advice needs it."""
+
+    saturating: tuple[str, ...]  # the hidden layers' saturating activations, in order
+    relu_like: bool  # any ReLU-family activation
+    batchnorm: bool
+    normalization: bool  # BatchNormalization or LayerNormalization
+    dropout: tuple[float, ...]
+    optimizer: str | None  # None: not recorded
+    learning_rate: float | None
+    holdout: bool  # val_* come from a held-out part of the training images
+    early_stopping: bool
+
+
+def traits(run: RunRecord) -> Traits:
+    """The model's layers (the output layer's softmax aside) and the run's settings."""
+    layers = list(run.spec.layers)
+    activations = [str(layer.args["activation"]) for layer in layers[:-1]
+                   if "activation" in layer.args]
+    c = run.config or {}
+    args = c.get("optimizer_args")
+    lr = args.get("learning_rate") if isinstance(args, dict) else c.get("lr")
+    return Traits(
+        saturating=tuple(a for a in activations if a in SATURATING),
+        relu_like=any(a in RELU_LIKE for a in activations)
+        or any(layer.kind in RELU_LAYERS for layer in layers),
+        batchnorm=any(layer.kind == "BatchNormalization" for layer in layers),
+        normalization=any(layer.kind in NORMALIZATION for layer in layers),
+        dropout=tuple(run.spec.dropout_rates),
+        optimizer=c.get("optimizer") or ("Adadelta" if "lr" in c else None),
+        learning_rate=float(lr) if isinstance(lr, int | float) else None,
+        holdout=bool(c.get("validation_split") or c.get("validation_size")),
+        early_stopping=c.get("early_stopping") is not None)
+
+
+def _sentence(options: Sequence[str], then: str = "") -> str:
+    """``a, b or c.``, capitalised, then ``then`` as a sentence of its own."""
+    options = [o for o in options if o]
+    text = ", ".join(options[:-1]) + (" or " if len(options) > 1 else "") + options[-1]
+    return text[0].upper() + text[1:] + "." + (f" {then}" if then else "")
+
+
+def _smaller_lr(t: Traits) -> str:
+    if t.learning_rate is None:
+        return "a smaller learning rate"
+    return f"a learning rate below this run's {t.learning_rate:g} ({t.optimizer})"
+
+
+def _stuck_fix(t: Traits) -> str:
+    parts = []
+    if t.saturating:
+        kinds = " and ".join(sorted(set(t.saturating)))
+        parts.append(f"ReLU instead of its {len(t.saturating)} {kinds} activation"
+                     f"{'s' if len(t.saturating) > 1 else ''}")
+    if not t.normalization:
+        parts.append("BatchNormalization after the convolutions")
+    parts.append(_smaller_lr(t))
+    if len(t.saturating) >= 2:
+        parts.append("fewer stacked saturating layers")
+    has = [w for w, yes in (("ReLU activations", t.relu_like and not t.saturating),
+                            ("BatchNormalization", t.batchnorm)) if yes]
+    check = ""
+    if not t.saturating and t.normalization:
+        parts.append("another weight initialisation")
+        check = "Check that the labels match the images and that inputs are scaled to [0, 1]."
+    lead = f"It already has {' and '.join(has)}. " if has else ""
+    return lead + _sentence(parts, check)
+
+
+def _diverged_fix(t: Traits) -> str:
+    return _sentence([_smaller_lr(t), "gradient clipping",
+                      "" if t.normalization else "BatchNormalization"],
+                     "Check that inputs are scaled to [0, 1].")
+
+
+def _overfitting_fix(t: Traits) -> str:
+    best = ("keep the weights of the best epoch (early stopping on val_loss, on a held-out "
+            "validation set)" if not t.early_stopping else "a smaller early-stopping patience")
+    rates = ", ".join(f"{r:g}" for r in t.dropout)
+    dropout = (f"a higher Dropout rate than its {rates}" if t.dropout
+               else "Dropout before the dense layers")
+    return _sentence([best, dropout, "weight decay", "data augmentation", "fewer epochs"])
+
+
+def _unstable_explanation(t: Traits) -> str:
+    what = "Validation accuracy (holdout)" if t.holdout else "Test accuracy"
+    causes = "a large step size" + (f" ({t.optimizer} with learning rate {t.learning_rate:g})"
+                                    if t.learning_rate is not None else "")
+    if t.batchnorm:
+        causes += (" and BatchNormalization's running statistics (momentum 0.99) lagging "
+                   "behind fast-changing weights")
+    return (f"{what} jumps between epochs, so the last epoch's number depends on luck: the "
+            f"weights at the end of an epoch land in quite different places. Usual causes are "
+            f"{causes}.")
+
+
+def _unstable_fix(t: Traits) -> str:
+    return _sentence(["a smaller learning rate or a decaying schedule",
+                      "a lower BatchNormalization momentum" if t.batchnorm else "",
+                      "averaging the weights (EMA)"],
+                     "Judge the model over several seeds and epochs.")
+
+
+EXPLANATIONS = {
+    "stuck": "The network gives (nearly) the same answer whatever the image, so it scores what "
+             "always naming the commonest class would. A loss near ln(10) = 2.303 means its "
+             "softmax is almost uniform: it learned the class frequencies and nothing else.",
+    "diverged": "The loss became NaN or infinite: the weights overflowed, so the run stopped "
+                "and has no usable result.",
+    "overfitting": "The network keeps getting better on its training images while getting "
+                   "worse on images it has not seen: past its best epoch it memorises rather "
+                   "than generalises.",
 }
+FIXES = {"stuck": _stuck_fix, "diverged": _diverged_fix, "overfitting": _overfitting_fix,
+         "unstable": _unstable_fix}
+
+
+def explain(kind: str, run: RunRecord) -> tuple[str, str]:
+    """What a finding of ``kind`` means for this run, and what usually helps it, in words
+    that follow its own layers and settings."""
+    t = traits(run)
+    explanation = (_unstable_explanation(t) if kind == "unstable" else EXPLANATIONS[kind])
+    return explanation, FIXES[kind](t)
 
 
 def _finding(kind: str, run: RunRecord, evidence: str) -> Finding:
-    explanation, fix = EXPLAIN[kind]
+    explanation, fix = explain(kind, run)
     return Finding(kind, run.model, run.seed, evidence, explanation, fix)
 
 
@@ -178,9 +286,10 @@ def detect_unstable(run: RunRecord) -> Finding | None:
         return None
     e, fall, ratio = max(drops, key=lambda d: d[1])
     lo, hi = min(va[1:]), max(va[1:])
+    on = "validation (holdout)" if traits(run).holdout else "test"
     return _finding("unstable", run, (
-        f"{len(drops)} sharp drop(s) of test accuracy between epochs; the largest from "
-        f"{100 * va[e - 1]:.2f} % (epoch {e}) to {100 * va[e]:.2f} % (epoch {e + 1}), the test "
+        f"{len(drops)} sharp drop(s) of {on} accuracy between epochs; the largest from "
+        f"{100 * va[e - 1]:.2f} % (epoch {e}) to {100 * va[e]:.2f} % (epoch {e + 1}), the {on} "
         f"error growing {ratio:.1f}x. After epoch 1 it ranged {100 * lo:.2f}-{100 * hi:.2f} %."))
 
 
