@@ -71,8 +71,11 @@ def test_blank_image_and_non_image_are_errors(tmp_path):
         preprocess_image(blank)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    with pytest.raises(ImageError, match="notes.png: cannot read as an image"):
+    with pytest.raises(ImageError, match="notes.png: not an image Pillow can identify; "
+                                         "expected an image file"):
         preprocess_image(text)
+    with pytest.raises(ImageError, match="gone.png: no such image file"):
+        preprocess_image(tmp_path / "gone.png")
 
 
 @pytest.mark.slow
@@ -130,3 +133,57 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(SpecError, match="without cnnbench metadata"):
         load_weights(path)
+
+
+# --- what was given instead of weights or images ----------------------------------------------
+
+@pytest.fixture
+def tiny_weights(tmp_path) -> Path:
+    import torch
+
+    from cnnbench.model.build import build_model
+    from cnnbench.model.spec import build_spec
+    from cnnbench.model.weights import save_weights
+    spec = build_spec({"name": "tiny", "input_shape": [28, 28, 1], "layers": [
+        {"Flatten": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]})
+    torch.manual_seed(0)
+    return save_weights(tmp_path / "tiny.safetensors", build_model(spec), spec,
+                        [str(i) for i in range(10)], "mnist")
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_torchscript_export_given_as_weights_says_what_it_is_and_what_is_expected(
+        tiny_weights, tmp_path, capsys):
+    from cnnbench.model.export import export
+    from cnnbench.model.weights import load_weights
+    pt = export(load_weights(tiny_weights), "torchscript", tmp_path / "x.pt")
+    image = draw_digit(tmp_path / "seven.png", "7")
+    assert main(["predict", str(pt), str(image)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{pt}: a zip archive (a TorchScript export" in line
+    assert "expected a .safetensors file written by cnnbench" in line
+    assert "header" not in line  # safetensors' own words mean nothing to the user
+
+
+def test_weights_given_as_an_image_say_that_weights_go_first(tiny_weights, tmp_path, capsys):
+    image = draw_digit(tmp_path / "seven.png", "7")
+    assert main(["predict", str(tiny_weights), str(tiny_weights)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "not an image but a safetensors file (weights go first" in line
+    assert main(["predict", str(tiny_weights), str(image)]) == 0
+
+
+def test_a_missing_image_exits_2_and_the_other_images_are_still_read(tiny_weights, tmp_path,
+                                                                     capsys):
+    image = draw_digit(tmp_path / "seven.png", "7")
+    missing = tmp_path / "missing.png"
+    assert main(["predict", str(tiny_weights), str(missing), str(image)]) == 2
+    captured = capsys.readouterr()
+    assert one_error_line(captured.err) == f"cnnbench predict: error: {missing}: no such " \
+                                           f"image file."
+    assert f"{image}: " in captured.out

@@ -40,6 +40,7 @@ def _load_gray(path: str | Path) -> np.ndarray:
     import warnings
 
     from PIL import Image, ImageOps
+    _check_image_file(Path(path))
     try:
         with warnings.catch_warnings():
             # A damaged TIFF's "Tag data larger than file" would print Pillow's own lines
@@ -62,9 +63,35 @@ def _load_gray(path: str | Path) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path}: refused as a decompression bomb ({e}).") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"{path}: {_not_an_image(Path(path))}; expected an image file "
+                         f"(PNG, JPEG, GIF, BMP, TIFF or WebP).") from e
     except Exception as e:  # a damaged image makes Pillow raise nearly anything
         raise ImageError(f"{path}: cannot read as an image ({type(e).__name__}: "
                          f"{str(e)[:200]}).") from e
+
+
+def _check_image_file(path: Path) -> None:
+    """A missing image or a folder, said as such (not as Pillow's errno text)."""
+    if path.is_dir():
+        raise ImageError(f"{path}: a folder; expected an image file (PNG, JPEG, ...).")
+    if not path.exists():
+        raise ImageError(f"{path}: no such image file.")
+
+
+def _not_an_image(path: Path) -> str:
+    """What a file Pillow cannot identify holds, when it is a common mix-up."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        head = b""
+    if head.startswith(b"PK\x03\x04"):
+        return "not an image but a zip archive (a TorchScript .pt export?)"
+    if len(head) > 8 and head[8:9] == b"{":  # safetensors: 8-byte length, then a JSON header
+        return ("not an image but a safetensors file (weights go first: "
+                "cnnbench predict RUN|WEIGHTS IMAGE...)")
+    return "not an image Pillow can identify" if head else "an empty file, not an image"
 
 
 def preprocess_array(gray: np.ndarray, where: str = "image") -> Preprocessed:

@@ -63,8 +63,13 @@ def load_weights(path: str | Path) -> LoadedModel:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(path))
+    except FileNotFoundError as e:
+        raise SpecError(f"{path}: no such weights file; expected a run id or a .safetensors "
+                        f"file written by cnnbench.") from e
     except (OSError, SafetensorError) as e:
-        raise SpecError(f"{path}: cannot read as a safetensors weights file ({e}).") from e
+        raise SpecError(f"{path}: {_what_it_is(path)}, not a cnnbench weights file; expected a "
+                        f".safetensors file written by cnnbench (a run's weights, or `cnnbench "
+                        f"export RUN --format safetensors`).") from e
     if "spec_yaml" not in meta:
         raise SpecError(f"{path}: a safetensors file without cnnbench metadata (spec_yaml); "
                         f"it was not written by cnnbench.")
@@ -91,6 +96,27 @@ def load_weights(path: str | Path) -> LoadedModel:
         raise SpecError(f"{path}: the tensors do not fit the spec {spec.name}: "
                         f"{str(e).splitlines()[0]}") from e
     return LoadedModel(model.eval(), spec, classes, meta.get("dataset", ""), path)
+
+
+# First bytes of the files most often given instead of a weights file.
+MAGIC = ((b"PK\x03\x04", "a zip archive (a TorchScript export or a torch.save checkpoint?)"),
+         (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+         (b"GIF8", "a GIF image"), (b"\x80\x02", "a pickle (a torch.save checkpoint?)"),
+         (b"\x1f\x8b", "a gzip file"), (b"\x93NUMPY", "a numpy .npy array"),
+         (b"\x08", "possibly an ONNX model"))
+
+
+def _what_it_is(path: Path) -> str:
+    """What a file that is not safetensors looks like, from its first bytes, for the error."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    if not head:
+        return "an empty file"
+    return next((what for magic, what in MAGIC if head.startswith(magic)),
+                f"a {path.stat().st_size:,}-byte file of another format")
 
 
 def _classes(meta: dict[str, str], spec: ModelSpec, path: Path) -> tuple[str, ...]:
