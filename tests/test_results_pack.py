@@ -1,6 +1,7 @@
-"""The README's table of the notebook's study over seeds is what the runs committed beside it
-give: unpacked from results/, they print the README's rows digit for digit, and the pack
-holds the faithful study (the notebook's four models, fp32, 12 epochs, full data)."""
+"""The README's table of the notebook's study over seeds, and docs/performance.md's fp32 vs
+bf16 table, are what the runs committed beside them give: unpacked from results/, they print
+those rows digit for digit, and the pack holds the faithful study (the notebook's four models,
+fp32, 12 epochs, full data)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,11 @@ def test_the_readme_table_over_seeds_is_what_the_committed_runs_give(tmp_path, m
         assert line in readme, f"README lacks, or differs from, the row\n{line}"
 
 
-def test_the_readme_fp32_vs_bf16_table_is_what_the_committed_runs_give(tmp_path, mnist):
+def test_the_fp32_vs_bf16_table_of_docs_performance_is_what_the_committed_runs_give(
+        tmp_path, mnist):
     """The bf16 pack holds `cnnbench run --seeds 0 1 2 --precision bf16` (the faithful study
-    otherwise), and bench/bench_precision.py over both packs prints the README's rows."""
+    otherwise), and bench/bench_precision.py over both packs prints docs/performance.md's
+    rows."""
     import sys
     sys.path.insert(0, str(ROOT / "bench"))
     try:
@@ -63,6 +66,6 @@ def test_the_readme_fp32_vs_bf16_table_is_what_the_committed_runs_give(tmp_path,
     assert set(store.done_ids()) == expected
     acc, _, what = from_runs([PACK, bf16])
     assert what == "12 epochs, fp32 seeds [0, 1, 2, 3, 4], bf16 seeds [0, 1, 2]"
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "performance.md").read_text()
     for row in markdown_rows({m: acc[m] for m in MODELS}):
-        assert row in readme, f"README lacks, or differs from, the row\n{row}"
+        assert row in page, f"docs/performance.md lacks, or differs from, the row\n{row}"
