@@ -34,7 +34,7 @@ def test_a_spec_error_exits_2(tmp_path, capsys):
 
 def test_a_usage_error_of_the_command_line_exits_2(capsys):
     assert main(["run", "--seed", "1", "--seeds", "2"]) == 2
-    assert "give --seed S or --seeds K|S..., not both" in error_line(
+    assert "argument --seeds: not allowed with argument --seed" in error_line(
         capsys.readouterr().err, "run")
 
 

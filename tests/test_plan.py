@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 from test_ablation_cli import _setup
 
-from cnnbench.cli import _plan, build_parser
+from cnnbench.cli import build_parser
+from cnnbench.cli.run import plan_of as plan_of_args
+from cnnbench.errors import UsageError
 from cnnbench.model.spec import get_spec
-from cnnbench.study.plan import ExecutorSettings, PlanGroup, StudyPlan
+from cnnbench.settings import SETTING
+from cnnbench.study.plan import ExecutorSettings, Overrides, PlanGroup, StudyPlan, build_plan
+from cnnbench.study.studyfile import load_study
 
 
 def plan_of(*argv: str) -> StudyPlan:
-    return _plan(build_parser().parse_args(["run", *argv]))
+    return plan_of_args(build_parser(["run"]).parse_args(["run", *argv]))
 
 
 def test_a_plain_study_is_one_group_with_a_config_a_seed_and_a_folder_a_seed(tmp_path):
@@ -72,3 +76,46 @@ def test_fp32_is_the_default_for_the_notebooks_study_and_auto_for_every_other(tm
         assert plan.config(0).precision == want, argv
     assert plan_of().default_precision() == "fp32"
     assert plan_of("--dataset", "kmnist").default_precision() == "auto"
+
+
+def test_flags_override_the_study_file_and_each_setting_says_where_it_came_from(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("models: [CNN_MNIST_1]\ntraining: {epochs: 5, batch_size: 64, "
+                     "seeds: [3, 4]}\n")
+    plan = build_plan(load_study(study), Overrides(training={"epochs": 2}))
+    config = plan.config(3)
+    assert (config.epochs, config.batch_size, plan.seeds) == (2, 64, (3, 4))
+    assert plan.origin["epochs"] == "--epochs" and plan.origin["batch_size"] == "study file"
+    assert plan.origin["seeds"] == "study file"
+    assert build_plan(None, Overrides()).origin.get("epochs", "default") == "default"
+
+
+def test_an_ablation_validates_on_a_holdout_unless_told_otherwise(tmp_path):
+    study = load_study(_setup(tmp_path))
+    assert build_plan(study, Overrides()).training["validation_split"] == 0.1
+    told = build_plan(study, Overrides(training={"validation_split": 0.0}))
+    assert "validation_split" not in told.training and not told.config(0).holdout
+    assert build_plan(None, Overrides()).config(0).holdout is False  # the notebook's protocol
+
+
+def test_contradictions_are_refused_before_any_data_is_loaded():
+    with pytest.raises(UsageError, match=r"^--early-stopping 2 needs a held-out validation"):
+        build_plan(None, Overrides(training={"early_stopping": 2}))
+    with pytest.raises(UsageError, match="--ray-address a:1 is for --executor ray"):
+        build_plan(None, Overrides(executor=ExecutorSettings("local", ray_address="a:1")))
+    with pytest.raises(UsageError, match="--jobs 2 is for --executor local"):
+        build_plan(None, Overrides(executor=ExecutorSettings("ray", jobs=2)))
+    with pytest.raises(UsageError, match="appear twice"):
+        build_plan(None, Overrides(models=("CNN_MNIST_1", "CNN_MNIST_1")))
+
+
+def test_every_flag_of_a_setting_comes_from_its_one_declaration():
+    parser = build_parser(["run"])
+    run = parser._subparsers._group_actions[0].choices["run"]  # the run command's parser
+    actions = {a.dest: a for a in run._actions}
+    for name in ("epochs", "batch_size", "train_limit", "validation_split", "early_stopping"):
+        s = SETTING[name]
+        assert actions[name].option_strings == [s.option] and s.help in actions[name].help
+    assert f"(default {SETTING['batch_size'].default})" in actions["batch_size"].help
+    args = parser.parse_args(["run", "--batch-size", "64", "--validation-split", "0.2"])
+    assert (args.batch_size, args.validation_split) == (64, 0.2)

@@ -76,9 +76,9 @@ def test_adadelta_arguments_go_to_the_configs_optimizer_args_as_any_others(tmp_p
     ("models: [CNN_MNIST_1]\nepochs: 3\n",
      "study.yaml: unknown field 'epochs'. A study file has: name, description, models"),
     ("models: [CNN_MNIST_1]\ntraining: {epoch: 3}\n",
-     "study.yaml: training: unknown field 'epoch'. Its fields: optimizer, loss, batch_size"),
+     "study.yaml: training: unknown field 'epoch'. Did you mean 'epochs'? Its fields:"),
     ("models: [CNN_MNIST_1]\ntraining: {epochs: 0}\n",
-     "study.yaml: the 'epochs' parameter of training must be a positive integer. "
+     "study.yaml: the 'epochs' parameter of training must be a positive integer (at most 100_000). "
      "Got 0 instead."),
     ("models: [CNN_MNIST_1]\ntraining: {optimizer: adam}\n",
      "study.yaml: training.optimizer: unknown optimizer 'adam'. Did you mean Adam? "
@@ -92,10 +92,10 @@ def test_adadelta_arguments_go_to_the_configs_optimizer_args_as_any_others(tmp_p
     ("models: [CNN_MNIST_1]\ntraining: {loss: mse}\n",
      "study.yaml: training.loss: unknown loss 'mse'. Known: categorical_crossentropy"),
     ("models: [CNN_MNIST_1]\ntraining: {seeds: [1, 1]}\n",
-     "study.yaml: training.seeds: [1, 1] repeats a seed."),
+     "study.yaml: training.seeds: seed(s) 1 given more than once"),
     ("models: [CNN_MNIST_1]\ndataset: cifar10\n",
      "study.yaml: dataset: unknown dataset 'cifar10'. Known: mnist, fashion-mnist, kmnist"),
-    ("models: [CNN_MNIST_1, CNN_MNIST_1]\n", "study.yaml: models: the name(s) ['CNN_MNIST_1']"),
+    ("models: [CNN_MNIST_1, CNN_MNIST_1]\n", "study.yaml: models: the model name(s) ['CNN_MNIST_1'] appear twice"),
     ("models: []\n", "study.yaml: 'models' must be a non-empty list"),
 ])
 def test_study_errors_name_the_file_and_field(tmp_path, body, expected):

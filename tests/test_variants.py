@@ -126,8 +126,10 @@ def test_notebook_claims_ships_and_its_shared_variants_train_once():
      "has 4 Conv2D layer"),
     ({"set": "activation", "levels": ["relu", "swish"]},
      "'activation' parameter of Conv2D must be"),
-    ({"replace": 42, "levels": {"a": None, "b": None}}, "outside the base's layers 1..10"),
-    ({"repeat": [4, 5], "levels": [1, -1]}, "repeat count"),
+    ({"replace": 42, "levels": {"a": None, "b": {"Dropout": {"rate": 0.5}}}},
+     "outside the base's layers 1..10"),
+    ({"repeat": [4, 5], "levels": [1, -1]},
+     "level '-1': the 'repeat' parameter of a factor must be a non-negative integer"),
     ({"sett": "activation", "levels": [1, 2]}, "exactly one of"),
 ])
 def test_bad_factors_get_one_line_errors_naming_the_factor(factor, message):
@@ -170,7 +172,7 @@ def test_a_learning_rate_factor_sets_the_rate_of_the_studys_optimizer():
      "t: factor 'lr': level '-1': the 'learning_rate' parameter of training must be a number "
      ">= 0. Got -1 instead."),
     ({"training": "batch_size", "levels": [128, 0]},
-     "the 'batch_size' parameter of training must be a positive integer. Got 0 instead."),
+     "the 'batch_size' parameter of training must be a positive integer (at most 10_000_000). Got 0 instead."),
     ({"training": "optimizer", "levels": ["Adadelta", "sgd"]},
      "level 'sgd': unknown optimizer 'sgd'. Did you mean SGD?"),
 ])
@@ -178,3 +180,178 @@ def test_a_bad_training_level_fails_when_the_study_is_read(factor, says):
     with pytest.raises(SpecError) as e:
         ablation("ofat", lr=factor)
     assert says in str(e.value)
+
+
+# --- selectors select exactly, factors change something ---------------------------------
+
+@pytest.mark.parametrize("layers, says", [
+    ("Conv2D#0", "'Conv2D#0': the base has 4 Conv2D layer(s); write Conv2D#1..Conv2D#4, or "
+                 "Conv2D#-1 for the last."),
+    ("Conv2D#+1", "'Conv2D#+1': the base has 4 Conv2D layer(s)"),
+    ("Conv2D#01", "'Conv2D#01': the base has 4 Conv2D layer(s)"),
+    ("Conv2D#-5", "'Conv2D#-5': the base has 4 Conv2D layer(s)"),
+    ("Conv2D# 1", "'Conv2D# 1': the base has 4 Conv2D layer(s)"),
+    ([], "a list of layers names each layer once and at least one. Got []."),
+    ([1, 1], "a list of layers names each layer once and at least one. Got [1, 1]."),
+    (True, "a layer selector is an index"),
+])
+def test_a_selector_selects_exactly_what_it_says_or_is_refused(layers, says):
+    with pytest.raises(SpecError) as e:
+        ablation(f={"set": "activation", "layers": layers, "levels": ["sigmoid", "relu"]})
+    assert says in str(e.value)
+
+
+def test_the_nth_of_a_kind_counts_from_one_and_minus_one_is_the_last():
+    def convs(selector):
+        v = by_name(ablation(f={"set": "activation", "layers": selector,
+                                "levels": ["sigmoid", "relu"]}))["CNN_MNIST_2[f=relu]"]
+        return [lay.args["activation"] for lay in v.spec.layers if lay.kind == "Conv2D"]
+    assert convs("Conv2D#1") == ["relu", "sigmoid", "sigmoid", "sigmoid"]
+    assert convs("Conv2D#-1") == ["sigmoid", "sigmoid", "sigmoid", "relu"]
+    assert convs("Conv2D#-4") == convs("Conv2D#1")
+
+
+@pytest.mark.parametrize("factor, says", [
+    ({"scale": "Flatten", "levels": [1, 2]},
+     "'scale' multiplies filters or units, but layer 7 (Flatten) has neither"),
+    ({"scale": [1, 7], "levels": [1, 2]}, "but layer 7 (Flatten) has neither"),
+    ({"set": "activation", "levels": {"a": "relu", "b": "relu"}},
+     "levels 'a' and 'b' have the same value 'relu'; each level must be a different model"),
+    ({"training": "optimizer", "levels": {"a": "Adadelta", "b": {"Adadelta": None}}},
+     "levels 'a' and 'b' have the same value"),
+    ({"scale": "hidden", "levels": [1, 1.0001]},  # rounds back to every width it had
+     "levels '1' and '1.0001' make the same model with the same settings in every variant"),
+    ({"set": "activation", "layers": "Conv2D#1", "levels": ["sigmoid", "relu"],
+      "base": "relu"}, None),  # a base level other than the first is fine
+])
+def test_a_factor_whose_levels_change_nothing_is_refused(factor, says):
+    if says is None:
+        assert len(ablation(f=factor).variants) == 2
+        return
+    with pytest.raises(SpecError) as e:
+        ablation(f=factor)
+    assert says in str(e.value) and str(e.value).startswith("t: ")
+    assert "factor 'f'" in str(e.value)
+
+
+def test_levels_that_matter_only_beside_another_factor_are_kept():
+    """Without layers 4-5 (depth=conv2) the use_bias of layer 5 changes nothing; with them it
+    does: the factor is kept, as the factorial design has cells where it matters."""
+    a = ablation(depth={"repeat": [4, 5], "levels": {"conv2": 0, "conv4": 1}},
+                 bias={"set": "use_bias", "layers": 5, "levels": [False, True]})
+    names = by_name(a)
+    assert same_run(names["CNN_MNIST_2[depth=conv2,bias=false]"],
+                    names["CNN_MNIST_2[depth=conv2,bias=true]"])
+    with pytest.raises(SpecError, match="levels 'false' and 'true' make the same model"):
+        ablation("ofat", depth={"repeat": [4, 5], "levels": {"conv2": 0, "conv4": 1}},
+                 bias={"set": "use_bias", "layers": 5, "levels": [False, True]})
+
+
+# --- bounds ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factor, says", [
+    ({"repeat": [4, 5], "levels": [1, 17]},
+     "level '17': the 'repeat' parameter of a factor must be a non-negative integer (at most "
+     "16). Got 17 instead."),
+    ({"scale": "hidden", "levels": [1, 65]},
+     "level '65': the 'scale' parameter of a factor must be a number in (0, 64]. Got 65"),
+    ({"scale": "hidden", "levels": [1, float("inf")]}, "(0, 64]. Got inf instead."),
+    ({"scale": "hidden", "levels": [1, 10**400]}, "Got an integer of about 401 digits"),
+    ({"training": "learning_rate", "levels": [1.0, 10**400]},
+     "the 'learning_rate' parameter of training must be a number >= 0. Got an integer of about "
+     "401 digits (beyond a float's 1.8e308) instead."),
+    ({"training": "epochs", "levels": [1, 10**23]},
+     "the 'epochs' parameter of training must be a positive integer (at most 100_000)"),
+    ({"set": "activation", "levels": [f"a{i}" for i in range(300)]},
+     "300 levels; a factor has at most 256 (split it into several ablations)."),
+])
+def test_a_factor_past_its_bounds_is_one_line_naming_the_bound(factor, says):
+    with pytest.raises(SpecError) as e:
+        ablation(f=factor)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_scaled_width_past_the_layer_bound_is_refused_with_it():
+    with pytest.raises(SpecError, match="'units' parameter of Dense must be at most 65_536"):
+        ablation(width={"scale": "Dense#1", "levels": [1, 64]})
+
+
+def test_a_design_is_counted_before_any_variant_is_built():
+    """2 ** 200 cells: refused at once, the count capped, never multiplied out."""
+    many = {f"f{i}": {"set": "activation", "levels": ["sigmoid", "relu"]} for i in range(200)}
+    with pytest.raises(SpecError) as e:
+        ablation(**many)
+    assert str(e.value).startswith(
+        "t: the factorial design of 200 factor(s) (2 x 2 x 2 x 2 x 2 x 2 x 2 x 2 x 2")
+    assert str(e.value).endswith(
+        "levels) makes over 1,000,000,000 variants; an ablation makes at most 256 "
+        "(cnnbench.study.variants.MAX_VARIANTS): use fewer levels, design: ofat, or several "
+        "ablations.")
+    nine = dict(list(many.items())[:9])
+    with pytest.raises(SpecError, match="makes 512 variants; an ablation makes at most 256"):
+        ablation(**nine)
+
+
+def test_a_study_counts_each_ablations_variants_against_what_the_others_left():
+    data = {"base": "CNN_MNIST_2", "factors": {"activation": ACT, "norm": NORM}}
+    assert len(build_ablation(data, "t", budget=6).variants) == 6
+    with pytest.raises(SpecError, match="its 6 variants take the study past 1,024 variants in "
+                                        "all"):
+        build_ablation(data, "t", budget=5)
+
+
+# --- one model, one name -----------------------------------------------------------------
+
+CLASH = """\
+ablations:
+  - name: wide-all
+    base: CNN_MNIST_2
+    factors: {width: {scale: hidden, levels: [1, 2]}}
+  - name: wide-convs
+    base: CNN_MNIST_2
+    factors: {width: {scale: Conv2D, levels: [1, 2]}}
+"""
+
+
+def test_two_models_under_one_name_are_refused_naming_both_ablations(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(CLASH)
+    with pytest.raises(SpecError) as e:
+        load_study(path)
+    assert str(e.value) == (
+        f"{path}: ablations 'wide-all' and 'wide-convs' make two different models (layers or "
+        f"settings) both named CNN_MNIST_2[width=2]: wide-all's CNN_MNIST_2[width=2] and "
+        f"wide-convs's CNN_MNIST_2[width=2]; rename a factor or a level of one so that each "
+        f"model has its own name.")
+    path.write_text(CLASH.replace("{width: {scale: Conv2D", "{conv_width: {scale: Conv2D"))
+    assert len(load_study(path).ablations) == 2
+
+
+def test_each_model_trains_under_one_name_the_base_under_its_own():
+    from cnnbench.study.ablation import groups
+    s = load_study("notebook-claims")
+    (base, low_lr) = groups(s.ablations, s.train_config_kwargs())
+    assert [v.spec.name for v in base.variants] == [
+        "CNN_MNIST_2", "CNN_MNIST_2[activation=relu]", "CNN_MNIST_2[depth=conv2]",
+        "CNN_MNIST_2[depth=conv2,activation=relu]", "CNN_MNIST_2[norm=dropout]",
+        "CNN_MNIST_2[norm=dropout,activation=relu]", "CNN_MNIST_2[norm=none]",
+        "CNN_MNIST_2[norm=none,activation=relu]", "CNN_MNIST_3",
+        "CNN_MNIST_3[activation=relu]", "CNN_MNIST_3[norm=batchnorm]"]
+    assert [v.spec.name for v in low_lr.variants] == ["CNN_MNIST_3[lr=0.1]"]
+    assert base.aliases["CNN_MNIST_2"] == [
+        "depth-activation: CNN_MNIST_2[depth=conv4,activation=sigmoid]",
+        "norm-activation: CNN_MNIST_2[norm=batchnorm,activation=sigmoid]"]
+    # The name is not part of the run key: the ids stay those of the variants' own specs.
+    by_alias = {v.name: v for a in s.ablations for v in a.variants}
+    for v in base.variants:
+        assert resolved_spec(v.spec) == resolved_spec(by_alias[v.name].spec)
+    assert resolved_spec(base.variants[0].spec) == resolved_spec(get_spec("CNN_MNIST_2"))
+
+
+def test_a_base_level_is_named_when_the_study_trains_at_another_setting():
+    from cnnbench.study.ablation import groups
+    s = load_study("notebook-claims")
+    at_half = s.train_config_kwargs() | {"optimizer_args": (("learning_rate", 0.5),)}
+    names = [v.spec.name for g in groups(s.ablations[2:], at_half) for v in g.variants]
+    assert names == ["CNN_MNIST_3[lr=1]", "CNN_MNIST_3[activation=relu,lr=1]",
+                     "CNN_MNIST_3[norm=batchnorm,lr=1]", "CNN_MNIST_3[lr=0.1]"]

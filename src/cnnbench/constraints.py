@@ -13,6 +13,7 @@ No torch here: specs and study files are validated before anything heavy is impo
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,10 @@ from typing import Any
 from cnnbench.errors import ConstraintError
 
 REQUIRED: Any = ...  # the schema default of an argument that must be given
+# The largest int a float holds (about 1.8e308): a bigger one, given where a number is read,
+# overflows the float() that every consumer applies, so it is refused as no number at all.
+FLOAT_MAX_INT = int(sys.float_info.max)
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER and torch's int64: what counts and seeds feed
 
 
 @dataclass(frozen=True)
@@ -38,15 +43,18 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """An int or float (never a bool) that a float can hold."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return isinstance(v, float) or -FLOAT_MAX_INT <= v <= FLOAT_MAX_INT
 
 
 def integer(low: int | None = None, high: int | None = None) -> Constraint:
     """An int (never a bool) in [low, high]; ``integer(1)`` is "a positive integer"."""
-    if low == 1 and high is None:
-        text = "a positive integer"
-    elif low == 0 and high is None:
-        text = "a non-negative integer"
+    if low in (0, 1) and high is None:
+        text = "a positive integer" if low else "a non-negative integer"
+    elif low in (0, 1):
+        text = f"{'a positive' if low else 'a non-negative'} integer (at most {high:_})"
     else:
         lo, hi = "-inf" if low is None else low, "inf" if high is None else high
         text = f"an integer in [{lo}, {hi}]"
@@ -103,10 +111,20 @@ OPTIONAL_PAIR = optional(PAIR)
 Schema = Mapping[str, tuple[Constraint, Any]]
 
 
+def shown(value: Any, limit: int = 120) -> str:
+    """A value for a message, one short line: a 400-digit int as its size, not its digits
+    (Python refuses to print one of over 4,300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        beyond = " (beyond a float's 1.8e308)" if abs(value) > FLOAT_MAX_INT else ""
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits{beyond}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def message(where: str, name: str, owner: str, c: Constraint, value: Any) -> str:
     """The one wording of a value outside its constraint."""
     lead = f"{where}: the" if where else "The"
-    return f"{lead} '{name}' parameter of {owner} must be {c.text}. Got {value!r} instead."
+    return f"{lead} '{name}' parameter of {owner} must be {c.text}. Got {shown(value)} instead."
 
 
 def check(value: Any, c: Constraint, name: str, owner: str, where: str = "",

@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cnnbench.errors import ConstraintError
-
-MONITORS = ("val_loss", "val_acc")
+from cnnbench.settings import MONITORS
 
 
 def split_at(n: int, validation_split: float = 0.0, validation_size: int = 0) -> int:

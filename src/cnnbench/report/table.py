@@ -82,3 +82,14 @@ def models_table(specs: Sequence[ModelSpec]) -> Table:
     for spec in specs:
         t.add_row(spec.name, spec.shorthand(), f"{spec.params:,}")
     return t
+
+
+def variants_table(study: str, rows: Sequence[tuple[str, str, int, str, str]]) -> Table:
+    """A study's variants: ablation, variant, parameters, training edits, layers."""
+    table = Table(title=f"{study}: variants")
+    for col in ("Ablation", "Variant", "Params", "Training", "Layers"):
+        table.add_column(col, justify="right" if col == "Params" else "left",
+                         overflow="fold", min_width=12 if col == "Variant" else None)
+    for ablation, variant, params, training, layers in rows:
+        table.add_row(ablation, variant, f"{params:,}", training, layers)
+    return table

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import EXIT_USAGE, CnnbenchError
+from cnnbench.errors import EXIT_USAGE, CnnbenchError, UsageError
+from cnnbench.settings import NOT_IN_KEY  # settings that change speed, never numbers
 from cnnbench.store.records import HISTORY_KEYS, STORED, RunRecord, RunStatus, empty_history
 
 ENV_VAR = "CNNBENCH_STORE"
@@ -46,6 +47,7 @@ DEFAULT_ROOT = "cnnbench-runs"
 BUSY_SECONDS = 60  # how long a process waits for another one's write to the index
 ATTEMPT = "attempt"  # a run folder's subfolder where a forced retrain trains
 ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic store
+HEX = frozenset("0123456789abcdef")  # the digits of a run id
 # The shape of the run key, hashed with it. Bump it whenever the same run would be written
 # differently (a setting renamed, regrouped or given another meaning), so that no new key can
 # equal an old one by accident. Runs stored under another version stay listed and readable,
@@ -53,8 +55,6 @@ ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic 
 # of the others, settings added later left out at their defaults. 2: every optimizer a name
 # and its complete Keras-named arguments; every setting spelled out.
 KEY_VERSION = 2
-# TrainConfig fields that change speed, never numbers: left out of the run key.
-NOT_IN_KEY = ("eval_batch_size",)
 STATUSES = tuple(str(s) for s in STORED)  # what the index's status column holds
 FINAL_FILES = ("weights.safetensors", "predictions.npy", "probabilities.npy")  # once finished
 # In the folder of a run that `cnnbench unpack` brought from another store (store/pack.py):
@@ -87,6 +87,10 @@ class StoreError(CnnbenchError, OSError):
     """The store cannot be used: unwritable, full, or not a store. Names the path."""
 
 
+class DamagedRun(StoreError):
+    """A stored run whose file does not hold what the store writes: names the file and field."""
+
+
 class UnknownRun(StoreError):
     """A run id (prefix) the user gave that names no run, or several: input to fix (exit 2)."""
 
@@ -105,6 +109,20 @@ def is_inside(root: str | Path, path: str | Path) -> bool:
     """Whether ``path`` (existing or not, links resolved) lies inside the store at ``root``."""
     base, target = Path(root).resolve(), Path(path).resolve()
     return target == base or base in target.parents
+
+
+def refuse_inside_store(root: str | Path | None, out: str | Path | None, option: str) -> None:
+    """Refuse an output path (``option``, e.g. ``--out``) inside the run store at ``root``
+    (the default store when None): only the store writes its files, and a command's output
+    there could overwrite a run's history, weights or config. Every command that writes
+    calls this before it writes anything."""
+    if out is None:
+        return
+    base = Path(root) if root is not None else default_root()
+    if is_inside(base, out):
+        raise UsageError(f"{option} {out} is inside the run store {base}, whose files only "
+                         f"cnnbench writes (it could overwrite a run's files); give a path "
+                         f"outside it")
 
 
 def now() -> str:
@@ -238,6 +256,7 @@ class RunStore:
         self.root = Path(root) if root is not None else default_root()
         self.db_path = self.root / "index.sqlite"
         self.runs_dir = self.root / "runs"
+        self._check_index()
         if create:
             self._create()
         elif not self.db_path.exists():
@@ -245,6 +264,19 @@ class RunStore:
                              f"give --store PATH or set ${ENV_VAR}")
 
     # --- setup --------------------------------------------------------------------------
+
+    def _check_index(self) -> None:
+        """Refuse an index SQLite would open elsewhere or not at all: a link to nothing (SQLite
+        would create the database where it points, outside the store), or not a file."""
+        path = self.db_path
+        if path.is_symlink() and not path.exists():
+            raise StoreError(f"the run store index {path} is a link to {os.readlink(path)}, "
+                             f"which does not exist; refusing to create the index outside the "
+                             f"store (remove the link, or give --store PATH)")
+        if path.exists() and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise StoreError(f"the run store index {path} is {kind}, not an SQLite file; move "
+                             f"it away, or give --store PATH for another store")
 
     def _create(self) -> None:
         """Create the store, and prove it is writable before any training time is spent."""
@@ -273,7 +305,10 @@ class RunStore:
         """
         deadline, pause = time.monotonic() + BUSY_SECONDS, 0.01
         while True:
-            db = sqlite3.connect(self.db_path, timeout=BUSY_SECONDS, isolation_level=None)
+            try:
+                db = sqlite3.connect(self.db_path, timeout=BUSY_SECONDS, isolation_level=None)
+            except sqlite3.Error as e:  # a file SQLite cannot even open
+                raise self._error(e) from e
             try:
                 db.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
                 if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -296,8 +331,11 @@ class RunStore:
         the database is then read as immutable."""
         uri = self.db_path.resolve().as_uri()
         for query in ("mode=ro", "immutable=1"):
-            db = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=BUSY_SECONDS,
-                                 isolation_level=None)
+            try:
+                db = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=BUSY_SECONDS,
+                                     isolation_level=None)
+            except sqlite3.Error as e:  # a file SQLite cannot even open
+                raise self._error(e) from e
             try:
                 db.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
                 db.execute("BEGIN")
@@ -391,10 +429,16 @@ class RunStore:
         return [RunRow(**dict(r)) for r in rows]
 
     def resolve(self, prefix: str) -> str:
-        """The one run id starting with ``prefix``; UnknownRun if none or several."""
+        """The one run id starting with ``prefix`` (hex digits, at least one); UnknownRun if
+        none or several. An empty or non-hex prefix is refused: it would match every run."""
+        wanted = prefix.lower()
+        if not wanted or any(c not in HEX for c in wanted):
+            raise UnknownRun(f"a run id (or its first digits) is hex digits (0-9, a-f). Got "
+                             f"{prefix!r} instead; `cnnbench runs` lists the ids in {self.root}")
         with self._read() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY id",
-                                            (prefix.replace("%", "").replace("_", "") + "%",))]
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id",
+                (len(wanted), wanted))]
         if not ids:
             raise UnknownRun(f"no run matching '{prefix}' in {self.root}")
         if len(ids) > 1:
@@ -404,7 +448,11 @@ class RunStore:
         return ids[0]
 
     def begin(self, rid: str, config: dict[str, Any], epochs_done: int = 0) -> None:
-        """Record that this process starts (or resumes) training ``rid``."""
+        """Record that this process starts (or resumes) training ``rid``. A seed or an epoch
+        count the index cannot hold (64-bit integers) is refused before anything is written."""
+        from cnnbench.store.schema import EPOCHS, INT64, check_value
+        check_value(f"run {rid}", "its seed", INT64, config["seed"])
+        check_value(f"run {rid}", "its planned epochs", EPOCHS, config["training"]["epochs"])
         folder = self.folder(rid)
         folder.mkdir(parents=True, exist_ok=True)
         self.write_json(folder / "config.json", config)
@@ -464,6 +512,8 @@ class RunStore:
         then the rest with ``imported.json`` as one set whose commit record carries the row.
         A kill before that commit leaves an unfinished run (trained again by ``run``)."""
         from cnnbench.atomic import write_together
+        from cnnbench.store.schema import check_run
+        check_run(row, files, f"run {rid}")  # the store's own guard: nothing written if wrong
         folder = self.folder(rid)
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.attempt_folder(rid), ignore_errors=True)
@@ -543,17 +593,18 @@ class RunStore:
         return [r.id for r in self.runs() if r.status.done]
 
     def final_files_complete(self, row: RunRow) -> bool:
-        """Whether a finished (or diverged) run's files are all there to be reused: its
-        config.json; for a finished one also its weights, predictions and history (a diverged
-        run has no final files)."""
-        folder = self.folder(row.id)
-        if not (folder / "config.json").is_file():
+        """Whether a finished (or diverged) run's files are all there, and whole, to be reused:
+        its config.json and history.csv; for a finished one also its predictions and weights
+        (a diverged run has no final files). A damaged one is trained again."""
+        if not row.status.done:
             return False
-        if row.status == RunStatus.DIVERGED:
-            return True
-        return ((folder / "predictions.npy").is_file()
-                and ((folder / "weights.safetensors").is_file() or self.weights_left_out(row.id))
-                and len(self.read_history(row.id)["loss"]) > 0)
+        try:
+            self._checked(row)
+        except StoreError:
+            return False
+        return (row.status == RunStatus.DIVERGED
+                or (self.folder(row.id) / "weights.safetensors").is_file()
+                or self.weights_left_out(row.id))
 
     def imported(self, rid: str) -> dict[str, Any] | None:
         """Where an unpacked run (``cnnbench unpack``) came from and whether its weights came
@@ -573,45 +624,69 @@ class RunStore:
 
     def record(self, rid: str) -> RunRecord:
         """One finished or diverged run as analysis, report and results.json read it, from its
-        row and its folder (config.json, history.csv, predictions.npy, grad_norms.json)."""
+        row and its folder (config.json, history.csv, predictions.npy, grad_norms.json), each
+        checked as ``unpack`` checks a pack's (:func:`schema.check_run`)."""
         import math
 
-        import numpy as np
-
-        from cnnbench.model.spec import build_spec
         row = self.get(rid)
         if row is None:
             raise UnknownRun(f"no run {rid} in {self.root}")
-        config = self.read_config(rid)
-        spec = build_spec(config["model"]["spec_raw"], source=config["model"]["source"])
-        folder = self.folder(rid)
-        preds_file, grads_file = folder / "predictions.npy", folder / "grad_norms.json"
+        run = self._checked(row)
         return RunRecord(
-            model=row.model, spec=spec, seed=row.seed, history=self.read_history(rid),
+            model=row.model, spec=run.spec, seed=row.seed, history=run.history,
             test_loss=math.nan if row.test_loss is None else row.test_loss,
             test_accuracy=math.nan if row.test_accuracy is None else row.test_accuracy,
-            test_predictions=np.load(preds_file) if preds_file.is_file() else None,
-            status=row.status, train_seconds=row.train_seconds,
-            grad_norms=json.loads(grads_file.read_text()) if grads_file.is_file() else None,
-            environment=config.get("environment", {}), config=config.get("training", {}),
+            test_predictions=run.predictions, status=row.status,
+            train_seconds=row.train_seconds, grad_norms=run.grad_norms,
+            environment=run.config.get("environment", {}),
+            config=run.config.get("training", {}),
             diverged_at=((row.diverged_epoch, row.diverged_step)
                          if row.diverged_epoch is not None else None),
             run_id=rid)
 
+    def _checked(self, row: RunRow) -> Any:
+        """A done run's files read and checked whole (schema.CheckedRun); a damaged one is a
+        StoreError naming the file and what to do."""
+        from cnnbench.store.schema import RunDataError, check_run
+        folder, files = self.folder(row.id), {}
+        for name in ("config.json", "history.csv", "predictions.npy", "grad_norms.json"):
+            try:
+                files[name] = (folder / name).read_bytes()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise StoreError(f"cannot read {folder / name}: {e.strerror or e}") from e
+        fields = {k: getattr(row, k) for k in RunRow.__dataclass_fields__}
+        try:
+            return check_run(fields | {"status": str(row.status)}, files, str(folder))
+        except RunDataError as e:
+            raise DamagedRun(f"{e}; `cnnbench rm {row.id}` removes the run (or `cnnbench run "
+                             f"... --force` trains it again)") from None
+
     # --- files --------------------------------------------------------------------------
 
     def read_config(self, rid: str) -> dict[str, Any]:
-        return json.loads((self.folder(rid) / "config.json").read_text())
+        """A run's config.json, checked (schema.parse_config); DamagedRun if it is not one
+        the store writes."""
+        from cnnbench.store.schema import RunDataError, parse_config
+        folder = self.folder(rid)
+        try:
+            return parse_config((folder / "config.json").read_bytes(), str(folder))
+        except RunDataError as e:
+            raise DamagedRun(str(e)) from None
 
     def read_history(self, rid: str) -> dict[str, list[float]]:
-        history = empty_history()
-        path = self.folder(rid) / "history.csv"
-        if not path.exists():
-            return history
-        for row in csv.DictReader(io.StringIO(path.read_text())):
-            for k in HISTORY_KEYS:
-                history[k].append(float(row[k]))
-        return history
+        """A run's history.csv, checked (schema.parse_history); no epoch before it has one."""
+        from cnnbench.store.schema import RunDataError, parse_history
+        folder = self.folder(rid)
+        try:
+            data = (folder / "history.csv").read_bytes()
+        except FileNotFoundError:
+            return empty_history()
+        try:
+            return parse_history(data, str(folder))
+        except RunDataError as e:
+            raise DamagedRun(str(e)) from None
 
     def write_history(self, rid: str, history: Mapping[str, Sequence[float]],
                       folder: Path | None = None) -> None:
@@ -648,7 +723,13 @@ class RunStore:
             if not (folder / "config.json").exists():
                 problems.append(f"{folder}: no config.json")
                 continue
-            n = len(self.read_history(rid)["loss"])
+            try:
+                n = len(self.read_history(rid)["loss"])
+                if row.status.done:
+                    self._checked(row)
+            except StoreError as e:
+                problems.append(str(e))
+                continue
             if n != row.epochs_done:
                 problems.append(f"{rid}: history.csv has {n} epochs, the index {row.epochs_done}")
             if row.status == RunStatus.FINISHED:

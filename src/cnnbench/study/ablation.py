@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnnbench.analysis import effects
 from cnnbench.analysis.claims import Verdict, judge
+from cnnbench.model.spec import SpecError, check_name
 from cnnbench.store.records import RunRecord
 from cnnbench.store.run_store import canonical_json, resolved_spec, run_id, run_key
-from cnnbench.study.variants import Ablation, Variant
+from cnnbench.study.variants import Ablation, Variant, apply_levels, variant_name
 from cnnbench.train.optim import DEFAULT as DEFAULT_OPTIMIZER
 from cnnbench.train.optim import resolve_optimizer, with_learning_rate
 
@@ -27,12 +28,12 @@ def variant_config(base: Mapping[str, Any], variant: Variant | None = None) -> d
     """TrainConfig keyword arguments of a variant (None: the base): the study's, with its
     training edits, the optimizer always named with all its arguments, so one setting is
     one key however it was reached."""
-    from cnnbench.study.studyfile import _optimizer
+    from cnnbench.train.optim import optimizer_of
 
     kw = dict(base)
     t = dict(variant.training) if variant is not None else {}
     if "optimizer" in t:
-        name, args = _optimizer(t.pop("optimizer"), f"variant {variant.name}: optimizer")
+        name, args = optimizer_of(t.pop("optimizer"), f"variant {variant.name}: optimizer")
         kw.update(optimizer=name, optimizer_args=tuple(args.items()))
     name = kw.setdefault("optimizer", DEFAULT_OPTIMIZER)
     kw["optimizer_args"] = tuple(resolve_optimizer(name, kw.get("optimizer_args"), "").items())
@@ -46,16 +47,21 @@ def variant_config(base: Mapping[str, Any], variant: Variant | None = None) -> d
 
 @dataclass
 class Group:
-    """Variants that share one TrainConfig (but the seed): one StudyRunner each seed."""
+    """Variants that share one TrainConfig (but the seed): one StudyRunner each seed. Each
+    variant's ``spec.name`` is its model's one name in the study (:func:`canonical_names`);
+    ``aliases``: that name -> the ``ablation: variant`` names it goes by in the study."""
 
     label: str
     config: dict[str, Any]
     variants: list[Variant]
+    aliases: dict[str, list[str]] = field(default_factory=dict)
 
 
 def groups(ablations: Sequence[Ablation], base: Mapping[str, Any]) -> list[Group]:
     """Every distinct run once (the same layers and the same resolved training settings,
-    however the variants are named or whichever ablation made them), grouped by settings."""
+    however the variants are named or whichever ablation made them), grouped by settings,
+    each under its one name."""
+    names = canonical_names(ablations, base)
     out: dict[str, Group] = {}
     seen: set[tuple[str, str]] = set()
     for a in ablations:
@@ -63,15 +69,73 @@ def groups(ablations: Sequence[Ablation], base: Mapping[str, Any]) -> list[Group
             kw = variant_config(base, v)
             key = canonical_json(kw)
             spec_key = canonical_json(resolved_spec(v.spec))
-            if (key, spec_key) in seen:
-                continue
-            seen.add((key, spec_key))
+            name = names[(a.name, v.name)]
             if key not in out:
                 label = ("base" if key == canonical_json(variant_config(base)) else
                          ",".join(f"{k}={x}" for k, x in sorted(v.training.items())))
                 out[key] = Group(label, kw, [])
-            out[key].variants.append(v)
+            out[key].aliases.setdefault(name, []).append(f"{a.name}: {v.name}")
+            if (key, spec_key) in seen:
+                continue
+            seen.add((key, spec_key))
+            out[key].variants.append(replace(v, spec=replace(v.spec, name=name)))
     return list(out.values())
+
+
+def canonical_names(ablations: Sequence[Ablation], base: Mapping[str, Any]
+                    ) -> dict[tuple[str, str], str]:
+    """(ablation, variant) -> the one name its model and settings go by in the study: the
+    base model's own name when it is the base model under the study's settings, else the
+    base's name with the levels that change it (``CNN_MNIST_2[activation=relu]``), whichever
+    ablation made it. The first name a model gets is its name; its other names are aliases.
+    Two different models or settings under one name are refused, naming both ablations."""
+    out: dict[tuple[str, str], str] = {}
+    by_run: dict[tuple[str, str], str] = {}  # run (spec, settings) -> its name
+    by_name: dict[str, tuple[tuple[str, str], str, str]] = {}  # name -> run, ablation, variant
+    for a in ablations:
+        changes = _levels_that_change(a, base)
+        for v in a.variants:
+            run = _run_of(v, base)
+            parts = {f.name: v.levels[f.name] for f in a.factors
+                     if changes[(f.name, v.levels[f.name])]}
+            name = variant_name(a.base.name, parts) if parts else a.base.name
+            check_name(name, f"ablation '{a.name}': variant {v.name}", "name")
+            other = by_name.setdefault(name, (run, a.name, v.name))
+            if other[0] != run:
+                raise SpecError(_clash(name, (other[1], other[2]), (a.name, v.name)))
+            out[(a.name, v.name)] = by_run.setdefault(run, name)
+    return out
+
+
+def _clash(name: str, first: tuple[str, str], second: tuple[str, str]) -> str:
+    (a1, v1), (a2, v2) = first, second
+    who = (f"ablation '{a1}' makes two different models" if a1 == a2 else
+           f"ablations '{a1}' and '{a2}' make two different models")
+    return (f"{who} (layers or settings) both named {name}: {a1}'s {v1} and {a2}'s {v2}; "
+            f"rename a factor or a level of one so that each model has its own name.")
+
+
+def _run_of(v: Variant, base: Mapping[str, Any]) -> tuple[str, str]:
+    """What a variant trains: its resolved spec and its resolved settings."""
+    return canonical_json(resolved_spec(v.spec)), canonical_json(variant_config(base, v))
+
+
+def _levels_that_change(a: Ablation, base: Mapping[str, Any]) -> dict[tuple[str, str], bool]:
+    """(factor, level) -> whether that level alone makes another model or setting than the
+    base model's under the study's settings (a level equal to the base's is not named)."""
+    plain = Variant(a.base.name, a.base.name, a.base, {})
+    reference = _run_of(plain, base)
+    out = {}
+    for f in a.factors:
+        for label in f.labels:
+            try:
+                spec, training = apply_levels(a.base, [f], {f.name: label}, a.base.name)
+            except SpecError:  # valid only with the other factors: it changes the model
+                out[(f.name, label)] = True
+                continue
+            alone = Variant(a.base.name, a.base.name, spec, {f.name: label}, training)
+            out[(f.name, label)] = _run_of(alone, base) != reference
+    return out
 
 
 def variant_run_id(variant: Variant, config: Any, fingerprint: str) -> str:
@@ -180,3 +244,4 @@ def run_map(ablations: Sequence[Ablation], base: Mapping[str, Any], seeds: Seque
                 cfg = TrainConfig(seed=seed, precision=precision, **kw)
                 out[(a.name, v.name, seed)] = variant_run_id(v, cfg, fingerprint)
     return out
+

@@ -10,16 +10,31 @@ what it leaves in the store, the write-back's (``writeback.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cnnbench.model.spec import ModelSpec
-from cnnbench.store.run_store import RunLock
-from cnnbench.study.executors import Done, Executor, ExecutorError
-from cnnbench.study.jobs import usable_checkpoint
-from cnnbench.study.runner import StudyRunner, mtime
+from cnnbench.store.run_store import RunLock, RunStore
+from cnnbench.study.executors import Done, Executor, ExecutorError, InProcess
+from cnnbench.study.jobs import mtime, usable_checkpoint
 from cnnbench.study.writeback import InvalidOutput, Outcome, PlannedRun, Session
 from cnnbench.train.checkpoint import LAST
+from cnnbench.train.engine import TrainConfig
+
+
+class StudyRunner(Protocol):
+    """What the driver needs of a study (runner.StudyRunner): its runs planned and opened."""
+
+    store: RunStore
+    config: TrainConfig
+    executor: Executor
+    log: Callable[[str], None]
+
+    def plan(self, specs: Sequence[ModelSpec]) -> list[PlannedRun]: ...
+    def open(self, job: PlannedRun) -> Outcome | Session: ...
+    def in_process(self, s: Session) -> InProcess: ...
+
 
 POLL_SECONDS = 2.0  # how often the driver looks at remote runs' checkpoints
 

@@ -157,3 +157,11 @@ def probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> n
     model.eval()
     out = [predict_proba(model, x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def mtime(path: os.PathLike[str] | str) -> int:
+    """A file's modification time in ns; 0 when it is not there."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from cnnbench.store.run_store import RunStore, git_commit, resolved_spec, run_id
 from cnnbench.study.decide import Action, decide, start_from
 from cnnbench.study.environment import EXACTNESS_SETTINGS, bit_exact_under, environment
 from cnnbench.study.executors import Executor, InProcess, LocalExecutor
-from cnnbench.study.jobs import DataRef, JobCheckpoint, TrainJob
+from cnnbench.study.jobs import DataRef, JobCheckpoint, TrainJob, mtime
 from cnnbench.study.loggers import check_loggers
 from cnnbench.study.writeback import Outcome, PlannedRun, Session, WriteBack
 from cnnbench.train.callbacks import Callback
@@ -91,13 +91,15 @@ class StudyRunner:
     docstring. ``run`` trains it alone; ``driver.run_studies`` several on one executor.
 
     ``executor`` says where the jobs train (default: in this process, one at a time); this
-    process alone writes the store, whichever executor trains.
+    process alone writes the store, whichever executor trains. ``study``: the ablations and
+    claims the runs are trained for (``writeback.study_document``), kept in their config.json.
     """
 
     def __init__(self, store: RunStore, dataset: Dataset, config: TrainConfig,
                  device: torch.device, force: bool = False, log: Log = print,
                  callbacks: Callable[[ModelSpec], Sequence[Callback]] = lambda s: (),
-                 loggers: Sequence[str] = (), executor: Executor | None = None) -> None:
+                 loggers: Sequence[str] = (), executor: Executor | None = None,
+                 study: Mapping[str, Any] | None = None) -> None:
         self.store, self.dataset, self.config, self.device = store, dataset, config, device
         self.force, self.log, self.callbacks = force, log, callbacks
         check_loggers(loggers)
@@ -108,7 +110,7 @@ class StudyRunner:
         if self.executor.remote:  # what the jobs are expected to run under, until they report
             self.env |= {"threads": self.executor.threads, "executor": self.executor.name}
         self.writeback = WriteBack(store, dataset, config, log, tuple(loggers),
-                                   self.executor.name, self.executor.remote)
+                                   self.executor.name, self.executor.remote, study)
 
     def run(self, specs: Sequence[ModelSpec]) -> list[Outcome]:
         from cnnbench.study.driver import run_studies
@@ -237,14 +239,6 @@ class StudyRunner:
         if changed:
             self.log(f"warning: {name}: resuming with {', '.join(changed)}; the numbers may "
                      f"differ in the last bits from an uninterrupted run")
-
-
-def mtime(path: os.PathLike[str] | str) -> int:
-    """A file's modification time in ns; 0 when it is not there."""
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return 0
 
 
 def _iso(t: float) -> str:

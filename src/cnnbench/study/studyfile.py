@@ -20,21 +20,13 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnbench.constraints import (
-    BOOLEAN,
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    UNIT,
-    Constraint,
-    check,
-    one_of,
-    optional,
-)
-from cnnbench.data.holdout import MONITORS
+from cnnbench.constraints import Constraint, check
+from cnnbench.errors import ConstraintError
 from cnnbench.model.spec import (
     ModelSpec,
     SpecError,
@@ -43,21 +35,25 @@ from cnnbench.model.spec import (
     get_spec,
     read_yaml,
 )
-from cnnbench.train.optim import OptimizerError, describe_optimizer, resolve_optimizer
+from cnnbench.settings import (
+    ABLATION_VALIDATION_SPLIT,
+    DEFAULT_OPTIMIZER,
+    DEFAULTS,
+    LOSSES,
+    MAX_SEEDS,
+    SEED_MAX,
+    SEED_MIN,
+    SETTINGS,
+    STUDY_FIELDS,
+    check_holdout,
+    seeds_of,
+    unique_names,
+)
+from cnnbench.train.optim import OptimizerError, describe_optimizer, optimizer_of
 
-# torch.manual_seed takes [-2**63, 2**64 - 1]; the store's index keeps seeds as signed 64 bits.
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
-MAX_SEEDS = 1000  # '--seeds K' trains every model K times; more is a typo, not a study
-LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")  # the same function
+__all__ = ["MAX_SEEDS", "SEED_MAX", "SEED_MIN", "StudyFile", "build_study", "load_study"]
 TOP_FIELDS = ("name", "description", "models", "dataset", "data_dir", "training", "ablations",
               "claims")
-TRAINING_FIELDS = ("optimizer", "loss", "batch_size", "epochs", "seeds", "seed", "train_limit",
-                   "validation_split", "validation_size", "early_stopping", "monitor",
-                   "restore_best_weights")
-# An ablation's conclusions must not rest on numbers used for selection: without a word from
-# the study file, its runs validate on the last tenth of the training images (Keras'
-# validation_split=0.1), and the test set is evaluated once, at the end.
-ABLATION_VALIDATION_SPLIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -69,13 +65,13 @@ class StudyFile:
     specs: tuple[ModelSpec, ...]
     dataset: str | None = None  # None: mnist, or the dataset in data_dir
     data_dir: Path | None = None
-    optimizer: str = "Adadelta"
+    optimizer: str = DEFAULT_OPTIMIZER
     optimizer_args: dict[str, Any] = field(default_factory=dict)  # resolved, Keras names
-    loss: str = "categorical_crossentropy"
-    batch_size: int = 128
-    epochs: int = 12
-    seeds: tuple[int, ...] = (0,)
-    train_limit: int | None = None
+    loss: str = LOSSES[0]
+    batch_size: int = DEFAULTS["batch_size"]
+    epochs: int = DEFAULTS["epochs"]
+    seeds: tuple[int, ...] = (DEFAULTS["seed"],)
+    train_limit: int | None = DEFAULTS["train_limit"]
     holdout: dict[str, Any] = field(default_factory=dict)  # validation_split, early_stopping...
     ablations: tuple[Any, ...] = ()  # variants.Ablation
     claims: tuple[Any, ...] = ()  # claims.Claim
@@ -91,32 +87,20 @@ class StudyFile:
         return kw | self.holdout
 
 
-def _holdout(training: dict[str, Any], source: str, ablation: bool) -> dict[str, Any]:
-    """The validation settings of TrainConfig the study sets (an ablation: a holdout)."""
-    out: dict[str, Any] = {}
-    where = f"{source}: training"
-    split = _check(training, "validation_split", optional(UNIT), source)
-    size = _check(training, "validation_size", optional(NON_NEGATIVE_INT), source)
-    if split and size:
-        raise SpecError(f"{where}: give validation_split or validation_size, not both.")
-    if split:
-        out["validation_split"] = float(split)
-    elif size:
-        out["validation_size"] = size
-    elif ablation and split is None and size is None:
-        out["validation_split"] = ABLATION_VALIDATION_SPLIT
-    patience = _check(training, "early_stopping", optional(NON_NEGATIVE_INT), source)
-    if patience is not None:
-        if not out:
-            raise SpecError(f"{where}.early_stopping needs a held-out validation set: set "
-                            f"validation_split or validation_size (stopping on the test set "
-                            f"would select on the numbers reported).")
-        out["early_stopping"] = patience
-    for key, c in (("monitor", optional(one_of(*MONITORS))),
-                   ("restore_best_weights", optional(BOOLEAN))):
-        value = _check(training, key, c, source)
-        if value is not None:
-            out[key] = value
+def _holdout(training: dict[str, Any], values: dict[str, Any], source: str,
+             ablation: bool) -> dict[str, Any]:
+    """The validation settings the study sets, checked by settings.check_holdout's rules."""
+    keys = ("validation_split", "validation_size", "early_stopping", "monitor",
+            "restore_best_weights")
+    out = {k: values[k] for k in keys if k in training and values[k] is not None}
+    out = {k: v for k, v in out.items() if v or k not in ("validation_split", "validation_size")}
+    # An ablation without a word on validation gets a holdout from the plan (build_plan).
+    implied = ({"validation_split": ABLATION_VALIDATION_SPLIT} if ablation and not
+               {"validation_split", "validation_size"} & set(training) else {})
+    try:
+        check_holdout(out | implied, f"{source}: training")
+    except ConstraintError as e:
+        raise SpecError(str(e)) from None
     return out
 
 
@@ -145,10 +129,6 @@ def find_study(name: str | Path) -> Path:
     return path
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def is_model_spec(path: str | Path) -> bool:
     """A readable YAML mapping with 'layers': a model spec rather than a study file."""
     try:
@@ -159,21 +139,10 @@ def is_model_spec(path: str | Path) -> bool:
 
 
 def _optimizer(value: Any, where: str) -> tuple[str, dict[str, Any]]:
-    if isinstance(value, str):
-        name, args = value, {}
-    elif isinstance(value, dict) and len(value) == 1:
-        name, args = next(iter(value.items()))
-        args = {} if args is None else args
-        if not isinstance(args, dict):
-            raise SpecError(f"{where}: the arguments of {name} must be a mapping, e.g. "
-                            f"{{{name}: {{learning_rate: 0.01}}}}. Got {args!r}.")
-    else:
-        raise SpecError(f"{where}: write the optimizer as a name (Adadelta) or as "
-                        f"{{Name: {{argument: value}}}}. Got {value!r}.")
     try:
-        return name, resolve_optimizer(name, args, where)
+        return optimizer_of(value, where)
     except OptimizerError as e:
-        raise SpecError(str(e)) from e
+        raise SpecError(str(e)) from None
 
 
 def build_study(data: Any, source: str, base: Path) -> StudyFile:
@@ -212,11 +181,10 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
             # Errors from a spec file already name it; name the study's entry for the others.
             raise SpecError(msg if msg.startswith(str(path)) else
                             f"{source}: models[{i}]: {msg}") from e
-    names = [s.name for s in specs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise SpecError(f"{source}: models: the name(s) {dupes} appear twice; results are "
-                        f"keyed by model name, give each spec its own 'name'.")
+    try:
+        unique_names([s.name for s in specs], f"{source}: models")
+    except ConstraintError as e:
+        raise SpecError(str(e)) from None
 
     dataset = data.get("dataset")
     if dataset is not None and dataset not in DATASETS:
@@ -233,58 +201,61 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
     if not isinstance(training, dict):
         raise SpecError(f"{where} must be a mapping. Got {training!r}.")
     for key in training:
-        if key not in TRAINING_FIELDS:
-            raise SpecError(f"{where}: unknown field '{key}'. Its fields: "
-                            f"{', '.join(TRAINING_FIELDS)}.")
-    opt_name, opt_args = _optimizer(training.get("optimizer", "Adadelta"),
+        if key not in STUDY_FIELDS:
+            close = difflib.get_close_matches(str(key), STUDY_FIELDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise SpecError(f"{where}: unknown field '{key}'.{hint} Its fields: "
+                            f"{', '.join(STUDY_FIELDS)}.")
+    opt_name, opt_args = _optimizer(training.get("optimizer", DEFAULT_OPTIMIZER),
                                     f"{where}.optimizer")
     loss = training.get("loss", "categorical_crossentropy")
     if loss not in LOSSES:
         raise SpecError(f"{where}.loss: unknown loss {loss!r}. Known: {', '.join(LOSSES)} "
                         f"(on a softmax output, clipped as Keras does).")
-    values = {key: _check(training, key, POSITIVE_INT, source, default)
-              for key, default in (("batch_size", 128), ("epochs", 12))}
-    limit = _check(training, "train_limit", optional(POSITIVE_INT), source)
+    values = {s.name: _check(training, s.name, s.constraint, source, s.default)
+              for s in SETTINGS if s.study and s.name not in ("optimizer", "seed")}
     if "seed" in training and "seeds" in training:
         raise SpecError(f"{where}: give 'seed' or 'seeds', not both.")
-    seeds = training.get("seeds", training.get("seed", 0))
-    seeds = [seeds] if _int(seeds) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(_int(s) for s in seeds):
-        raise SpecError(f"{where}.seeds must be an integer or a non-empty list of integers. "
-                        f"Got {seeds!r}.")
-    if len(seeds) > MAX_SEEDS:
-        raise SpecError(f"{where}.seeds: {len(seeds)} seeds; at most {MAX_SEEDS}.")
-    if len(set(seeds)) != len(seeds):
-        raise SpecError(f"{where}.seeds: {seeds} repeats a seed.")
-    bad = next((s for s in seeds if not SEED_MIN <= s <= SEED_MAX), None)
-    if bad is not None:
-        raise SpecError(f"{where}.seeds: {bad} is out of range; a seed is an integer from "
-                        f"{SEED_MIN} to {SEED_MAX} (torch's and the store's 64 bits).")
+    try:
+        seeds = seeds_of(training.get("seeds", training.get("seed", DEFAULTS["seed"])),
+                         f"{where}.seeds")
+    except ConstraintError as e:
+        raise SpecError(str(e)) from None
     ablations = _ablations(data.get("ablations"), source, base)
     claims = ()
     if data.get("claims") is not None:
         from cnnbench.analysis.claims import parse_claims
         claims = parse_claims(data["claims"], ablations, f"{source}: claims")
-    return StudyFile(name=name, source=source, specs=tuple(specs), dataset=dataset,
-                     data_dir=data_dir, optimizer=opt_name, optimizer_args=opt_args, loss=loss,
-                     batch_size=values["batch_size"], epochs=values["epochs"],
-                     seeds=tuple(seeds), train_limit=limit,
-                     holdout=_holdout(training, source, bool(ablations)),
-                     ablations=ablations, claims=claims)
+    study = StudyFile(name=name, source=source, specs=tuple(specs), dataset=dataset,
+                      data_dir=data_dir, optimizer=opt_name, optimizer_args=opt_args,
+                      loss=loss, batch_size=values["batch_size"], epochs=values["epochs"],
+                      seeds=seeds, train_limit=values["train_limit"],
+                      holdout=_holdout(training, values, source, bool(ablations)),
+                      ablations=ablations, claims=claims)
+    if ablations:  # two models under one name are refused when the file is read
+        from cnnbench.study.ablation import canonical_names
+        try:
+            canonical_names(ablations, study.train_config_kwargs())
+        except SpecError as e:
+            raise SpecError(f"{source}: {e}") from None
+    return study
 
 
 def _ablations(value: Any, source: str, base: Path) -> tuple[Any, ...]:
     """The study's ablations (variants.py), each validated with its variants built."""
     if value is None:
         return ()
-    from cnnbench.study.variants import build_ablation
+    from cnnbench.study.variants import MAX_STUDY_VARIANTS, build_ablation
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not value:
         raise SpecError(f"{source}: 'ablations' must be a list of ablations (base, design, "
                         f"factors). Got {value!r}.")
-    out = [build_ablation(a, f"{source}: ablations[{i}]", base)
-           for i, a in enumerate(value, start=1)]
+    out: list[Any] = []
+    left = MAX_STUDY_VARIANTS  # each ablation is counted before it is built
+    for i, a in enumerate(value, start=1):
+        out.append(build_ablation(a, f"{source}: ablations[{i}]", base, budget=left))
+        left -= len(out[-1].variants)
     names = [a.name for a in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

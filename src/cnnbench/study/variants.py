@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cnnbench.constraints import POSITIVE_INT, check
+from cnnbench.constraints import check, integer, interval, shown
 from cnnbench.model.layers import KINDS as LAYER_KINDS
 from cnnbench.model.spec import ModelSpec, SpecError, build_spec, get_spec
 from cnnbench.train.optim import LEARNING_RATE
@@ -48,6 +49,13 @@ from cnnbench.train.optim import LEARNING_RATE
 DESIGNS = ("factorial", "ofat")
 KINDS = ("set", "replace", "insert_after", "repeat", "scale", "training")
 TRAINING_TARGETS = ("learning_rate", "batch_size", "optimizer", "epochs")
+# Bounds on what a few lines of a study file can ask for; each refusal names its bound.
+MAX_VARIANTS = 256  # cells of one ablation's design (factorial: the product of level counts)
+MAX_STUDY_VARIANTS = 1_024  # variants of all a study's ablations together
+MAX_REPEAT = 16  # copies of a repeated block
+MAX_SCALE = 64.0  # a scale factor's largest level (widths stay under layers.MAX_WIDTH too)
+REPEAT_COUNT = integer(0, MAX_REPEAT)
+SCALE = interval(0, MAX_SCALE, "right")
 
 
 @dataclass(frozen=True)
@@ -121,71 +129,103 @@ def parse_factor(name: str, data: Any, where: str, min_levels: int = 2) -> Facto
     where = f"{where}: factor '{name}'"
     if not isinstance(data, dict):
         raise SpecError(f"{where} must be a mapping with one of {', '.join(KINDS)} and "
-                        f"'levels'. Got {data!r}.")
+                        f"'levels'. Got {shown(data)}.")
     kinds = [k for k in KINDS if k in data]
     if len(kinds) != 1:
         raise SpecError(f"{where} must have exactly one of {', '.join(KINDS)}. "
-                        f"Got {sorted(data)}.")
+                        f"Got {sorted(map(str, data))}.")
     kind = kinds[0]
     allowed = {kind, "levels", "base"} | ({"layers"} if kind == "set" else set())
-    extra = sorted(set(data) - allowed)
+    extra = sorted(map(str, set(data) - allowed))
     if extra:
         raise SpecError(f"{where}: unknown field(s) {extra}; a '{kind}' factor has "
                         f"{', '.join(sorted(allowed))}.")
-    raw = data.get("levels")
+    levels = _levels(data.get("levels"), where, min_levels)
+    labels = [lb for lb, _ in levels]
+    base = data.get("base", labels[0])
+    base = level_label(base) if not isinstance(base, str) else base
+    if base not in labels:
+        raise SpecError(f"{where}: base level {shown(base)} is not one of its levels {labels}.")
+    target = data[kind]
+    argument = None
+    if kind == "set":
+        if not isinstance(target, str):
+            raise SpecError(f"{where}: 'set' names the argument to set, e.g. 'activation'. "
+                            f"Got {shown(target)}.")
+        argument, target = target, data.get("layers", "hidden")
+    elif kind == "training":
+        if target not in TRAINING_TARGETS:
+            raise SpecError(f"{where}: 'training' must be one of "
+                            f"{', '.join(TRAINING_TARGETS)}. Got {shown(target)}.")
+        for label, v in levels:  # a bad level fails here, before any run of the study
+            _check_training_level(target, v, f"{where}: level {label!r}")
+    elif kind == "repeat":
+        if not (isinstance(target, list) and len(target) == 2 and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in target)
+                and target[0] <= target[1]):
+            raise SpecError(f"{where}: 'repeat' takes the block's first and last layer, "
+                            f"e.g. [3, 4]. Got {shown(target)}.")
+        for label, v in levels:
+            check(v, REPEAT_COUNT, "repeat", "a factor", f"{where}: level {label!r}",
+                  SpecError)
+    elif kind == "scale":
+        for label, v in levels:
+            check(v, SCALE, "scale", "a factor", f"{where}: level {label!r}", SpecError)
+    _distinct_values(levels, kind, target, where)
+    return Factor(name, kind, target, levels, base, argument)
+
+
+def _levels(raw: Any, where: str, min_levels: int) -> tuple[tuple[str, Any], ...]:
+    """A factor's (label, value) pairs: distinct labels, at least ``min_levels`` of them and
+    at most :data:`MAX_VARIANTS` (a design of one factor has as many variants)."""
     if isinstance(raw, dict):
         levels = tuple((str(k), v) for k, v in raw.items())
     elif isinstance(raw, list):
         levels = tuple((level_label(v), v) for v in raw)
     else:
         raise SpecError(f"{where}: 'levels' must be a list of values or a mapping of "
-                        f"label: value. Got {raw!r}.")
+                        f"label: value. Got {shown(raw)}.")
     labels = [lb for lb, _ in levels]
+    if len(levels) > MAX_VARIANTS:
+        raise SpecError(f"{where}: {len(levels):,} levels; a factor has at most "
+                        f"{MAX_VARIANTS} (split it into several ablations).")
     if len(levels) < min_levels or len(set(labels)) != len(labels):
         raise SpecError(f"{where}: 'levels' needs {min_levels} or more distinct levels. "
-                        f"Got {labels}.")
-    base = data.get("base", labels[0])
-    base = level_label(base) if not isinstance(base, str) else base
-    if base not in labels:
-        raise SpecError(f"{where}: base level {base!r} is not one of its levels {labels}.")
-    target = data[kind]
-    argument = None
-    if kind == "set":
-        if not isinstance(target, str):
-            raise SpecError(f"{where}: 'set' names the argument to set, e.g. 'activation'. "
-                            f"Got {target!r}.")
-        argument, target = target, data.get("layers", "hidden")
-    elif kind == "training":
-        if target not in TRAINING_TARGETS:
-            raise SpecError(f"{where}: 'training' must be one of "
-                            f"{', '.join(TRAINING_TARGETS)}. Got {target!r}.")
-        for label, v in levels:  # a bad level fails here, before any run of the study
-            _check_training_level(target, v, f"{where}: level {label!r}")
-    elif kind == "repeat":
-        if not (isinstance(target, list) and len(target) == 2
-                and all(isinstance(i, int) for i in target) and target[0] <= target[1]):
-            raise SpecError(f"{where}: 'repeat' takes the block's first and last layer, "
-                            f"e.g. [3, 4]. Got {target!r}.")
-        for label, v in levels:
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                raise SpecError(f"{where}: level {label!r}: a repeat count must be 0 or a "
-                                f"positive integer. Got {v!r}.")
-    elif kind == "scale":
-        for label, v in levels:
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and v > 0):
-                raise SpecError(f"{where}: level {label!r}: a scale must be a positive "
-                                f"number. Got {v!r}.")
-    return Factor(name, kind, target, levels, base, argument)
+                        f"Got {shown(labels)}.")
+    return levels
+
+
+def _distinct_values(levels: Sequence[tuple[str, Any]], kind: str, target: Any,
+                     where: str) -> None:
+    """Two labels of one value would be one model under two names, compared with itself."""
+    def norm(v: Any) -> Any:
+        if kind == "training" and target == "optimizer":
+            from cnnbench.train.optim import optimizer_of
+            name, args = optimizer_of(v, where)
+            return [name, sorted(args.items())]
+        return v
+    seen: list[tuple[str, Any]] = []
+    for label, v in levels:
+        value = norm(v)
+        same = next((lb for lb, x in seen if type(x) is type(value) and x == value), None)
+        if same is not None:
+            raise SpecError(f"{where}: levels {same!r} and {label!r} have the same value "
+                            f"{shown(v)}; each level must be a different model or setting.")
+        seen.append((label, value))
 
 
 def _check_training_level(target: str, value: Any, where: str) -> None:
     """A training factor's level: a learning rate, a batch size or epochs by the constraint
     TrainConfig and the optimizers apply, an optimizer as a study file writes it."""
     if target == "optimizer":
-        from cnnbench.study.studyfile import _optimizer
-        _optimizer(value, where)
+        from cnnbench.train.optim import OptimizerError, optimizer_of
+        try:
+            optimizer_of(value, where)
+        except OptimizerError as e:
+            raise SpecError(str(e)) from None
     else:
-        c = LEARNING_RATE if target == "learning_rate" else POSITIVE_INT
+        from cnnbench.settings import SETTING
+        c = LEARNING_RATE if target == "learning_rate" else SETTING[target].constraint
         check(value, c, target, "training", where, SpecError)
 
 
@@ -195,41 +235,54 @@ def _layer_kind(entry: Any) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
 
 
+_NTH = re.compile(r"-?[1-9][0-9]{0,5}")  # Conv2D#4, Dense#-1: never #0, #+1, #01 or # 1
+
+
 def select(layers: Sequence[Any], selector: Any, where: str) -> list[int]:
-    """1-based indices of the base layers a selector names."""
+    """1-based indices of the base layers a selector names; never none, never one twice."""
     n = len(layers)
     kinds = [_layer_kind(e) for e in layers]
-    if isinstance(selector, bool):
-        pass
-    elif isinstance(selector, int):
+    if isinstance(selector, int) and not isinstance(selector, bool):
         selector = [selector]
     if isinstance(selector, list) and all(isinstance(i, int) and not isinstance(i, bool)
                                           for i in selector):
         bad = [i for i in selector if not 1 <= i <= n]
         if bad:
-            raise SpecError(f"{where}: layer index {bad[0]} is outside the base's layers "
-                            f"1..{n}.")
+            raise SpecError(f"{where}: layer index {shown(bad[0])} is outside the base's "
+                            f"layers 1..{n}.")
+        if not selector or len(set(selector)) != len(selector):
+            raise SpecError(f"{where}: a list of layers names each layer once and at least "
+                            f"one. Got {selector}.")
         return list(selector)
     if isinstance(selector, str):
         if selector == "hidden":  # every layer with an activation, the output excepted
-            return [i + 1 for i, k in enumerate(kinds[:-1])
-                    if k in LAYER_KINDS and "activation" in LAYER_KINDS[k].args]
-        kind, _, nth = selector.partition("#")
-        of_kind = [i + 1 for i, k in enumerate(kinds) if k == kind]
-        if not of_kind:
-            raise SpecError(f"{where}: the base has no {kind} layer (its layers: "
-                            f"{', '.join(kinds)}).")
-        if not nth:
-            return of_kind
-        try:
-            k = int(nth)
-            return [of_kind[k - 1 if k > 0 else k]]
-        except (ValueError, IndexError):
-            raise SpecError(f"{where}: '{selector}': the base has {len(of_kind)} {kind} "
-                            f"layer(s); write {kind}#1..{kind}#{len(of_kind)} or "
-                            f"{kind}#-1.") from None
+            chosen = [i + 1 for i, k in enumerate(kinds[:-1])
+                      if k in LAYER_KINDS and "activation" in LAYER_KINDS[k].args]
+            if not chosen:
+                raise SpecError(f"{where}: 'hidden' selects no layer: the base has no layer "
+                                f"with an activation before its output layer.")
+            return chosen
+        return _of_kind(selector, kinds, where)
     raise SpecError(f"{where}: a layer selector is an index, a list of indices, a kind "
-                    f"(Conv2D), the n-th of a kind (Conv2D#4) or 'hidden'. Got {selector!r}.")
+                    f"(Conv2D), the n-th of a kind (Conv2D#4) or 'hidden'. "
+                    f"Got {shown(selector)}.")
+
+
+def _of_kind(selector: str, kinds: Sequence[str], where: str) -> list[int]:
+    """``Conv2D``: every Conv2D; ``Conv2D#k``: the k-th (1..n) or, k negative, from the end."""
+    kind, hash_, nth = selector.partition("#")
+    of_kind = [i + 1 for i, k in enumerate(kinds) if k == kind]
+    if not of_kind:
+        raise SpecError(f"{where}: the base has no {kind} layer (its layers: "
+                        f"{', '.join(kinds)}).")
+    if not hash_:
+        return of_kind
+    k = int(nth) if _NTH.fullmatch(nth) else 0
+    if not 1 <= abs(k) <= len(of_kind):
+        raise SpecError(f"{where}: {shown(selector)}: the base has {len(of_kind)} {kind} "
+                        f"layer(s); write {kind}#1..{kind}#{len(of_kind)}, or {kind}#-1 "
+                        f"for the last.")
+    return [of_kind[k - 1 if k > 0 else k]]
 
 
 @dataclass
@@ -270,6 +323,8 @@ def apply_levels(base: ModelSpec, factors: Sequence[Factor], levels: Mapping[str
             training[f.target] = value
         elif f.kind in ("set", "scale"):
             chosen = set(select(base_layers, f.target, fw))
+            if f.kind == "scale":
+                chosen = _scalable(base_layers, chosen, f.target, fw)
             for s in slots:
                 if s.base_index not in chosen:
                     continue
@@ -277,7 +332,7 @@ def apply_levels(base: ModelSpec, factors: Sequence[Factor], levels: Mapping[str
                 args = s.entry[kind]
                 if f.kind == "set":
                     args[f.argument] = value
-                elif kind in LAYER_KINDS and LAYER_KINDS[kind].width is not None:
+                else:
                     key = LAYER_KINDS[kind].width  # filters, units
                     args[key] = max(1, int(round(args[key] * value)))
         elif f.kind in ("replace", "insert_after"):
@@ -310,6 +365,21 @@ def apply_levels(base: ModelSpec, factors: Sequence[Factor], levels: Mapping[str
     return replace(spec, run_name=base.run_name or base.name), training
 
 
+def _scalable(layers: Sequence[Any], chosen: set[int], selector: Any, where: str) -> set[int]:
+    """The chosen layers a scale multiplies: those with filters or units. 'hidden' skips the
+    others (an Activation layer); a selector that names one of them is refused."""
+    def width(i: int) -> bool:
+        kind = _layer_kind(layers[i - 1])
+        return kind in LAYER_KINDS and LAYER_KINDS[kind].width is not None
+    without = sorted(i for i in chosen if not width(i))
+    if not chosen - set(without) or (without and selector != "hidden"):
+        i = without[0]
+        raise SpecError(f"{where}: 'scale' multiplies filters or units, but layer {i} "
+                        f"({_layer_kind(layers[i - 1])}) has neither; select layers with "
+                        f"filters or units (Conv2D, SeparableConv2D, Dense).")
+    return chosen - set(without)
+
+
 # --- designs ------------------------------------------------------------------------------
 
 def variant_name(base: str, levels: Mapping[str, str]) -> str:
@@ -336,8 +406,10 @@ def design_cells(factors: Sequence[Factor], design: str) -> list[tuple[dict[str,
     raise SpecError(f"unknown design {design!r}; known: {', '.join(DESIGNS)}.")
 
 
-def build_ablation(data: Any, where: str, base_dir: Any = None) -> Ablation:
-    """Validate one ablation mapping (base, design, factors) and make its variants."""
+def build_ablation(data: Any, where: str, base_dir: Any = None,
+                   budget: int = MAX_STUDY_VARIANTS) -> Ablation:
+    """Validate one ablation mapping (base, design, factors) and make its variants, at most
+    ``budget`` of them (what the study's other ablations left of MAX_STUDY_VARIANTS)."""
     if not isinstance(data, dict):
         raise SpecError(f"{where} must be a mapping with 'base', 'design' and 'factors'. "
                         f"Got {data!r}.")
@@ -360,32 +432,99 @@ def build_ablation(data: Any, where: str, base_dir: Any = None) -> Ablation:
         raise SpecError(f"{where}: 'factors' must be a non-empty mapping of factor name to "
                         f"its edit and levels. Got {raw_factors!r}.")
     factors = tuple(parse_factor(str(k), v, where) for k, v in raw_factors.items())
+    _check_size(factors, design, where, budget)
     variants = []
     for levels, named in design_cells(factors, design):
         name = variant_name(base.name, named)
-        spec, training = apply_levels(base, factors, levels, name)
+        try:
+            spec, training = apply_levels(base, factors, levels, name)
+        except SpecError as e:  # name the study file and the ablation too
+            raise SpecError(f"{where}: {e}") from None
         variants.append(Variant(name, base.name, spec, levels, training))
+    _check_levels_matter(factors, variants, where)
     name = data.get("name") or f"{base.name}-{design}"
     return Ablation(str(name), base, design, factors, tuple(variants))
 
 
+def design_size(factors: Sequence[Factor], design: str, cap: int = 10**9) -> int:
+    """How many variants a design makes, counted before any is built; past ``cap`` the count
+    stops there (a product of many factors' levels is never computed in full)."""
+    if design != "factorial":
+        return 1 + sum(len(f.levels) - 1 for f in factors)
+    n = 1
+    for f in factors:
+        n *= len(f.levels)
+        if n > cap:
+            return cap + 1
+    return n
+
+
+def _check_size(factors: Sequence[Factor], design: str, where: str, budget: int) -> None:
+    n = design_size(factors, design)
+    if n <= min(MAX_VARIANTS, budget):
+        return
+    count = f"{n:,}" if n <= 10**9 else "over 1,000,000,000"
+    levels = " x ".join(str(len(f.levels)) for f in factors)
+    if n > MAX_VARIANTS:
+        raise SpecError(f"{where}: the {design} design of {len(factors)} factor(s) ({levels} "
+                        f"levels) makes {count} variants; an ablation makes at most "
+                        f"{MAX_VARIANTS} (cnnbench.study.variants.MAX_VARIANTS): use fewer "
+                        f"levels, design: ofat, or several ablations.")
+    raise SpecError(f"{where}: its {count} variants take the study past "
+                    f"{MAX_STUDY_VARIANTS:,} variants in all (cnnbench.study.variants."
+                    f"MAX_STUDY_VARIANTS): split the ablations into several studies.")
+
+
+def identity(variant: Variant) -> str:
+    """What a variant's runs are made of, spelled one way: its layers (keyed under its base's
+    name, as the run key is) and its training edits."""
+    from cnnbench.store.run_store import canonical_json, resolved_spec
+    return canonical_json([resolved_spec(variant.spec), _training_key(variant.training)])
+
+
+def _training_key(training: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in training.items():
+        if key == "optimizer":  # 'Adadelta' and {Adadelta: {}} are one optimizer
+            from cnnbench.train.optim import optimizer_of
+            name, args = optimizer_of(value, "")
+            out[key] = [name, sorted(args.items())]
+        else:
+            out[key] = float(value) if key == "learning_rate" else value
+    return out
+
+
+def _check_levels_matter(factors: Sequence[Factor], variants: Sequence[Variant],
+                         where: str) -> None:
+    """Refuse a factor two of whose levels make the same model and settings in every pair of
+    variants that differ in it alone: a selector that picks nothing it changes, a scale of
+    layers it rounds back, an edit the base already has."""
+    keyed = [(v.levels, identity(v)) for v in variants]
+    for f in factors:
+        pairs: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        for levels, key in keyed:
+            rest = tuple((k, x) for k, x in levels.items() if k != f.name)
+            pairs.setdefault(rest, {})[levels[f.name]] = key
+        for a, b in itertools.combinations(f.labels, 2):
+            if not any(a in g and b in g and g[a] != g[b] for g in pairs.values()):
+                raise SpecError(f"{where}: factor '{f.name}': levels {a!r} and {b!r} make the "
+                                f"same model with the same settings in every variant; each "
+                                f"level must change something (does the factor select the "
+                                f"layers meant?).")
+
+
 def unique_runs(ablations: Sequence[Ablation]) -> list[Variant]:
     """Every variant once per distinct (layers, training edits): the runs to train."""
-    from cnnbench.store.run_store import canonical_json, resolved_spec
-
     seen: dict[str, Variant] = {}
     for a in ablations:
         for v in a.variants:
-            key = canonical_json([resolved_spec(v.spec), dict(v.training)])
-            seen.setdefault(key, v)
+            seen.setdefault(identity(v), v)
     return list(seen.values())
 
 
 def same_run(a: Variant, b: Variant) -> bool:
     """Whether two variants are one run: the same layers and the same training edits."""
-    from cnnbench.store.run_store import canonical_json, resolved_spec
-    return canonical_json([resolved_spec(a.spec), dict(a.training)]) == canonical_json(
-        [resolved_spec(b.spec), dict(b.training)])
+    return identity(a) == identity(b)
 
 
 # --- the short form: `cnnbench ablate BASE --vary activation=sigmoid,relu` -----------------
@@ -449,46 +588,3 @@ def parse_vary(text: str, base: ModelSpec) -> tuple[str, dict[str, Any]]:
 def params_table(ablation: Ablation) -> list[tuple[str, int, str]]:
     """(variant, parameters, layers) for listing."""
     return [(v.name, v.spec.params, v.spec.shorthand()) for v in ablation.variants]
-
-
-def summary_target(name: str, vary: Sequence[str] = (), variant: str | None = None
-                   ) -> tuple[ModelSpec | None, Any]:
-    """What ``cnnbench summary`` shows: a model, one of its variants (``--vary``), or a
-    study's variants as a table (a study name or file) and one of them (``--variant``)."""
-    from rich.table import Table
-
-    from cnnbench.study.studyfile import find_study, is_model_spec, load_study
-
-    path = find_study(name)
-    if path.is_file() and not is_model_spec(path):
-        study = load_study(path)
-        if not study.ablations:
-            raise SpecError(f"{name}: a study without ablations has no variants to show; "
-                            f"name one of its models instead.")
-        variants = {v.name: v for a in study.ablations for v in a.variants}
-        if variant is not None:
-            if variant not in variants:
-                import difflib
-                close = difflib.get_close_matches(variant, variants, n=3)
-                raise SpecError(f"{name}: no variant {variant!r}."
-                                + (f" Did you mean {', '.join(close)}?" if close else "")
-                                + f" Its variants: {', '.join(variants)}.")
-            return variants[variant].spec, None
-        table = Table(title=f"{study.name}: variants")
-        for col in ("Ablation", "Variant", "Params", "Training", "Layers"):
-            table.add_column(col, justify="right" if col == "Params" else "left",
-                             overflow="fold", min_width=12 if col == "Variant" else None)
-        for a in study.ablations:
-            for v in a.variants:
-                edits = ", ".join(f"{k}={x}" for k, x in v.training.items()) or "—"
-                table.add_row(a.name, v.name, f"{v.spec.params:,}", edits, v.spec.shorthand())
-        return None, table
-    base = get_spec(name)
-    if not vary:
-        return base, None
-    # Each --vary's last level: 'summary CNN_MNIST_2 --vary activation=relu'.
-    factors = [parse_factor(n, d, "--vary", min_levels=1)
-               for n, d in (parse_vary(v, base) for v in vary)]
-    levels = {f.name: f.labels[-1] for f in factors}
-    spec, _ = apply_levels(base, factors, levels, variant_name(base.name, levels))
-    return spec, None

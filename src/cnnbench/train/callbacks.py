@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cnnbench.train.engine import EpochLogs, TrainResult
+    from cnnbench.train.history import EpochLogs, TrainResult
 
 
 class Callback:

@@ -10,27 +10,19 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnbench.constraints import (
-    BOOLEAN,
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    UNIT,
-    Constraint,
-    check,
-    one_of,
-    optional,
-)
-from cnnbench.data.holdout import MONITORS, split_at, stop_state
+from cnnbench.constraints import Constraint, check
+from cnnbench.data.holdout import split_at, stop_state
 from cnnbench.errors import ConstraintError
 from cnnbench.model.build import clipped_categorical_crossentropy
-from cnnbench.store.records import RunStatus, empty_history
+from cnnbench.settings import DEFAULTS, SETTINGS, check_holdout
+from cnnbench.store.records import RunStatus
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.fastpath import (
     autocast,
@@ -39,7 +31,7 @@ from cnnbench.train.fastpath import (
     optimizer_step,
     prepare_model,
 )
-from cnnbench.train.optim import DEFAULT as DEFAULT_OPTIMIZER
+from cnnbench.train.history import EpochLogs, TrainResult
 from cnnbench.train.optim import (
     describe_optimizer,
     resolve_optimizer,
@@ -47,8 +39,6 @@ from cnnbench.train.optim import (
     with_learning_rate,
 )
 from cnnbench.train.state import restore_training_state, training_state
-
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -60,38 +50,31 @@ class TrainConfig:
     them once the config is made, defaults filled in, in Keras' order.
     """
 
-    epochs: int = 12
-    batch_size: int = 128  # images per step; 60k images -> 469 steps, the last of 96
-    seed: int = 0
-    train_limit: int | None = None  # train on the first N images; the test set stays whole
-    precision: str = "fp32"  # fp32 (faithful), bf16 (autocast; CPU with bf16 units, or CUDA)
-    eval_batch_size: int = 500  # does not change results, only speed
-    optimizer: str = DEFAULT_OPTIMIZER  # Keras 2.2 Adadelta(): lr 1.0, rho 0.95, epsilon 1e-7
-    optimizer_args: tuple[tuple[str, Any], ...] = ()
+    epochs: int = DEFAULTS["epochs"]
+    batch_size: int = DEFAULTS["batch_size"]  # 60k images -> 469 steps, the last of 96
+    seed: int = DEFAULTS["seed"]
+    train_limit: int | None = DEFAULTS["train_limit"]  # the first N images; the test set stays
+    precision: str = DEFAULTS["precision"]  # fp32 (faithful), bf16 (autocast)
+    eval_batch_size: int = DEFAULTS["eval_batch_size"]  # does not change results, only speed
+    optimizer: str = DEFAULTS["optimizer"]  # Keras 2.2 Adadelta(): lr 1.0, rho 0.95, eps 1e-7
+    optimizer_args: tuple[tuple[str, Any], ...] = DEFAULTS["optimizer_args"]
     # A held-out validation set (holdout.py, Keras' semantics): the last fraction / number of
     # the training images; val_* then come from it and the test set is evaluated once, at the
     # end. 0: the notebook's protocol, the test set as validation data.
-    validation_split: float = 0.0
-    validation_size: int = 0
+    validation_split: float = DEFAULTS["validation_split"]
+    validation_size: int = DEFAULTS["validation_size"]
     # Keras EarlyStopping on the validation set: None (off) or its patience in epochs.
-    early_stopping: int | None = None
-    monitor: str = "val_loss"
-    min_delta: float = 0.0
-    restore_best_weights: bool = True
+    early_stopping: int | None = DEFAULTS["early_stopping"]
+    monitor: str = DEFAULTS["monitor"]
+    min_delta: float = DEFAULTS["min_delta"]
+    restore_best_weights: bool = DEFAULTS["restore_best_weights"]
 
     def __post_init__(self) -> None:
         for name, c in CHECKS.items():
             check(getattr(self, name), c, name, "TrainConfig")
         args = resolve_optimizer(self.optimizer, self.optimizer_args, "TrainConfig")
         object.__setattr__(self, "optimizer_args", tuple(args.items()))  # frozen: once, here
-        if self.validation_split and self.validation_size:
-            raise ConstraintError("TrainConfig: give 'validation_split' or 'validation_size', "
-                                  f"not both. Got {self.validation_split!r} and "
-                                  f"{self.validation_size!r}.")
-        if self.early_stopping is not None and not self.holdout:
-            raise ConstraintError("TrainConfig: early stopping needs a held-out validation set "
-                                  "('validation_split' or 'validation_size'): stopping on the "
-                                  "test set would select on the numbers that are reported.")
+        check_holdout(self.to_dict(), "TrainConfig")
 
     @property
     def holdout(self) -> bool:
@@ -121,41 +104,8 @@ class TrainConfig:
 
 
 # The checks of single settings; the optimizer's arguments are checked by optim.py.
-CHECKS: dict[str, Constraint] = {
-    "epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "eval_batch_size": POSITIVE_INT,
-    "train_limit": optional(POSITIVE_INT), "precision": one_of(*PRECISIONS),
-    "validation_split": UNIT, "validation_size": NON_NEGATIVE_INT,
-    "early_stopping": optional(NON_NEGATIVE_INT), "monitor": one_of(*MONITORS),
-    "restore_best_weights": BOOLEAN,
-}
-
-
-@dataclass
-class EpochLogs:
-    epoch: int  # 1-based
-    loss: float
-    acc: float
-    val_loss: float
-    val_acc: float
-    seconds: float
-
-
-@dataclass
-class TrainResult:
-    """What ``fit`` returns: Keras' History plus the final evaluation."""
-
-    history: dict[str, list[float]] = field(default_factory=empty_history)
-    test_loss: float = math.nan
-    test_accuracy: float = math.nan  # fraction in [0, 1]
-    test_predictions: np.ndarray | None = None  # argmax class per test image
-    status: RunStatus = RunStatus.FINISHED  # or DIVERGED
-    diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based
-    best_epoch: int | None = None  # early stopping's best epoch (1-based), when it ran
-    stopped_epoch: int | None = None  # the epoch after which early stopping ended training
-
-    def append(self, logs: EpochLogs) -> None:
-        for k in self.history:
-            self.history[k].append(getattr(logs, k))
+CHECKS: dict[str, Constraint] = {s.name: s.constraint for s in SETTINGS
+                                 if s.name not in ("optimizer", "optimizer_args")}
 
 
 def resolve_device(device: str = "auto") -> torch.device:

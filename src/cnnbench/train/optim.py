@@ -20,8 +20,9 @@ from typing import Any
 from cnnbench.backend import KERAS_EPSILON
 from cnnbench.constraints import BOOLEAN, NON_NEGATIVE, POSITIVE, UNIT, Schema, resolve
 from cnnbench.errors import ConstraintError
+from cnnbench.settings import DEFAULT_OPTIMIZER
 
-DEFAULT = "Adadelta"  # the notebook's: Keras 2.2 Adadelta(), lr 1.0, rho 0.95, epsilon 1e-7
+DEFAULT = DEFAULT_OPTIMIZER  # the notebook's: Keras 2.2 Adadelta(), lr 1.0, rho 0.95
 LEARNING_RATE = NON_NEGATIVE  # Keras takes 0 (the weights stay: a test of the loop uses it)
 
 # name -> {argument: (constraint, Keras default)}, in Keras' order
@@ -46,6 +47,27 @@ Args = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
 class OptimizerError(ConstraintError):
     """An optimizer name or argument that cannot be used; the message says which and why."""
+
+
+def optimizer_of(value: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """An optimizer as a study file writes it: a name, or ``{Name: {argument: value}}``;
+    its name and every argument.
+
+    >>> optimizer_of({"SGD": {"momentum": 0.9}}, "study.yaml")[1]["momentum"]
+    0.9
+    """
+    if isinstance(value, str):
+        name, args = value, {}
+    elif isinstance(value, dict) and len(value) == 1:
+        name, args = next(iter(value.items()))
+        args = {} if args is None else args
+        if not isinstance(args, dict):
+            raise OptimizerError(f"{where}: the arguments of {name} must be a mapping, e.g. "
+                                 f"{{{name}: {{learning_rate: 0.01}}}}. Got {args!r}.")
+    else:
+        raise OptimizerError(f"{where}: write the optimizer as a name (Adadelta) or as "
+                             f"{{Name: {{argument: value}}}}. Got {value!r}.")
+    return name, resolve_optimizer(name, args, where)
 
 
 def resolve_optimizer(name: Any, args: Args | None, where: str) -> dict[str, Any]:

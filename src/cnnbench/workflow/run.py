@@ -1,0 +1,262 @@
+"""A planned study, end to end: the data, the settings resolved and said, every seed's runs
+through the store, each seed's result files, then the report.
+
+The work reports what happens to a :class:`RunView` (the CLI's prints it); it never prints.
+
+>>> # run_study(build_plan(None, Overrides(models=("CNN_MNIST_1",))), view)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from cnnbench.data.datasets import Dataset
+from cnnbench.data.resolve import open_dataset
+from cnnbench.store.run_store import RunStore
+from cnnbench.study.plan import PlanGroup, StudyPlan
+from cnnbench.study.writeback import Outcome
+from cnnbench.train.callbacks import Callback
+from cnnbench.train.engine import TrainConfig
+
+
+@dataclass(frozen=True)
+class SeedFiles:
+    """One seed's results of one group, as written: where they went and what they hold."""
+
+    seed: int
+    outcomes: list[Outcome]
+    rows: list[dict[str, Any]]  # for the summary table
+    results: Path
+    history: Path
+    plots: list[Path]
+
+
+@dataclass(frozen=True)
+class StudyDone:
+    run_ids: list[str]
+    report: dict[str, Path]
+    conclusions: list[str]
+
+
+class RunView(Protocol):
+    """Where a study's events go (the CLI prints them)."""
+
+    def note(self, line: str) -> None: ...  # a line about the study (settings, reuse)
+    def data(self, line: str) -> None: ...  # where the data came from (stderr in a terminal)
+    def run_starts(self, title: str) -> list[Callback]: ...  # progress callbacks of one run
+    def seed_done(self, group: PlanGroup, files: SeedFiles, store: RunStore) -> None: ...
+
+
+def check_writable(out: Path) -> None:
+    """Fail before training, not after, when the results cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".cnnbench-write-test-{os.getpid()}"  # two processes may share out
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"cannot write results to {out}: {e.strerror}") from e
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def settings_line(plan: StudyPlan, precision: str, n_train: int, n_fit: int,
+                  n_test: int) -> str:
+    """The settings that differ between kinds of study, each with where it came from, so no
+    default is guessed: precision, validation source, epochs, training images."""
+    first = plan.config(plan.seeds[0])
+    o = plan.origin
+
+    def said(key: str, default: str = "default") -> str:
+        return o.get(key, default)
+    asked = plan.precision or plan.default_precision()
+    why = said("precision", "default for the notebook's study" if plan.is_notebook_study()
+               else "default: bf16 where the hardware has it")
+    validation = (f"the last {n_train - n_fit} training images ({said('validation_split')})"
+                  if first.holdout else f"the {n_test} test images, every epoch (default)")
+    images = (f"the first {n_train} ({said('train_limit')})" if first.train_limit
+              else f"all {n_train} (default)")
+    return (f"Settings: precision {precision}"
+            + (f" (asked: {asked}" if asked != precision else " (")
+            + f"{', ' if asked != precision else ''}{why}); validation on {validation}; "
+            f"{first.epochs} epochs ({said('epochs')}); training images: {images}")
+
+
+def _executor(plan: StudyPlan, log: Callable[[str], None]) -> tuple[Any, str]:
+    import torch
+
+    from cnnbench.study.executors import LocalExecutor, ProcessExecutor, RayExecutor
+    ex = plan.executor
+    if ex.kind == "ray":
+        ray = RayExecutor(ex.ray_address, threads=ex.threads or 1, log=log)
+        return ray, f"on Ray, {ray.threads} thread(s) a run"
+    if ex.jobs > 1:
+        n = ex.threads or max(1, torch.get_num_threads() // ex.jobs)
+        return ProcessExecutor(ex.jobs, n, log=log), f"{ex.jobs} runs at once, {n} thread(s) each"
+    if ex.threads:
+        torch.set_num_threads(ex.threads)
+    return LocalExecutor(), f"{torch.get_num_threads()} threads"
+
+
+def prepare(plan: StudyPlan) -> RunStore:
+    """Everything that can fail before the data is loaded: the output folder, the store, the
+    loggers' and Ray's packages."""
+    check_writable(plan.out)
+    store = RunStore(plan.store)  # an unwritable store fails here, before any training
+    from cnnbench.study.loggers import check_loggers
+    check_loggers(plan.loggers)  # and so does a logger whose package is missing
+    if plan.executor.kind == "ray":
+        from cnnbench.study.executors import import_ray
+        import_ray()
+    return store
+
+
+def data_doc(dataset: Dataset, n_train: int) -> dict[str, Any]:
+    """results.json's "dataset"."""
+    return {"name": dataset.info.name, "source": dataset.source,
+            "fingerprint": dataset.fingerprint(), "sha256": dataset.hashes(),
+            "classes": list(dataset.info.classes), "train_images": n_train,
+            "test_images": len(dataset.x_test), "class_counts": dataset.class_counts()}
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """What the study made of its plan: the store, the data, where the runs train, and what
+    every seed's result files record beside the runs."""
+
+    plan: StudyPlan
+    store: RunStore
+    dataset: Dataset
+    device: Any  # torch.device
+    executor: Any  # study.executors.Executor
+    env: dict[str, Any]
+    data_doc: dict[str, Any]
+    reference: dict[str, Any]  # the notebook's numbers, on MNIST
+
+
+def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
+    from cnnbench.model.spec import check_classes, check_input_shape
+    from cnnbench.report.figures import notebook_reference
+    from cnnbench.study.environment import environment
+    from cnnbench.train.engine import resolve_device
+    from cnnbench.train.fastpath import resolve_precision
+
+    dataset = open_dataset(plan.dataset, plan.data_dir, plan.class_names, log=view.data)
+    image_shape = (*dataset.x_train.shape[1:], 1)
+    for spec in plan.specs:  # fail before any training time is spent
+        check_input_shape(spec, image_shape)
+        check_classes(spec, dataset.num_classes)
+    device = resolve_device(plan.device)
+    precision = resolve_precision(plan.precision or plan.default_precision(), device)
+    plan = replace(plan, precision=precision)
+    executor, threads = _executor(plan, view.note)
+    first = plan.config(plan.seeds[0])
+    n_train = min(len(dataset.x_train), first.train_limit or len(dataset.x_train))
+    from cnnbench.data.holdout import split_at
+    n_fit = split_at(n_train, first.validation_split, first.validation_size)
+    view.note(settings_line(plan, precision, n_train, n_fit, len(dataset.x_test)))
+    what = f"{dataset.info.name}, {first.optimizer_label()}, {device}, {precision}, {threads}"
+    if first.holdout:
+        view.note(f"Train on {n_fit} samples, validate on the last {n_train - n_fit} of them; "
+                  f"the {len(dataset.x_test)} test images are evaluated once, at the end "
+                  f"({what})")
+    else:
+        view.note(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
+                  f"({what})")
+    if plan.ablations:
+        view.note(f"Ablations: {', '.join(a.name for a in plan.ablations)}: "
+                  f"{len(plan.specs)} distinct variants x {len(plan.seeds)} seed(s) = "
+                  f"{len(plan.specs) * len(plan.seeds)} runs")
+    env = environment(device)
+    if executor.remote:  # the runs' environment, not this driver's
+        env |= {"executor": executor.name, "threads": executor.threads}
+    return _Ready(plan, store, dataset, device, executor, env, data_doc(dataset, n_train),
+                  notebook_reference() if dataset.info.name == "mnist" else {})
+
+
+def _seeds(ready: _Ready, group: PlanGroup, view: RunView
+           ) -> Iterator[tuple[TrainConfig, list[Outcome]]]:
+    """Each seed's runs of ``group`` through the store: (its config, its outcomes), seed after
+    seed; a remote executor takes every seed's jobs at once."""
+    from cnnbench.study.driver import run_studies
+    from cnnbench.study.runner import StudyRunner
+    plan = ready.plan
+    configs = plan.configs(group)
+
+    def callbacks_for(seed: int) -> Callable[[Any], list[Callback]]:
+        return lambda spec: view.run_starts(spec.name if len(configs) == 1
+                                            else f"{spec.name}, seed {seed}")
+
+    study = None
+    if plan.ablations:  # kept in each run's config.json: `report` rebuilds What matters
+        from cnnbench.study.writeback import study_document
+        study = study_document(*_ablation(ready))
+    runners = [StudyRunner(ready.store, ready.dataset, config, ready.device, force=plan.force,
+                           log=view.note, callbacks=callbacks_for(config.seed),
+                           loggers=plan.loggers, executor=ready.executor, study=study)
+               for config in configs]
+    if ready.executor.remote:
+        yield from zip(configs, run_studies(runners, group.specs), strict=True)
+    else:
+        for config, runner in zip(configs, runners, strict=True):
+            yield config, runner.run(group.specs)
+
+
+def _seed_files(ready: _Ready, group: PlanGroup, config: TrainConfig,
+                outcomes: list[Outcome]) -> SeedFiles:
+    """One seed's results.json, history.csv and plots, from the store's records."""
+    from cnnbench.atomic import output_path
+    from cnnbench.report.figures import plot_history
+    from cnnbench.report.files import results_document, write_results
+    out = ready.plan.out_for(group, config.seed)
+    records = [o.record for o in outcomes]
+    json_path, csv_path = write_results(out, results_document(records, config, ready.data_doc,
+                                                              ready.env))
+    plots = [plot_history(r.spec.name, r.history, output_path(out, r.spec.name, ".png"),
+                          ready.reference.get(r.spec.name, {}).get("history"))
+             for r in records]
+    rows = [{"spec": r.spec, "test_loss": r.test_loss, "test_accuracy": r.test_accuracy,
+             "seconds": r.train_seconds, "status": r.status} for r in records]
+    return SeedFiles(config.seed, outcomes, rows, json_path, csv_path, plots)
+
+
+def run_study(plan: StudyPlan, view: RunView) -> StudyDone:
+    """Train the plan's runs (reusing what the store holds) and write every result file and
+    the report. SIGTERM ends it as Ctrl-C does (KeyboardInterrupt): recorded, resumable."""
+    store = prepare(plan)
+    ready = _load(plan, store, view)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    run_ids: list[str] = []
+    try:
+        for group in ready.plan.groups:
+            for config, outcomes in _seeds(ready, group, view):
+                view.seed_done(group, _seed_files(ready, group, config, outcomes), store)
+                run_ids += [o.run_id for o in outcomes]
+    finally:
+        ready.executor.close()
+    return _report(ready, run_ids)
+
+
+def _report(ready: _Ready, run_ids: Sequence[str]) -> StudyDone:
+    from cnnbench.report.build import write_study_report
+    plan = ready.plan
+    ablation = _ablation(ready) if plan.ablations else None
+    paths, lines = write_study_report(ready.store, run_ids, ready.dataset, plan.out,
+                                      ablation=ablation)
+    return StudyDone(list(run_ids), paths, lines)
+
+
+def _ablation(ready: _Ready) -> tuple[Any, Any, dict[tuple[str, str, int], str]]:
+    """The plan's ablations, claims and the run id of each (ablation, variant, seed)."""
+    from cnnbench.study.ablation import run_map
+    plan = ready.plan
+    return (plan.ablations, plan.claims,
+            run_map(plan.ablations, plan.training, plan.seeds, plan.precision,
+                    ready.dataset.fingerprint()))
