@@ -130,3 +130,33 @@ def test_runs_json_is_a_list_of_objects_with_every_column(tmp_path):
     assert doc["optimizer"] == "Adadelta" and doc["optimizer_args"] == {
         "learning_rate": 1.0, "rho": 0.95, "epsilon": 1e-07}
     assert doc["started"].startswith("20") and doc["batch_size"] == 128
+
+
+def test_runs_command_filters_and_prints_json_or_a_table(tmp_path, capsys):
+    from cnnbench.cli import main
+    store = RunStore(tmp_path / "s")
+    _add(store, "eeeeeeeeeee1", "CNN_MNIST_1")
+    _add(store, "eeeeeeeeeee2", "CNN_MNIST_2", precision="bf16")
+    _add(store, "eeeeeeeeeee3", "CNN_MNIST_2", dataset="kmnist")
+    s = ["--store", str(tmp_path / "s")]
+    assert main(["runs", *s, "--model", "CNN_MNIST_2", "--dataset", "mnist", "--json"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert doc["id"] == "eeeeeeeeeee2" and doc["precision"] == "bf16"
+    assert main(["runs", *s, "--status", "finished", "--json"]) == 0
+    assert [d["id"] for d in json.loads(capsys.readouterr().out)] == [
+        "eeeeeeeeeee1", "eeeeeeeeeee2", "eeeeeeeeeee3"]
+    assert main(["runs", *s, "--model", "CNN_MNIST_*"]) == 0
+    table = capsys.readouterr().out
+    assert "Precision" in table and "eeeeeeeeeee3" in table
+    assert main(["runs", *s, "--model", "nope"]) == 0
+    assert capsys.readouterr().out.strip().endswith("match.")
+    assert main(["runs", *s, "--model", "nope", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_runs_command_refuses_an_unknown_status_in_one_line(tmp_path, capsys):
+    from cnnbench.cli import main
+    RunStore(tmp_path / "s")
+    assert main(["runs", "--store", str(tmp_path / "s"), "--status", "done"]) == 2
+    err = capsys.readouterr().err
+    assert "--status: invalid choice: 'done'" in err and "Traceback" not in err
