@@ -272,3 +272,15 @@ def test_a_holdout_runs_instability_is_said_of_validation_not_test_accuracy():
     assert f.evidence.startswith("2 sharp drop(s) of validation (holdout) accuracy")
     assert f.explanation.startswith("Validation accuracy (holdout) jumps between epochs")
     assert "(Adadelta with learning rate 1)" in f.explanation
+
+
+def test_report_md_gives_each_model_its_own_advice():
+    from cnnbench.report.content import collect
+    from cnnbench.report.markdown import render_markdown
+    curve = [0.90, 0.97, 0.93, 0.98, 0.95, 0.985]
+    runs = [_run(curve, model=m, preds=Y_TEST.copy()) for m in ("CNN_MNIST_1", "CNN_MNIST_2")]
+    md = render_markdown(collect(runs, Y_TEST, {"name": "mnist"}))
+    advice = {m: next(ln for ln in md.splitlines() if f"*unstable validation* ({m})" in ln)
+              for m in ("CNN_MNIST_1", "CNN_MNIST_2")}
+    assert "BatchNormalization" not in advice["CNN_MNIST_1"]
+    assert "a lower BatchNormalization momentum" in advice["CNN_MNIST_2"]

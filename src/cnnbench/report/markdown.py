@@ -26,11 +26,11 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
     lines += [f"- {s}" for s in c.diagnosis_lines] or ["- Nothing went wrong that the "
                                                        "detectors look for."]
     seen = set()
-    for f in c.findings:
-        if f.kind in seen:
+    for f in c.findings:  # per model: the advice follows each model's own layers
+        if (f.model, f.kind) in seen:
             continue
-        seen.add(f.kind)
-        lines.append(f"  - *{f.title}*: {f.explanation} Usual fix: {f.fix}")
+        seen.add((f.model, f.kind))
+        lines.append(f"  - *{f.title}* ({f.model}): {f.explanation} Usual fix: {f.fix}")
     lines += ["", "## Summary", ""] + _table(c.summary_rows)
     if c.notebook_rows:
         lines += ["", "### The notebook's numbers beside the seeds", "",
