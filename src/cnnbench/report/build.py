@@ -23,7 +23,6 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
     ``ablation``: (ablations, claims, run ids by (ablation, variant, seed)) adds the
     "what matters" section."""
     from cnnbench.report.content import collect
-    from cnnbench.report.figures import notebook_reference
     from cnnbench.report.html import write_report
 
     records = []
@@ -38,10 +37,12 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
     n_train = min(len(dataset.x_train), config.get("train_limit") or len(dataset.x_train))
     info = {"name": dataset.info.name, "n_train": n_train, "n_test": len(dataset.x_test),
             "classes": list(dataset.info.classes)}
-    reference = notebook_reference() if dataset.info.name == "mnist" else {}
+    from cnnbench.report.notebook_table import notebook_rows, notebook_scope
+    # The notebook only beside its own models at its own settings (notebook_table.py).
+    scope = notebook_scope(records, dataset.info.name, len(dataset.x_train))
+    reference = scope.reference
     content = collect(records, dataset.y_test, info)
-    from cnnbench.report.notebook_table import notebook_rows
-    content.notebook_rows = notebook_rows(content.stats, reference)
+    content.notebook_rows = notebook_rows(content.stats, reference, scope.shipped)
     extra: list[str] = []
     if ablation is not None:
         from cnnbench.report.whatmatters import build

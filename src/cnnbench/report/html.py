@@ -18,8 +18,8 @@ from cnnbench.analysis import stats as analysis
 from cnnbench.atomic import write_together
 from cnnbench.report import charts
 from cnnbench.report.content import ReportContent, collect
-from cnnbench.report.figures import notebook_reference
 from cnnbench.report.markdown import render_markdown
+from cnnbench.report.notebook_table import notebook_scope
 from cnnbench.report.table import model_summary
 from cnnbench.store.records import RunRecord
 
@@ -183,15 +183,16 @@ def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.nd
 
     ``dataset``: optional ``name``, ``n_train`` (images per epoch before ``train_limit``),
     ``n_test`` and ``classes``. ``reference``: the notebook's runs by model name (default:
-    the shipped ``notebook_results.json``; pass ``{}`` for none).
+    the shipped ``notebook_results.json`` for the notebook's models at its settings; pass
+    ``{}`` for none).
     """
     y_test, x_test = np.asarray(y_test), np.asarray(x_test)
     if len(x_test) != len(y_test):
         raise ValueError(f"write_report: {len(x_test)} test images but {len(y_test)} labels.")
     if content is None:
         content = collect(records, y_test, dataset)
-    if reference is None:
-        reference = notebook_reference()
+    if reference is None:  # the notebook only beside its own models at its own settings
+        reference = notebook_scope(records, (dataset or {}).get("name")).reference
     out_dir = Path(out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     # one set: a kill leaves both old or both new, never one report of each
