@@ -174,3 +174,20 @@ def test_an_sgd_studys_report_names_sgd_in_its_method_note(sgd_runs):
     assert "Adadelta" not in line and "rho" not in line and "lr=" not in line
     results = json.loads((tmp / "flag" / "out" / "results.json").read_text())
     assert results["training"]["optimizer"].startswith("SGD(learning_rate=0.05,")
+
+
+def test_an_optimizer_kind_is_one_entry_from_schema_to_torch(monkeypatch):
+    """A kind added to KINDS alone is resolved, described and built: no other edit."""
+    import torch
+
+    from cnnbench.constraints import POSITIVE
+    from cnnbench.train import optim
+
+    kind = optim.OptimizerKind("Adagrad", {"learning_rate": (POSITIVE, 0.001)},
+                               lambda p, a: torch.optim.Adagrad(p, lr=a["learning_rate"]))
+    monkeypatch.setitem(optim.KINDS, "Adagrad", kind)
+    config = TrainConfig(optimizer="Adagrad", optimizer_args=(("lr", 0.5),))
+    assert config.optimizer_label() == "Adagrad(learning_rate=0.5)"
+    built = optim.torch_optimizer([torch.nn.Parameter(torch.zeros(2))], config.optimizer,
+                                  config.optimizer_args)
+    assert isinstance(built, torch.optim.Adagrad) and built.defaults["lr"] == 0.5

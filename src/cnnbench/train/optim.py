@@ -14,7 +14,8 @@ weights decayed apart, :mod:`cnnbench.train.sgd`), not torch's L2 term.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cnnbench.backend import KERAS_EPSILON
@@ -25,22 +26,65 @@ from cnnbench.settings import DEFAULT_OPTIMIZER
 DEFAULT = DEFAULT_OPTIMIZER  # the notebook's: Keras 2.2 Adadelta(), lr 1.0, rho 0.95
 LEARNING_RATE = NON_NEGATIVE  # Keras takes 0 (the weights stay: a test of the loop uses it)
 
-# name -> {argument: (constraint, Keras default)}, in Keras' order
-OPTIMIZERS: dict[str, Schema] = {
-    "Adadelta": {"learning_rate": (LEARNING_RATE, 1.0), "rho": (UNIT, 0.95),
-                 "epsilon": (POSITIVE, KERAS_EPSILON)},
-    "SGD": {"learning_rate": (LEARNING_RATE, 0.01), "momentum": (UNIT, 0.0),
-            "nesterov": (BOOLEAN, False), "weight_decay": (NON_NEGATIVE, 0.0)},
-    "Adam": {"learning_rate": (LEARNING_RATE, 0.001), "beta_1": (UNIT, 0.9),
-             "beta_2": (UNIT, 0.999), "epsilon": (POSITIVE, KERAS_EPSILON),
-             "amsgrad": (BOOLEAN, False)},
-    "AdamW": {"learning_rate": (LEARNING_RATE, 0.001), "weight_decay": (NON_NEGATIVE, 0.004),
-              "beta_1": (UNIT, 0.9), "beta_2": (UNIT, 0.999),
-              "epsilon": (POSITIVE, KERAS_EPSILON), "amsgrad": (BOOLEAN, False)},
-    "RMSprop": {"learning_rate": (LEARNING_RATE, 0.001), "rho": (UNIT, 0.9),
-                "momentum": (UNIT, 0.0), "epsilon": (POSITIVE, KERAS_EPSILON),
-                "centered": (BOOLEAN, False)},
-}
+@dataclass(frozen=True)
+class OptimizerKind:
+    """One Keras optimizer: its arguments (constraint, Keras default, in Keras' order) and
+    how its ``torch.optim`` twin is built from the resolved arguments. Adding an optimizer is
+    one entry of :data:`KINDS`."""
+
+    name: str
+    schema: Schema
+    build: Callable[[Any, Mapping[str, Any]], Any]  # (params, resolved args) -> optimizer
+
+
+def _adadelta(params: Any, a: Mapping[str, Any]) -> Any:
+    import torch
+    return torch.optim.Adadelta(params, lr=a["learning_rate"], rho=a["rho"], eps=a["epsilon"])
+
+
+def _sgd(params: Any, a: Mapping[str, Any]) -> Any:
+    from cnnbench.train.sgd import KerasSGD
+    # Keras: v = m v - lr g; p += v.  torch: b = m b + g; p -= lr b.  Same for a fixed lr.
+    return KerasSGD(params, lr=a["learning_rate"], momentum=a["momentum"],
+                    nesterov=a["nesterov"], weight_decay=a["weight_decay"])
+
+
+def _adam(params: Any, a: Mapping[str, Any]) -> Any:
+    import torch
+    return torch.optim.Adam(params, lr=a["learning_rate"], betas=(a["beta_1"], a["beta_2"]),
+                            eps=a["epsilon"], amsgrad=a["amsgrad"])
+
+
+def _adamw(params: Any, a: Mapping[str, Any]) -> Any:
+    import torch
+    return torch.optim.AdamW(params, lr=a["learning_rate"], betas=(a["beta_1"], a["beta_2"]),
+                             eps=a["epsilon"], amsgrad=a["amsgrad"],
+                             weight_decay=a["weight_decay"])
+
+
+def _rmsprop(params: Any, a: Mapping[str, Any]) -> Any:
+    import torch
+    return torch.optim.RMSprop(params, lr=a["learning_rate"], alpha=a["rho"], eps=a["epsilon"],
+                               momentum=a["momentum"], centered=a["centered"])
+
+
+KINDS: dict[str, OptimizerKind] = {k.name: k for k in (
+    OptimizerKind("Adadelta", {"learning_rate": (LEARNING_RATE, 1.0), "rho": (UNIT, 0.95),
+                               "epsilon": (POSITIVE, KERAS_EPSILON)}, _adadelta),
+    OptimizerKind("SGD", {"learning_rate": (LEARNING_RATE, 0.01), "momentum": (UNIT, 0.0),
+                          "nesterov": (BOOLEAN, False), "weight_decay": (NON_NEGATIVE, 0.0)},
+                  _sgd),
+    OptimizerKind("Adam", {"learning_rate": (LEARNING_RATE, 0.001), "beta_1": (UNIT, 0.9),
+                           "beta_2": (UNIT, 0.999), "epsilon": (POSITIVE, KERAS_EPSILON),
+                           "amsgrad": (BOOLEAN, False)}, _adam),
+    OptimizerKind("AdamW", {"learning_rate": (LEARNING_RATE, 0.001),
+                            "weight_decay": (NON_NEGATIVE, 0.004), "beta_1": (UNIT, 0.9),
+                            "beta_2": (UNIT, 0.999), "epsilon": (POSITIVE, KERAS_EPSILON),
+                            "amsgrad": (BOOLEAN, False)}, _adamw),
+    OptimizerKind("RMSprop", {"learning_rate": (LEARNING_RATE, 0.001), "rho": (UNIT, 0.9),
+                              "momentum": (UNIT, 0.0), "epsilon": (POSITIVE, KERAS_EPSILON),
+                              "centered": (BOOLEAN, False)}, _rmsprop),
+)}
 
 Args = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
@@ -71,24 +115,24 @@ def optimizer_of(value: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 def resolve_optimizer(name: Any, args: Args | None, where: str) -> dict[str, Any]:
-    """Check ``name`` and ``args`` against :data:`OPTIMIZERS`; return every argument.
+    """Check ``name`` and ``args`` against its kind in :data:`KINDS`; return every argument.
 
     >>> resolve_optimizer("SGD", {"lr": 0.1, "momentum": 0.9}, "study.yaml")["learning_rate"]
     0.1
     """
     lead = f"{where}: " if where else ""
-    if name not in OPTIMIZERS:
-        close = {k.lower(): k for k in OPTIMIZERS}.get(str(name).lower())
+    if name not in KINDS:
+        close = {k.lower(): k for k in KINDS}.get(str(name).lower())
         hint = f" Did you mean {close}?" if close else ""
         raise OptimizerError(f"{lead}unknown optimizer {name!r}.{hint} "
-                             f"Known optimizers: {', '.join(OPTIMIZERS)}.")
+                             f"Known optimizers: {', '.join(KINDS)}.")
     given = dict(args or {})
     if "lr" in given:
         if "learning_rate" in given:
             raise OptimizerError(f"{lead}{name} is given both 'lr' and 'learning_rate'; "
                                  f"'lr' is an alias, keep one.")
         given["learning_rate"] = given.pop("lr")
-    resolved = resolve(given, OPTIMIZERS[name], name, where, OptimizerError)
+    resolved = resolve(given, KINDS[name].schema, name, where, OptimizerError)
     # An int written in a file is the same setting as its float: one run key for both.
     resolved = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
                 for k, v in resolved.items()}
@@ -131,26 +175,7 @@ def label_of(training: Mapping[str, Any]) -> str:
 
 def torch_optimizer(params: Any, name: str, args: Args) -> Any:
     """The ``torch.optim`` optimizer for a Keras optimizer and its arguments."""
-    import torch
-
-    a = resolve_optimizer(name, args, "optimizer")
-    lr = a["learning_rate"]
-    if name == "Adadelta":
-        return torch.optim.Adadelta(params, lr=lr, rho=a["rho"], eps=a["epsilon"])
-    if name == "SGD":
-        from cnnbench.train.sgd import KerasSGD
-        # Keras: v = m v - lr g; p += v.  torch: b = m b + g; p -= lr b.  Same for a fixed lr.
-        return KerasSGD(params, lr=lr, momentum=a["momentum"], nesterov=a["nesterov"],
-                        weight_decay=a["weight_decay"])
-    if name in ("Adam", "AdamW"):
-        cls = torch.optim.Adam if name == "Adam" else torch.optim.AdamW
-        extra = {"weight_decay": a["weight_decay"]} if name == "AdamW" else {}
-        return cls(params, lr=lr, betas=(a["beta_1"], a["beta_2"]), eps=a["epsilon"],
-                   amsgrad=a["amsgrad"], **extra)
-    if name == "RMSprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=a["rho"], eps=a["epsilon"],
-                                   momentum=a["momentum"], centered=a["centered"])
-    raise AssertionError(name)  # resolve_optimizer rejected every other name
+    return KINDS[name].build(params, resolve_optimizer(name, args, "optimizer"))
 
 
 def make_optimizer(model: Any, name: str = "Adadelta", args: Args = ()) -> Any:
