@@ -82,8 +82,9 @@ def test_report_states_conclusions_and_diagnosis_with_evidence(report):
         assert "seed by seed, CNN_MNIST_1 was ahead in 3 of 3, beyond test-set noise in 3" in text
         # Model 3 learned in one seed: every seed loses to model 1, but the t-test cannot tell.
         assert "CNN_MNIST_1 was ahead of CNN_MNIST_3 on every one of 3 seeds" in text
-        assert "stacked sigmoid layers" in text  # the gradient explains the stuck seeds
         assert "Holm" in text and "McNemar" in text  # the method note names its tests
+        assert "| Holm over |" in md or "<th>Holm over</th>" in html  # each p names its family
+    assert "stacked sigmoid layers" in html  # the gradient explains the stuck seeds
     assert "overfitting" in html and "unstable validation" in html  # notebook curves 1, 2/4
     assert html.count("<h3>Model summary</h3>") == 4
     assert "<td class=num>&lt;0.001</td>" in html  # a tiny p is never printed as "0.001"

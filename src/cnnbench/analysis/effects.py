@@ -42,7 +42,10 @@ METHOD_NOTE = (
     "One-factor-at-a-time designs: each level's runs against the base variant's, Welch's "
     "t-test. Within a claim, comparisons with the other factors held fixed use Welch's test "
     "in each cell. p-values are Holm-adjusted over every test of one ablation (and of one "
-    "claim); 'not separable' means the adjusted p is 0.05 or more: the seeds cannot tell the "
+    "claim), each p saying which; the report's pairwise table adjusts over its model pairs "
+    "instead (a different family, and Welch's test between two variants rather than a "
+    "coefficient of the whole design), so the same two variants can have another p there. "
+    "'Not separable' means the adjusted p is 0.05 or more: the seeds cannot tell the "
     "levels apart, which is not the same as the levels being equal. A 95 % interval is for "
     "the difference retrained networks show on this test set, the seed-to-seed spread being "
     "the noise; intervals are not adjusted for the number of tests, the p-values are, so an "
@@ -76,19 +79,24 @@ class Effect:
     method: str  # "ols" or "welch"
     within: dict[str, str] = field(default_factory=dict)  # other factors held at
     p_holm: float = math.nan
+    # What p_holm is adjusted over, in words ("the 3 tests of ablation depth"): the same two
+    # variants get another p in the report's pairwise table, adjusted over its model pairs.
+    family: str = ""
 
     @property
     def separable(self) -> bool:
         return bool(self.p_holm < ALPHA)
 
     def describe(self) -> str:
-        """``+0.52 points (95 % CI 0.10 to 0.94, Holm p=0.03)``."""
+        """``+0.52 points (95 % CI 0.10 to 0.94, Holm p=0.03 over the 3 tests of ablation
+        depth, 3 vs 3 runs)``."""
         unit = " points" if self.metric == "acc" else ""
         digits = 2 if self.metric == "acc" else 4
         lo, hi = self.ci
         ci = ("no interval (fewer than two runs a side, or no spread)" if math.isnan(lo)
               else f"95 % CI {lo:+.{digits}f} to {hi:+.{digits}f}")
-        return (f"{self.estimate:+.{digits}f}{unit} ({ci}, Holm {fmt_p(self.p_holm)}, "
+        over = f" over {self.family}" if self.family else ""
+        return (f"{self.estimate:+.{digits}f}{unit} ({ci}, Holm {fmt_p(self.p_holm)}{over}, "
                 f"{self.n} vs {self.n_ref} runs)")
 
 
@@ -171,9 +179,21 @@ def factorial_effects(obs: Sequence[Observation], base_levels: Mapping[str, str]
                 p = float(table.loc[f"{ta}:{tb}", "PR(>F)"])
                 interactions.append(Interaction(fa, fb, metric, p))
     adjusted = holm([e.pvalue for e in effects] + [i.pvalue for i in interactions])
+    family = tests_family(len(effects), len(interactions))
     for item, p in zip([*effects, *interactions], adjusted, strict=True):
         item.p_holm = float(p)
+    for e in effects:
+        e.family = family
     return effects, interactions
+
+
+def tests_family(n_effects: int, n_interactions: int = 0, of: str = "this ablation") -> str:
+    """The Holm family of one ablation's tests on one metric, in words: "the 3 tests of
+    this ablation (2 effects, 1 interaction)"."""
+    n = n_effects + n_interactions
+    parts = f" ({n_effects} effect{'s' if n_effects != 1 else ''}, {n_interactions} " \
+        f"interaction{'s' if n_interactions != 1 else ''})" if n_interactions else ""
+    return f"the {n} test{'s' if n != 1 else ''} of {of}{parts}"
 
 
 def cell(obs: Sequence[Observation], levels: Mapping[str, str]) -> list[Observation]:
@@ -198,7 +218,7 @@ def ofat_effects(obs: Sequence[Observation], base_levels: Mapping[str, str],
             out.append(Effect(f, level, base_levels[f], metric, d, ci, p, len(runs),
                               len(base), "welch"))
     for e, p in zip(out, holm([e.pvalue for e in out]), strict=True):
-        e.p_holm = float(p)
+        e.p_holm, e.family = float(p), tests_family(len(out))
     return out
 
 
@@ -219,8 +239,9 @@ def held_fixed(obs: Sequence[Observation], factor: str, level: str, reference: s
         d, ci, p = welch(_values(a, metric), _values(b, metric))
         out.append(Effect(factor, level, reference, metric, d, ci, p, len(a), len(b), "welch",
                           within))
+    family = f"the {len(out)} cell{'s' if len(out) != 1 else ''} of the other factors"
     for e, p in zip(out, holm([e.pvalue for e in out]), strict=True):
-        e.p_holm = float(p)
+        e.p_holm, e.family = float(p), family
     return out
 
 

@@ -41,7 +41,8 @@ METHOD_NOTE = (
     "McNemar test on one pair of runs ignores. Seeds are not paired across models (two "
     "architectures share only the data order, not their initial weights) and Welch's test "
     "allows unequal spreads and counts. The ± after a difference is its standard error. "
-    "p-values are adjusted by Holm's step-down method over all pairs; a difference is called "
+    "p-values are adjusted by Holm's step-down method over all pairs of models trained under the "
+    "same settings (each p says over how many pairs); a difference is called "
     "significant when its adjusted p is below 0.05. With 3 seeds a t-test has little power: "
     "'indistinguishable' means the data cannot separate the models, not that they are equal. "
     "As secondary evidence, each multi-seed comparison also says on how many matched seeds "
@@ -189,6 +190,14 @@ class Comparison:
     seeds_matched: int = 0
     seeds_ahead: int = 0
     seeds_significant: int = 0
+    # The comparisons ``p_holm`` is adjusted over, in words ("the 6 model pairs"): the same
+    # two models adjusted over another family (an ablation's tests) get another p.
+    family: str = ""
+
+    @property
+    def holm_label(self) -> str:
+        """``Holm-adjusted over the 6 model pairs``."""
+        return "Holm-adjusted" + (f" over {self.family}" if self.family else "")
 
     @property
     def consistent(self) -> bool:
@@ -269,8 +278,10 @@ def compare_pair(a: str, b: str, ra: list[RunRecord], rb: list[RunRecord],
     return _mcnemar_pair(a, b, ra, rb, y_test)
 
 
-def compare_models(records: Sequence[RunRecord], y_test: np.ndarray) -> list[Comparison]:
-    """Every pair of models, better-by-mean first in each pair, Holm-adjusted over all pairs."""
+def compare_models(records: Sequence[RunRecord], y_test: np.ndarray, family: str = ""
+                   ) -> list[Comparison]:
+    """Every pair of models, better-by-mean first in each pair, Holm-adjusted over all pairs.
+    ``family`` names the pairs in words (default: "the N model pairs")."""
     groups = group_by_model(records)
     y_test = np.asarray(y_test)
     means = {s.model: s.acc_mean for s in model_stats(records)}
@@ -281,8 +292,9 @@ def compare_models(records: Sequence[RunRecord], y_test: np.ndarray) -> list[Com
         c = compare_pair(a, b, groups[a], groups[b], y_test)
         if c is not None:
             out.append(c)
+    family = family or f"the {len(out)} model pair{'s' if len(out) != 1 else ''}"
     for c, p in zip(out, holm([c.pvalue for c in out]), strict=True):
-        c.p_holm = float(p)
+        c.p_holm, c.family = float(p), family
     return out
 
 
@@ -323,7 +335,7 @@ def _single_seed(c: Comparison, spread: dict[str, tuple[float, int]], alpha: flo
               else "within test-set noise")
     text = (f"One seed each: on this test set, the trained network {c.a} got "
             f"{c.diff:.2f} ± {c.se:.2f} points more images right than the trained network "
-            f"{c.b}, {beyond} ({fmt_p(c.p_holm)} Holm-adjusted; {c.detail}). This is about "
+            f"{c.b}, {beyond} ({fmt_p(c.p_holm)} {c.holm_label}; {c.detail}). This is about "
             f"these two networks, not about {c.a} and {c.b} as architectures: retrained from "
             f"other seeds, either may come out ahead.")
     sds = [spread[m] for m in (c.a, c.b) if m in spread and math.isfinite(spread[m][0])]
@@ -358,7 +370,7 @@ def conclusions(model_stats_: Sequence[ModelStats], comparisons: Sequence[Compar
                 if len(runs) == 1 else "over the finished seeds")
         out.append(f"Mean test accuracy {over}: " + ", ".join(parts) + ".")
     for c in comparisons:
-        evidence = f"{fmt_p(c.p_holm)} Holm-adjusted ({c.detail}; raw {fmt_p(c.pvalue)})"
+        evidence = f"{fmt_p(c.p_holm)} {c.holm_label} ({c.detail}; raw {fmt_p(c.pvalue)})"
         if c.test == "mcnemar":
             out.append(_single_seed(c, epochs_spread or {}, alpha))
             continue
@@ -372,7 +384,7 @@ def conclusions(model_stats_: Sequence[ModelStats], comparisons: Sequence[Compar
                        f"each time beyond test-set noise (McNemar p<{alpha:g}), but the "
                        f"seed-to-seed spread is too large for {c.seeds_matched} seeds to "
                        f"establish it: difference {c.diff:.2f} ± {c.se:.2f} points, "
-                       f"{fmt_p(c.p_holm)} Holm-adjusted ({c.detail}). More seeds would "
+                       f"{fmt_p(c.p_holm)} {c.holm_label} ({c.detail}). More seeds would "
                        f"settle it.")
         else:
             out.append(f"{c.a} and {c.b} are indistinguishable with this data "

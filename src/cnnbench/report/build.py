@@ -18,46 +18,73 @@ class ReportError(UsageError, ValueError):
 def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset,
                        out: Path, ablation: tuple[Any, Any, Any] | None = None
                        ) -> tuple[dict[str, Path], list[str]]:
-    """report.html and report.md in ``out`` for these runs (finished or diverged ones);
-    returns their paths and the report's conclusions and diagnosis, for the terminal.
-    ``ablation``: (ablations, claims, run ids by (ablation, variant, seed)) adds the
-    "what matters" section."""
+    """report.html and report.md in ``out`` for these runs (finished or diverged ones; each
+    once, however often it is named); returns their paths and the report's conclusions and
+    diagnosis, for the terminal. ``ablation``: (ablations, claims, run ids by (ablation,
+    variant, seed)) adds the "what matters" section; without it, the section is rebuilt from
+    the studies the runs' config.json keep."""
     from cnnbench.report.content import collect
     from cnnbench.report.html import write_report
 
-    records = []
+    run_ids = list(dict.fromkeys(run_ids))
+    records, configs = [], {}
     for rid in run_ids:
         row = store.get(rid)
         if row is not None and row.status.done:
             records.append(store.record(rid))
+            configs[rid] = _config(store, rid)
     if not records:
         raise ReportError(f"none of the runs {', '.join(run_ids)} in {store.root} has "
                           f"finished; nothing to report")
-    config: dict[str, Any] = records[0].config
-    n_train = min(len(dataset.x_train), config.get("train_limit") or len(dataset.x_train))
+    limits = {r.config.get("train_limit") for r in records}
+    limit = limits.pop() if len(limits) == 1 else None  # per group in the summary otherwise
+    n_train = min(len(dataset.x_train), limit or len(dataset.x_train))
     info = {"name": dataset.info.name, "n_train": n_train, "n_test": len(dataset.x_test),
             "classes": list(dataset.info.classes)}
     from cnnbench.report.notebook_table import notebook_rows, notebook_scope
     # The notebook only beside its own models at its own settings (notebook_table.py).
     scope = notebook_scope(records, dataset.info.name, len(dataset.x_train))
     reference = scope.reference
-    content = collect(records, dataset.y_test, info)
+    fingerprints = {rid: fp for rid, c in configs.items()
+                    if isinstance(fp := (c.get("dataset") or {}).get("fingerprint"), str)}
+    content = collect(records, dataset.y_test, info, fingerprints, reference)
     content.notebook_rows = notebook_rows(content.stats, reference, scope.shipped)
-    extra: list[str] = []
-    if ablation is not None:
-        from cnnbench.report.whatmatters import build
-        ablations, claims, ids = ablation
-        content.what_matters = build(ablations, claims, ids, {r.run_id: r for r in records},
-                                     dataset.y_test, dataset.num_classes)
-        extra = content.what_matters.lines()
-        # Every variant against every other is not the designed comparison (and Holm over
-        # all pairs is the wrong family): the pairwise table stays, its sentences go.
-        from cnnbench.analysis.stats import conclusions
-        content.conclusions = conclusions(content.stats, []) + [
-            f"Every variant against every other: the pairwise table below (Holm over all "
-            f"{len(content.comparisons)} pairs); the designed comparisons are in What "
-            f"matters."]
+    content.notes += scope.notes(content.stats)
+    extra = _what_matters(content, records, configs, ablation, dataset)
     paths = write_report(records, dataset.y_test, dataset.x_test, out, dataset=info,
                          reference=reference, title=f"cnnbench report: {dataset.info.name}",
                          content=content)
-    return paths, extra + content.conclusions + content.diagnosis_lines
+    return paths, extra + content.conclusions + content.notes + content.diagnosis_lines
+
+
+def _config(store: RunStore, rid: str) -> dict[str, Any]:
+    """A run's config.json, or {} where it cannot be read (the report says what it lacks)."""
+    try:
+        config = store.read_config(rid)
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _what_matters(content: Any, records: Sequence[Any], configs: dict[str, dict[str, Any]],
+                  ablation: tuple[Any, Any, Any] | None, dataset: Dataset) -> list[str]:
+    """The What-matters sections (the study given, else those the runs keep) into
+    ``content``; their lines for the terminal."""
+    from cnnbench.report.content import grouped_conclusions
+    from cnnbench.report.whatmatters import build, stored_studies
+    studies, notes = ([ablation], []) if ablation is not None else stored_studies(configs)
+    content.notes += notes
+    by_id = {r.run_id: r for r in records}
+    content.what_matters = [build(a, c, ids, by_id, dataset.y_test, dataset.num_classes)
+                            for a, c, ids in studies]
+    content.what_matters = [wm for wm in content.what_matters if wm.curves]
+    if not content.what_matters:
+        return []
+    # Every variant against every other is not the designed comparison (and Holm over all
+    # pairs is the wrong family): the pairwise table stays, its sentences go.
+    content.conclusions = grouped_conclusions(content, pairs=False) + [
+        "Every variant against every other trained under the same settings: the pairwise "
+        "table below (Holm over its model pairs, as its 'Holm over' column says); the "
+        "designed comparisons, each adjusted over its own ablation's tests, are in What "
+        "matters."]
+    return [line for wm in content.what_matters for line in wm.lines()]

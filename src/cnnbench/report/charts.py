@@ -42,13 +42,15 @@ def _curves(histories: Sequence[Mapping[str, Sequence[float]]], key: str
 
 
 def history_png(name: str, histories: Sequence[Mapping[str, Sequence[float]]],
-                reference: Mapping[str, Sequence[float]] | None = None) -> bytes:
+                reference: Mapping[str, Sequence[float]] | None = None,
+                val_label: str = "test") -> bytes:
     """The notebook's figure: accuracy and loss, train vs test; thin lines per seed, bold
-    mean, and the notebook's own curves faint and wide behind. One history per run."""
+    mean, and the notebook's own curves faint and wide behind. One history per run.
+    ``val_label``: what val_* is, "test" (the notebook's protocol) or "validation"."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, key, title in ((axes[0], "acc", "Model Accuracy"), (axes[1], "loss", "Model Loss")):
-        for k, color, label in ((key, "C0", "train"), (f"val_{key}", "C1", "test")):
+        for k, color, label in ((key, "C0", "train"), (f"val_{key}", "C1", val_label)):
             if reference and reference.get(k):
                 ref = reference[k]
                 ax.plot(range(1, len(ref) + 1), ref, color=color, alpha=0.2, lw=5,

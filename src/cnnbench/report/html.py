@@ -17,7 +17,7 @@ import numpy as np
 from cnnbench.analysis import stats as analysis
 from cnnbench.atomic import write_together
 from cnnbench.report import charts
-from cnnbench.report.content import ReportContent, collect
+from cnnbench.report.content import PAIRWISE_NOTE, ReportContent, collect, pairwise_rows
 from cnnbench.report.markdown import render_markdown
 from cnnbench.report.notebook_table import notebook_scope
 from cnnbench.report.table import model_summary
@@ -93,6 +93,20 @@ def _findings_html(c: ReportContent, model: str) -> str:
     return "".join(out) or "<p class=muted>No failure detected in any run.</p>"
 
 
+def _held(r: RunRecord) -> bool:
+    return bool(r.config.get("validation_split") or r.config.get("validation_size"))
+
+
+def _curves_are(records: Sequence[RunRecord]) -> str:
+    """What the per-epoch validation numbers of these runs are."""
+    held = [_held(r) for r in records]
+    if all(held):
+        return "validation accuracy (holdout)"
+    if any(held):
+        return "validation accuracy (a holdout for some runs, the test set for others)"
+    return "test accuracy"
+
+
 def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
                 reference: Mapping[str, Any] | None = None, title: str = "cnnbench report"
                 ) -> str:
@@ -100,20 +114,25 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
     n_runs, n_models = len(c.records), len(c.groups)
     seeds = sorted({r.seed for r in c.records})
     ref = reference or {}
+    n_groups = len(c.setting_groups)
+    shape = (f"{n_models} model(s) × {len(seeds)} seed(s) = {n_runs} run(s)" if n_groups < 2
+             else f"{n_runs} run(s) of {n_models} model(s) under {n_groups} different "
+                  f"settings, compared only within each")
     parts = [
         f"<h1>{escape(title)}</h1>",
-        f"<p class=sub>{n_models} model(s) × {len(seeds)} seed(s) = {n_runs} run(s) on "
-        f"{escape(str(c.dataset.get('name', 'the dataset')))}; generated "
+        f"<p class=sub>{shape} on {escape(str(c.dataset.get('name', 'the dataset')))} (run "
+        f"ids under <a href='#runs'>Runs</a>); generated "
         f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
         "<h2>Conclusions</h2><ul class=conc>"
-        + "".join(f"<li>{escape(s)}</li>" for s in c.conclusions) + "</ul>",
+        + "".join(f"<li>{escape(s)}</li>" for s in [*c.conclusions, *c.notes]) + "</ul>",
         "<h3>Diagnosis</h3><ul class=conc>"
         + ("".join(f"<li>{escape(s)}</li>" for s in c.diagnosis_lines)
            or "<li>No run shows a failure the detectors look for.</li>") + "</ul>",
     ]
-    if c.what_matters is not None:
+    if c.what_matters:
         from cnnbench.report.whatmatters import html
-        parts += html(c.what_matters, _table, _img)
+        for wm in c.what_matters:
+            parts += html(wm, _table, _img)
     parts += [
         "<h2>Summary</h2>",
         _table(c.summary_rows, numeric=("Test accuracy %", "95% CI %", "Min – max %",
@@ -127,16 +146,12 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
                   _table(c.notebook_rows, numeric=("Mean ± sd %", "95% CI %", "Min – max %",
                                                    "Notebook % (1 run)"))]
     if c.comparisons:
-        rows = [{"A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
-                 "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
-                 "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
-                 "Significant": x.significance_label()} for x in c.comparisons]
         parts += ["<h3>Pairwise comparisons</h3>",
-                  _table(rows, numeric=("A − B (points)", "p", "p (Holm)"),
+                  f"<p class=muted>{escape(PAIRWISE_NOTE)}</p>",
+                  _table(pairwise_rows(c.comparisons), numeric=("A − B (points)", "p",
+                                                                "p (Holm)"),
                          row_class=["sig" if x.significant() else "" for x in c.comparisons])]
-    held = any(r.config.get("validation_split") or r.config.get("validation_size")
-               for r in c.records)
-    what = "validation accuracy (holdout)" if held else "test accuracy"
+    what = _curves_are(c.records)
     parts += [f"<h2>{what[0].upper() + what[1:]} of all models</h2>",
               _img(charts.val_acc_overlay_png(c.groups, ref, what), f"{what}, all models")]
     norms = {m: rs[0].grad_norms for m, rs in c.groups.items() if rs and rs[0].grad_norms}
@@ -148,8 +163,10 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
     for model, runs in c.groups.items():
         parts.append(f"<h2 id='{escape(model)}'>{escape(model)}</h2>")
         parts.append(f"<p class=muted>Layers: {escape(runs[0].spec.shorthand())}</p>")
+        held = all(_held(r) for r in runs)
         parts.append(_img(charts.history_png(model, [r.history for r in runs],
-                                                (ref.get(model) or {}).get("history")),
+                                                (ref.get(model) or {}).get("history"),
+                                                val_label="validation" if held else "test"),
                           f"{model} accuracy and loss"))
         parts.append(_findings_html(c, model))
         rep = analysis.representative_run(runs)
@@ -165,6 +182,9 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
                              f"Misclassified test digits ({label}): predicted / true"),
                              f"{model} misclassified digits") + "</div>")
         parts.append("<h3>Model summary</h3>" + _model_summary_html(runs[0]))
+    parts += ["<h2 id=runs>Runs</h2>",
+              f"<p class=muted>The {n_runs} run(s) this report covers, each once; "
+              f"<code>cnnbench show ID</code> prints one.</p>", _table(c.run_rows)]
     parts.append("<h2>Method</h2><dl class=method>" + "".join(
         f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in c.method)
         + "</dl>")
@@ -189,10 +209,10 @@ def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.nd
     y_test, x_test = np.asarray(y_test), np.asarray(x_test)
     if len(x_test) != len(y_test):
         raise ValueError(f"write_report: {len(x_test)} test images but {len(y_test)} labels.")
-    if content is None:
-        content = collect(records, y_test, dataset)
     if reference is None:  # the notebook only beside its own models at its own settings
         reference = notebook_scope(records, (dataset or {}).get("name")).reference
+    if content is None:
+        content = collect(records, y_test, dataset, reference=reference)
     out_dir = Path(out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     # one set: a kill leaves both old or both new, never one report of each

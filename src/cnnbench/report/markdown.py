@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from cnnbench.analysis import stats as analysis
-from cnnbench.report.content import ReportContent
+import re
+
+from cnnbench.report.content import PAIRWISE_NOTE, ReportContent, pairwise_rows
+
+# What CommonMark would take for raw HTML: '<' before a tag name, '/', '!' or '?'. Text from
+# a study file or a spec (a claim, a model's name) is shown as written, never interpreted.
+_RAW_HTML = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 def _table(rows: list[dict[str, str]]) -> list[str]:
@@ -17,11 +22,13 @@ def _table(rows: list[dict[str, str]]) -> list[str]:
 
 def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
     lines = [f"# {title}", "", "Figures, confusion matrices and misclassified digits: "
-             "`report.html` (self-contained, opens offline).", "", "## Conclusions", ""]
-    lines += [f"- {s}" for s in c.conclusions] or ["- (no finished runs)"]
-    if c.what_matters is not None:
+             "`report.html` (self-contained, opens offline). The runs it covers: under Runs.",
+             "", "## Conclusions", ""]
+    lines += [f"- {s}" for s in [*c.conclusions, *c.notes]] or ["- (no finished runs)"]
+    if c.what_matters:
         from cnnbench.report.whatmatters import markdown
-        lines += [""] + markdown(c.what_matters, _table)
+        for wm in c.what_matters:
+            lines += [""] + markdown(wm, _table)
     lines += ["", "## Diagnosis", ""]
     lines += [f"- {s}" for s in c.diagnosis_lines] or ["- Nothing went wrong that the "
                                                        "detectors look for."]
@@ -37,12 +44,10 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
                   "The notebook ran each model once; the seeds show how far one run can "
                   "move.", ""] + _table(c.notebook_rows)
     if c.comparisons:
-        lines += ["", "## Pairwise comparisons", ""]
-        lines += _table([{
-            "A": x.a, "B": x.b, "A − B (points)": f"{x.diff:.2f} ± {x.se:.2f}",
-            "Test": x.detail, "p": analysis.fmt_p(x.pvalue).removeprefix("p").lstrip("="),
-            "p (Holm)": analysis.fmt_p(x.p_holm).removeprefix("p").lstrip("="),
-            "Significant": x.significance_label()} for x in c.comparisons])
+        lines += ["", "## Pairwise comparisons", "", PAIRWISE_NOTE, ""]
+        lines += _table(pairwise_rows(c.comparisons))
+    lines += ["", "## Runs", "", f"The {len(c.run_rows)} run(s) this report covers, each "
+              f"once; `cnnbench show ID` prints one.", ""] + _table(c.run_rows)
     lines += ["", "## Method", ""]
     lines += [f"- **{label}.** {text}" for label, text in c.method]
-    return "\n".join(lines) + "\n"
+    return _RAW_HTML.sub("&lt;", "\n".join(lines)) + "\n"

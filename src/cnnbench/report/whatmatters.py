@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
 
 from cnnbench.analysis import effects
-from cnnbench.analysis.claims import Verdict
+from cnnbench.analysis.claims import Claim, Verdict
 from cnnbench.analysis.stats import fmt_p
 from cnnbench.store.records import RunRecord
 from cnnbench.study.ablation import AblationResult, analyse, verdicts
+from cnnbench.study.variants import Ablation, Factor, Variant
 
 
 @dataclass
@@ -28,8 +31,31 @@ class WhatMatters:
         """The claims' verdicts, then each ablation's sentences: for the terminal."""
         out = [v.sentences()[0] for v in self.verdicts]
         for r in self.results:
-            out += r.sentences()
+            out += [r.sentences()[0], *findings(r)]
         return out
+
+
+def findings(r: AblationResult) -> list[str]:
+    """An ablation's sentences on its effects and interactions. Its "stuck at chance" lines
+    are left to the report's Diagnosis (which says the same of every model) and to the
+    variants' table (its Stuck and Gradient columns): said once, in one wording."""
+    stuck = sum(1 for k, _ in r.stuck.values() if k)
+    sentences = r.sentences()[1:]
+    return sentences[:len(sentences) - stuck] if stuck else sentences
+
+
+def _name_families(results: Sequence[AblationResult], verdicts_: Sequence[Verdict]) -> None:
+    """Each Holm-adjusted p says over which tests: an ablation's, or a claim's."""
+    for r in results:
+        for metric, effs in r.effects.items():
+            family = effects.tests_family(len(effs), len(r.interactions.get(metric, [])),
+                                          of=f"ablation {r.ablation.name}")
+            for e in effs:
+                e.family = family
+    for v in verdicts_:
+        n = len(v.comparisons)
+        for e in v.comparisons:
+            e.family = f"the claim's {n} comparison{'s' if n != 1 else ''}"
 
 
 def build(ablations: Sequence[Any], claims: Sequence[Any],
@@ -56,8 +82,9 @@ def build(ablations: Sequence[Any], claims: Sequence[Any],
     curves: dict[str, dict[str, list[RunRecord]]] = {}
     for (a, v, _), r in sorted(runs.items(), key=lambda kv: kv[0][2]):
         curves.setdefault(a, {}).setdefault(v, []).append(r)
-    return WhatMatters(results, verdicts(claims, results), validation, curves,
-                       splits != {(None, None)})
+    judged = verdicts(claims, results)
+    _name_families(results, judged)
+    return WhatMatters(results, judged, validation, curves, bool(splits - {(None, None)}))
 
 
 def effect_png(result: AblationResult) -> bytes | None:
@@ -67,7 +94,7 @@ def effect_png(result: AblationResult) -> bytes | None:
     if not rows:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.3))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.8))
     for i, e in enumerate(reversed(rows)):
         lo, hi = e.ci
         colour = "#1b7837" if e.separable else "#777777"
@@ -78,7 +105,10 @@ def effect_png(result: AblationResult) -> bytes | None:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{e.factor}={e.level} vs {e.reference}" for e in reversed(rows)])
     ax.set_xlabel("effect on test accuracy (points), 95 % interval")
-    ax.set_title(f"{result.ablation.name}: green = separable after Holm, grey = not")
+    # Over the whole figure and wrapped: a title over the axes alone is cut where long level
+    # labels push the axes right.
+    fig.suptitle(textwrap.fill(f"{result.ablation.name}: green = separable after Holm, "
+                               f"grey = not", 80), fontsize=10)
     fig.tight_layout()
     return _png(fig)
 
@@ -93,7 +123,9 @@ def _effect_rows(r: AblationResult) -> list[dict[str, str]]:
             "Factor": e.factor, "Level vs base": f"{e.level} vs {e.reference}",
             "Δ accuracy (points)": f"{e.estimate:+.2f}",
             "95 % CI": "n/a" if math.isnan(lo) else f"{lo:+.2f} to {hi:+.2f}",
+            "Test": "OLS coefficient" if e.method == "ols" else "Welch t-test vs the base",
             "p (Holm)": fmt_p(e.p_holm).removeprefix("p").lstrip("="),
+            "Holm over": e.family or "this ablation's tests",
             "Δ loss": "n/a" if el is None else f"{el.estimate:+.4f}",
             "Separable": "yes" if e.separable else "no",
             "Runs": f"{e.n} vs {e.n_ref}"})
@@ -142,7 +174,7 @@ def markdown(wm: WhatMatters, table: Any) -> list[str]:
         out.append("")
     for r in wm.results:
         out += [f"### {r.ablation.name}", "", _design(r), ""]
-        out += [f"- {s}" for s in r.sentences()[1:]] + [""]
+        out += [f"- {s}" for s in findings(r)] + [""]
         out += table(_effect_rows(r)) + [""] + table(_variant_rows(r)) + [""]
     out += [f"*Method.* {effects.METHOD_NOTE}", ""]
     return out
@@ -163,7 +195,7 @@ def html(wm: WhatMatters, table: Any, img: Any) -> list[str]:
         parts += [f"<h3>{escape(r.ablation.name)}</h3>", f"<p class=muted>{escape(_design(r))}"
                   "</p>", img(effect_png(r), f"{r.ablation.name} effects"),
                   "<ul class=conc>" + "".join(f"<li>{escape(s)}</li>"
-                                               for s in r.sentences()[1:]) + "</ul>",
+                                               for s in findings(r)) + "</ul>",
                   table(_effect_rows(r)), table(_variant_rows(r))]
         groups = wm.curves.get(r.ablation.name)
         if groups:
@@ -173,3 +205,77 @@ def html(wm: WhatMatters, table: Any, img: Any) -> list[str]:
                              f"{r.ablation.name}: accuracy per epoch of each variant"))
     parts.append(f"<p class=muted>{escape(effects.METHOD_NOTE)}</p>")
     return parts
+
+
+# --- the study as the store keeps it ---------------------------------------------------------
+
+# The format of config.json's "study" this module reads: study/writeback.py's STUDY_FORMAT.
+STUDY_FORMAT = 1
+Study = tuple[list[Ablation], list[Claim], dict[tuple[str, str, int], str]]
+
+
+def from_document(doc: Mapping[str, Any]) -> Study:
+    """The ablations, claims and run ids of (ablation, variant, seed) a stored study holds
+    (``writeback.study_document``); ValueError when it is not one this version reads."""
+    from cnnbench.model.spec import SpecError, build_spec
+    try:
+        if doc.get("format") != STUDY_FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, this version reads "
+                             f"{STUDY_FORMAT}")
+        ablations = []
+        for a in doc["ablations"]:
+            base = build_spec(a["base"], source=f"stored study: {a['name']}")
+            factors = tuple(Factor(
+                name=f["name"], kind=f["kind"], target=f["target"],
+                levels=tuple((str(label), value) for label, value in f["levels"]),
+                base=f["base"], argument=f.get("argument")) for f in a["factors"])
+            variants = tuple(Variant(
+                name=v["name"], base=base.name, levels=dict(v["levels"]),
+                spec=build_spec(v["spec"], source=f"stored study: {v['name']}"),
+                training=dict(v["training"])) for v in a["variants"])
+            ablations.append(Ablation(str(a["name"]), base, str(a["design"]), factors,
+                                      variants))
+        claims = [Claim(**{**c, "than": tuple(c["than"])}) for c in doc["claims"]]
+        runs = {(str(a), str(v), int(seed)): str(rid) for a, v, seed, rid in doc["runs"]}
+    except (KeyError, TypeError, AttributeError, SpecError) as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    return ablations, claims, runs
+
+
+def stored_studies(configs: Mapping[str, Mapping[str, Any]]) -> tuple[list[Study], list[str]]:
+    """The studies these runs' config.json keep, each once (the run ids of every copy
+    merged: a study run again with more seeds is one study), and notes on what could not be
+    rebuilt: stored studies this version cannot read, and variants of an ablation stored
+    without theirs (trained before the store kept it)."""
+    by_definition: dict[str, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+    without = []
+    for rid, config in configs.items():
+        doc = config.get("study")
+        if not isinstance(doc, Mapping):
+            model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+            key_spec = (config.get("key") or {}).get("spec") or {}
+            if isinstance(key_spec, Mapping) and model.get("name") not in (
+                    None, key_spec.get("name")):
+                without.append(rid)  # a variant (named apart from its base) of an ablation
+            continue
+        definition = json.dumps({k: v for k, v in doc.items() if k != "runs"}, sort_keys=True,
+                                default=str)
+        entry = by_definition.setdefault(definition, (doc, {}))
+        runs = doc.get("runs")
+        for item in runs if isinstance(runs, list) else []:
+            entry[1][json.dumps(item, default=str)] = item
+    studies, notes = [], []
+    for doc, runs in by_definition.values():
+        try:
+            studies.append(from_document({**doc, "runs": list(runs.values())}))
+        except ValueError as e:
+            notes.append(f"What matters: a study stored with these runs cannot be read "
+                         f"({e}); its section is left out.")
+    if without:
+        notes.append(
+            f"What matters: {len(without)} run(s) are variants of an ablation stored without "
+            f"the study they were trained under (runs stored before cnnbench kept it, e.g. "
+            f"{', '.join(without[:3])}), so this report cannot say what matters for them; "
+            f"`cnnbench run STUDY` again reuses every run (nothing trains) and writes the "
+            f"report with that section.")
+    return studies, notes
