@@ -48,3 +48,18 @@ def test_two_names_differing_only_at_the_end_stay_whole_and_apart_at_80_columns(
 def test_a_variant_name_keeps_its_brackets_rather_than_being_read_as_markup():
     lines = _render(summary_table(_rows(["CNN_MNIST_2[width=2]"])), 120)
     assert any("CNN_MNIST_2[width=2]" in ln for ln in lines)
+
+
+def test_the_model_list_keeps_long_names_whole_at_80_columns():
+    from cnnbench.report.table import models_table
+    lines = _render(models_table([r["spec"] for r in _rows(NAMES)]), 80)
+    assert all(len(ln) <= 80 for ln in lines) and "…" not in "\n".join(lines)
+    width = lines[0].index("Layers")  # no box: the Model column is what precedes Layers
+    names: list[str] = []
+    for line in lines[1:]:
+        cell = line[:width].strip()
+        if line.rstrip().endswith("5,367,950"):  # a row's first line carries its Params
+            names.append(cell)
+        elif cell:
+            names[-1] += cell
+    assert names == list(NAMES)

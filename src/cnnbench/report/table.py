@@ -76,11 +76,11 @@ def model_summary(spec: ModelSpec) -> tuple[Table, list[str]]:
 
 def models_table(specs: Sequence[ModelSpec]) -> Table:
     t = Table(box=None, pad_edge=False)
-    t.add_column("Model")
+    add_whole_column(t, "Model")
     t.add_column("Layers")
-    t.add_column("Params", justify="right")
+    t.add_column("Params", justify="right", no_wrap=True)
     for spec in specs:
-        t.add_row(spec.name, spec.shorthand(), f"{spec.params:,}")
+        t.add_row(Text(spec.name), spec.shorthand(), f"{spec.params:,}")
     return t
 
 
