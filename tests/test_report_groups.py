@@ -117,6 +117,40 @@ def test_every_p_value_names_its_test_and_its_family():
     assert "over the 2 tests of this ablation" in effs[0].describe()
 
 
+def test_a_stored_study_that_cannot_be_read_is_left_out_with_a_note():
+    from cnnbench.report.whatmatters import stored_studies
+    studies, notes = stored_studies({
+        "r1": {"study": {"format": 99, "ablations": []}},
+        "r2": {"study": {"format": 1, "ablations": [{"name": "x"}], "claims": [],
+                         "runs": [["x", "v", "zero", "r2"]]}},
+        "r3": {"model": {"name": "net"}, "key": {"spec": {"name": "net"}}}})  # not a variant
+    assert studies == []
+    assert notes == ["What matters: a study stored with these runs cannot be read (format 99, "
+                     "this version reads 1); its section is left out.",
+                     "What matters: a study stored with these runs cannot be read (KeyError: "
+                     "'base'); its section is left out."]
+
+
+def test_the_study_document_written_with_a_run_reads_back_whole(tmp_path):
+    from cnnbench.report.whatmatters import STUDY_FORMAT, from_document
+    from cnnbench.study.studyfile import load_study
+    from cnnbench.study.writeback import STUDY_FORMAT as WRITTEN
+    from cnnbench.study.writeback import study_document
+    assert STUDY_FORMAT == WRITTEN
+    study = load_study(_study(tmp_path))
+    ids = {("act", v.name, seed): f"id-{v.name}-{seed}"
+           for v in study.ablations[0].variants for seed in (0, 1)}
+    doc = json.loads(json.dumps(study_document(study.ablations, study.claims, ids)))
+    ablations, claims, runs = from_document(doc)
+    assert runs == ids and list(claims) == list(study.claims)
+    (a,) = ablations
+    (want,) = study.ablations
+    assert (a.name, a.design, a.base_levels, a.base.name) == (
+        want.name, want.design, want.base_levels, want.base.name)
+    assert [(v.name, dict(v.levels), v.spec.params) for v in a.variants] == [
+        (v.name, dict(v.levels), v.spec.params) for v in want.variants]
+
+
 # --- through the store and the CLI, on a toy dataset -----------------------------------------
 
 STUDY = """\

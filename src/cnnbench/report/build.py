@@ -75,9 +75,18 @@ def _what_matters(content: Any, records: Sequence[Any], configs: dict[str, dict[
     studies, notes = ([ablation], []) if ablation is not None else stored_studies(configs)
     content.notes += notes
     by_id = {r.run_id: r for r in records}
-    content.what_matters = [build(a, c, ids, by_id, dataset.y_test, dataset.num_classes)
-                            for a, c, ids in studies]
-    content.what_matters = [wm for wm in content.what_matters if wm.curves]
+    content.what_matters = []
+    for a, c, ids in studies:
+        try:
+            wm = build(a, c, ids, by_id, dataset.y_test, dataset.num_classes)
+        except (KeyError, ValueError, TypeError) as e:  # a stored study at odds with itself
+            if ablation is not None:
+                raise
+            content.notes.append(f"What matters: a study stored with these runs does not fit "
+                                 f"them ({type(e).__name__}: {e}); its section is left out.")
+            continue
+        if wm.curves:  # a study none of whose runs is reported here has nothing to say
+            content.what_matters.append(wm)
     if not content.what_matters:
         return []
     # Every variant against every other is not the designed comparison (and Holm over all

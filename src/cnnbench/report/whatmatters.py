@@ -217,6 +217,7 @@ Study = tuple[list[Ablation], list[Claim], dict[tuple[str, str, int], str]]
 def from_document(doc: Mapping[str, Any]) -> Study:
     """The ablations, claims and run ids of (ablation, variant, seed) a stored study holds
     (``writeback.study_document``); ValueError when it is not one this version reads."""
+    from cnnbench.errors import CnnbenchError
     from cnnbench.model.spec import SpecError, build_spec
     try:
         if doc.get("format") != STUDY_FORMAT:
@@ -237,7 +238,7 @@ def from_document(doc: Mapping[str, Any]) -> Study:
                                       variants))
         claims = [Claim(**{**c, "than": tuple(c["than"])}) for c in doc["claims"]]
         runs = {(str(a), str(v), int(seed)): str(rid) for a, v, seed, rid in doc["runs"]}
-    except (KeyError, TypeError, AttributeError, SpecError) as e:
+    except (KeyError, TypeError, AttributeError, SpecError, CnnbenchError) as e:
         raise ValueError(f"{type(e).__name__}: {e}") from None
     return ablations, claims, runs
 
