@@ -31,6 +31,7 @@ import argparse
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -206,19 +207,27 @@ def with_run_ids(argv: list[str], work: Path) -> list[str]:
     return out
 
 
-def _run(argv: list[str], work: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], work: Path, timeout: float) -> tuple[int, str]:
+    """Exit status and output of one example. It runs in a session of its own, so a timeout
+    ends its worker processes too (--jobs N), not only the command."""
+    stdin, primary = subprocess.DEVNULL, None
     if argv[1] == "rm" and "--yes" not in argv:
         import pty
-        primary, secondary = pty.openpty()
+        primary, stdin = pty.openpty()
         os.write(primary, b"y\n")
-        try:
-            return subprocess.run(argv, cwd=work, stdin=secondary, capture_output=True,
-                                  text=True, timeout=timeout)
-        finally:
+    proc = subprocess.Popen(argv, cwd=work, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        return -1, f"{output}\ntimed out after {timeout:.0f} s"
+    finally:
+        if primary is not None:
             os.close(primary)
-            os.close(secondary)
-    return subprocess.run(argv, cwd=work, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout)
+            os.close(stdin)
 
 
 def run_all(examples: list[Example], cnnbench: str, work: Path, timeout: float) -> int:
@@ -236,20 +245,19 @@ def run_all(examples: list[Example], cnnbench: str, work: Path, timeout: float) 
         t0 = time.monotonic()
         try:
             argv = with_run_ids(with_home(scaled(ex.argv), work), work)
-            argv[0] = cnnbench
-            done = _run(argv, work, timeout)
-            rc, output = done.returncode, done.stdout + done.stderr
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            rc, output, argv = -1, str(e), ex.argv
+        except RuntimeError as e:
+            print(f"[{ex.where}] {ex.text}", end="", flush=True)
+            rc, output = -1, str(e)
+        else:
+            print(f"[{ex.where}] {shlex.join(['cnnbench', *argv[1:]])}", end="", flush=True)
+            rc, output = _run([cnnbench, *argv[1:]], work, timeout)
         ok = rc == ex.exits
         failed += not ok
-        shown = shlex.join(["cnnbench", *argv[1:]])
-        print(f"[{ex.where}] {'ok' if ok else 'FAILED'} {time.monotonic() - t0:5.1f} s  "
-              f"{shown}", flush=True)
+        print(f"  -> {'ok' if ok else 'FAILED'}, {time.monotonic() - t0:.1f} s", flush=True)
         if not ok:
             tail = "\n".join(output.rstrip().splitlines()[-25:])
-            print(f"    exit {rc}, expected {ex.exits}; the output's end:\n{tail}\n",
-                  flush=True)
+            print(f"    {ex.text}\n    exit {rc}, expected {ex.exits}; the output's end:\n"
+                  f"{tail}\n", flush=True)
     ran = sum(1 for e in examples if not e.skip and not e.file)
     skipped = sum(1 for e in examples if e.skip)
     print(f"doc examples: {ran - failed} of {ran} passed, {skipped} skipped, "
