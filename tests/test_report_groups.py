@@ -151,6 +151,33 @@ def test_the_study_document_written_with_a_run_reads_back_whole(tmp_path):
         (v.name, dict(v.levels), v.spec.params) for v in want.variants]
 
 
+def test_an_ablation_says_stuck_at_chance_once_in_the_diagnosis_wording(tmp_path):
+    from cnnbench.report.markdown import _table
+    from cnnbench.report.whatmatters import WhatMatters, markdown
+    from cnnbench.study.ablation import AblationResult
+    from cnnbench.study.studyfile import load_study
+    (a,) = load_study(_study(tmp_path)).ablations
+    tanh = a.variants[1].name
+    result = AblationResult(a, [], {"acc": []}, {"acc": []}, {v.name: 2 for v in a.variants},
+                            stuck={a.variants[0].name: (0, 2), tanh: (2, 2)},
+                            gradient={tanh: 1e-4})
+    assert any("stuck at chance" in s for s in result.sentences())  # the ablation's wording
+    wm = WhatMatters([result], [], "", {})
+    assert not any("stuck at chance" in line for line in wm.lines())
+    section = "\n".join(markdown(wm, _table))
+    assert "stuck at chance" not in section and f"| {tanh} | 2,071 | 0 | n/a | 2/2 |" in section
+
+
+def test_a_holdout_runs_curves_say_validation_not_test(tmp_path):
+    from cnnbench.report.html import write_report
+    runs = [_run("A", s, 0.9, validation_split=0.1) for s in range(2)] + \
+        [_run("B", s, 0.9) for s in range(2)]
+    x = np.zeros((len(Y), 28, 28), dtype=np.uint8)
+    html = write_report(runs, Y, x, tmp_path, reference={})["html"].read_text()
+    assert 'alt="A [holdout 10 %] accuracy and loss, train and validation"' in html
+    assert 'alt="B [test-set validation] accuracy and loss, train and test"' in html
+
+
 # --- through the store and the CLI, on a toy dataset -----------------------------------------
 
 STUDY = """\

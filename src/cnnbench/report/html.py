@@ -163,11 +163,11 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
     for model, runs in c.groups.items():
         parts.append(f"<h2 id='{escape(model)}'>{escape(model)}</h2>")
         parts.append(f"<p class=muted>Layers: {escape(runs[0].spec.shorthand())}</p>")
-        held = all(_held(r) for r in runs)
+        val = "validation" if all(_held(r) for r in runs) else "test"  # what val_* is
         parts.append(_img(charts.history_png(model, [r.history for r in runs],
                                                 (ref.get(model) or {}).get("history"),
-                                                val_label="validation" if held else "test"),
-                          f"{model} accuracy and loss"))
+                                                val_label=val),
+                          f"{model} accuracy and loss, train and {val}"))
         parts.append(_findings_html(c, model))
         rep = analysis.representative_run(runs)
         if rep is not None:
