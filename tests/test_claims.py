@@ -75,3 +75,23 @@ def test_claims_are_checked_against_the_ablations_factors_and_levels():
                             ({"expect": "better"}, "expect must be lower or higher")]:
         with pytest.raises(SpecError, match=message):
             parse_claims([good | change], s.ablations, "f")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ablation": ["model-3"]}, "f[1]: 'ablation' must be a string (at most 10,000 characters). "
+                                "Got ['model-3']."),
+    ({"factor": {"lr": 1}}, "f[1]: 'factor' must be a string"),
+    ({"says": None}, "f[1]: 'says' must be a string"),
+    ({"level": ["0.1"]}, "f[1]: ['0.1'] is not a level of factor 'lr'"),
+    ({"than": "0.1"}, "f[1]: compares level '0.1' with itself; 'than' lists the other levels"),
+    ({"than": ["1", "0.1"]}, "compares level '0.1' with itself"),
+    ({"than": []}, "f[1]: 'than' names no level to compare '0.1' with."),
+    ({"than": ["1", "1"]}, "f[1]: 'than' names a level twice: ['1', '1']."),
+])
+def test_a_claim_that_compares_nothing_or_is_misshapen_is_one_line(change, message):
+    s = load_study("notebook-claims")
+    good = {"name": "x", "says": "y", "ablation": "model-3", "factor": "lr", "expect": "higher",
+            "level": "0.1", "than": ["1"]}
+    with pytest.raises(SpecError) as e:
+        parse_claims([good | change], s.ablations, "f")
+    assert message in str(e.value)

@@ -49,7 +49,8 @@ def train(store: Path, spec: Path, data: Path, *extra: str | Path, epochs: int =
           out: Path | None = None) -> str:
     """One run on the bars; its stdout."""
     rc, stdout, err = cli("run", "--model-file", spec, "--data-dir", data, "--epochs", epochs,
-                          "--batch-size", "16", "--store", store, "--out", out or store / "out",
+                          "--batch-size", "16", "--store", store,
+                          "--out", out or store.parent / f"{store.name}-out",
                           *extra)
     assert rc == 0, stdout + err
     return stdout

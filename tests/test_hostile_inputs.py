@@ -322,7 +322,7 @@ def test_a_decompression_bomb_is_reported_and_the_other_images_still_run(
     big = png_header(tmp_path / "big.png", 6000, 5000)  # 30 M: under Pillow's warning
     good = digit_png(tmp_path / "one.png")
     code, out, err = cli(capsys, "predict", untrained_weights, bomb, big, good)
-    assert code == 1
+    assert code == 2  # images that cannot be used are the user's input
     lines = err.strip().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(f"cnnbench predict: error: {bomb}: refused as a decompression "
@@ -377,10 +377,14 @@ def two_class_spec(units: int = 2) -> str:
 
 def test_a_weights_file_whose_spec_is_huge_is_refused_before_building(tmp_path):
     from cnnbench.model.weights import load_weights
-    path = weights_file(tmp_path / "w.safetensors", two_class_spec(2_000_000_000))
+    path = weights_file(tmp_path / "w.safetensors", two_class_spec(60_000))
     with pytest.raises(SpecError, match=r"w.safetensors: the tensors do not fit the spec w: "
                                         r"1.weight is \[2, 784\], the spec needs "
-                                        r"\[2000000000, 784\] \(2 tensors differ\)"):
+                                        r"\[60000, 784\] \(2 tensors differ\)"):
+        load_weights(path)
+    path = weights_file(tmp_path / "w.safetensors", two_class_spec(2_000_000_000))
+    with pytest.raises(SpecError, match=r"the 'units' parameter of Dense must be at most "
+                                        r"65_536 \(cnnbench's bound on it\). Got 2000000000"):
         load_weights(path)
 
 
@@ -400,16 +404,17 @@ def test_weights_classes_are_checked(tmp_path, classes, why):
 def test_a_model_whose_activations_exceed_ram_is_refused_at_planning(tmp_path, capsys):
     path = tmp_path / "wide.yaml"
     path.write_text(yaml.safe_dump({"name": "wide", "input_shape": [28, 28, 1], "layers": [
-        {"Conv2D": {"filters": 1_000_000, "kernel_size": 1}}, {"GlobalAveragePooling2D": {}},
-        {"Dense": {"units": 10, "activation": "softmax"}}]}))
+        {"Conv2D": {"filters": 65_536, "kernel_size": 1}}, {"Conv2D": {"filters": 65_536,
+                                                                      "kernel_size": 1}},
+        {"GlobalAveragePooling2D": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]}))
     code, out, err = cli(capsys, *run_args(tmp_path, path))
     assert code == 2 and err.splitlines()[-1].startswith("cnnbench run: error: ")
     assert err.count("error") == 1 and "Traceback" not in err
-    # Evaluation: 500 images x the Conv2D's 784e6 outputs x 2 (in and out) x 4 B = 2,920.6 GiB
-    # (a training batch: 128 x 785e6 elements x 12 B = 1,123.0 GiB); 12e6 params x 28 B.
-    assert "wide.yaml: wide needs about 2,920.9 GiB of memory to train (activations of a " \
-           "500-image evaluation batch 2,920.6 GiB; 12,000,010 parameters with their " \
-           "gradients and optimizer state 0.3 GiB); this machine has " in err
+    # Evaluation: 500 images x a Conv2D's 51.4e6 outputs x 2 (in and out) x 4 B = 191.4 GiB
+    # (a training batch: 128 x 102.8e6 elements x 12 B = 147.1 GiB); 4.3e9 params x 28 B.
+    assert "wide.yaml: wide needs about 303.4 GiB of memory to train (activations of a " \
+           "500-image evaluation batch 191.4 GiB; 4,295,819,274 parameters with their " \
+           "gradients and optimizer state 112.0 GiB); this machine has " in err
     assert "GiB available. Use a smaller --batch-size or model." in err
     assert "Epoch" not in out
 

@@ -108,3 +108,58 @@ def test_no_model_is_a_usage_error(tmp_path, capsys):
     src.write_text("x = 1\n")
     assert main(["import-keras", str(src)]) == 2
     assert "no Sequential model found" in capsys.readouterr().err
+
+
+MLP = ("model = Sequential([Flatten(input_shape=(28, 28, 1)), "
+       "Dense(10, activation='softmax')]{name})\n")
+
+
+def test_sequentials_own_name_names_the_spec(tmp_path, capsys):
+    src = tmp_path / "named.py"
+    src.write_text(MLP.format(name=", name='mnist_mlp'")
+                   + "m = Sequential(name='wide net!')\nm.add(Flatten(input_shape=(28, 28, 1)))\n"
+                   "m.add(Dense(10, activation='softmax'))\n"
+                   + MLP.format(name=", name='mnist_mlp'"))
+    assert main(["import-keras", str(src), "--out", str(tmp_path / "specs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "specs").iterdir()) == [
+        "mnist_mlp.yaml", "named_3.yaml", "wide_net.yaml"]
+    assert load_spec(tmp_path / "specs" / "mnist_mlp.yaml").name == "mnist_mlp"
+    out = " ".join(capsys.readouterr().out.split())
+    assert "note: line 2: name='wide net!' became wide_net" in out
+    assert "note: line 5: the name 'mnist_mlp' is taken by an earlier model; named named_3" in out
+
+
+def test_a_full_disk_leaves_no_empty_spec_and_keeps_the_one_there(tmp_path):
+    """RLIMIT_FSIZE makes every write past 64 bytes fail with EFBIG, as a full disk would."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    src = tmp_path / "net.py"
+    src.write_text(MLP.format(name=", name='mnist_mlp'"))
+    out = tmp_path / "specs"
+    out.mkdir()
+    (out / "mnist_mlp.yaml").write_text("# the spec from before\n")
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    r = subprocess.run([sys.executable, "-m", "cnnbench", "import-keras", str(src), "--out",
+                        str(out)], capture_output=True, text=True, preexec_fn=small_files,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("cnnbench import-keras: error: File too large")
+    assert [p.name for p in out.iterdir()] == ["mnist_mlp.yaml"]  # no temporary left either
+    assert (out / "mnist_mlp.yaml").read_text() == "# the spec from before\n"
+
+
+def test_a_source_over_the_size_bound_is_refused_before_it_is_read(tmp_path, capsys):
+    from cnnbench.model.keras_import import MAX_SOURCE_BYTES
+    src = tmp_path / "huge.ipynb"
+    with src.open("wb") as f:  # sparse: no disk used
+        f.truncate(MAX_SOURCE_BYTES + 1)
+    assert main(["import-keras", str(src), "--out", str(tmp_path / "specs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"cnnbench import-keras: error: {src}: over 32 MiB; import-keras reads at "
+                   f"most 32 MiB (a notebook's outputs hold most of a large .ipynb: clear "
+                   f"them, or save the code as .py).")

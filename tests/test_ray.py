@@ -225,7 +225,7 @@ def study_args(store: Path, *models: str, epochs: int, limit: int, seeds: int = 
                ) -> list[str]:
     return ["--models", *models, "--epochs", str(epochs), "--train-limit", str(limit),
             "--seeds", str(seeds), "--threads", "1", "--store", str(store), "--out",
-            str(store / "out")]
+            str(store.parent / f"{store.name}-out")]
 
 
 def assert_same_runs(a_root: Path, b_root: Path) -> list[str]:
@@ -269,9 +269,9 @@ def test_a_study_on_a_two_node_cluster_gives_the_local_numbers(cluster, specs, t
         assert f"run {rid} finished on" in remote.stdout
     # The driver wrote the same report and results a local run writes.
     for out in ("local", "ray"):
-        assert (tmp_path / out / "out" / "report.html").is_file()
-    doc_l = json.loads((tmp_path / "local/out/seed-1/results.json").read_text())
-    doc_r = json.loads((tmp_path / "ray/out/seed-1/results.json").read_text())
+        assert (tmp_path / f"{out}-out" / "report.html").is_file()
+    doc_l = json.loads((tmp_path / "local-out/seed-1/results.json").read_text())
+    doc_r = json.loads((tmp_path / "ray-out/seed-1/results.json").read_text())
     assert doc_l["models"]["TINY_B"]["test_accuracy_percent"] == \
         doc_r["models"]["TINY_B"]["test_accuracy_percent"]
     # Run again: everything is in the store, nothing goes to the cluster.

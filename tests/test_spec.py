@@ -242,3 +242,54 @@ def test_shorthand_is_the_notebooks():
     assert get_spec("CNN_MNIST_1").shorthand() == (
         "Conv2D(32,5x5) + MaxPool + Conv2D(64,5x5) + MaxPool + Flatten + Dense(1024) + "
         "Dropout(0.5) + Dense(10)")
+
+
+BIG = 10**400  # past a float (1.8e308); YAML reads 1 followed by 400 zeros as this int
+
+
+@pytest.mark.parametrize("layer, says", [
+    ({"Conv2D": {"filters": 10**30, "kernel_size": 3}},
+     "the 'filters' parameter of Conv2D must be at most 65_536 (cnnbench's bound on it). "
+     "Got 1000000000000000000000000000000 instead."),
+    ({"Conv2D": {"filters": 8, "kernel_size": [3, 2_000]}},
+     "the 'kernel_size' parameter of Conv2D must be at most 1_024"),
+    ({"MaxPooling2D": {"pool_size": 2, "strides": 5_000}},
+     "the 'strides' parameter of MaxPooling2D must be at most 1_024"),
+    ({"ZeroPadding2D": {"padding": [[0, 10**18], [0, 0]]}},
+     "the 'padding' parameter of ZeroPadding2D must be at most 4_096"),
+    ({"DepthwiseConv2D": {"kernel_size": 3, "depth_multiplier": 2**40}},
+     "the 'depth_multiplier' parameter of DepthwiseConv2D must be at most 1_024"),
+    ({"ReLU": {"threshold": BIG}},
+     "the 'threshold' parameter of ReLU must be a finite number. Got an integer of about 401 "
+     "digits (beyond a float's 1.8e308) instead."),
+    ({"ReLU": {"max_value": BIG}}, "the 'max_value' parameter of ReLU must be null or a "
+                                   "number >= 0. Got an integer of about 401 digits"),
+    ({"LeakyReLU": {"negative_slope": float("inf")}}, "must be a number >= 0. Got inf"),
+    ({"LayerNormalization": {"epsilon": -BIG}}, "Got an integer of about 401 digits"),
+])
+def test_numbers_past_a_bound_or_a_float_are_one_line_naming_the_bound(layer, says):
+    with pytest.raises(SpecError) as e:
+        spec_of(layer, "Flatten", SOFTMAX_10)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_dense_units_are_bounded_like_filters():
+    with pytest.raises(SpecError, match="'units' parameter of Dense must be at most 65_536"):
+        spec_of("Flatten", {"Dense": {"units": 65_537}}, SOFTMAX_10)
+    assert spec_of("Flatten", {"Dense": {"units": 65_536}}, SOFTMAX_10).layers[1].args[
+        "units"] == 65_536
+
+
+@pytest.mark.parametrize("shape", [[10**6, 28, 1], [28, 28, 70_000], [28, BIG, 1]])
+def test_an_input_shape_past_its_bounds_is_refused_with_them(shape):
+    with pytest.raises(SpecError) as e:
+        spec_of("Flatten", SOFTMAX_10, input_shape=shape)
+    assert "'input_shape' must be [height, width, channels] of positive integers (height and " \
+           "width at most 16_384, channels at most 65_536)" in str(e.value)
+
+
+def test_a_spec_has_at_most_a_thousand_layers():
+    layers = [{"Dropout": {"rate": 0.1}}] * 999 + ["Flatten", SOFTMAX_10]
+    with pytest.raises(SpecError, match="'layers' has 1,001 layers; a spec has at most 1,000"):
+        spec_of(*layers)
+    assert len(spec_of(*layers[1:]).layers) == 1_000

@@ -95,7 +95,8 @@ def test_adadelta_arguments_go_to_the_configs_optimizer_args_as_any_others(tmp_p
      "study.yaml: training.seeds: seed(s) 1 given more than once"),
     ("models: [CNN_MNIST_1]\ndataset: cifar10\n",
      "study.yaml: dataset: unknown dataset 'cifar10'. Known: mnist, fashion-mnist, kmnist"),
-    ("models: [CNN_MNIST_1, CNN_MNIST_1]\n", "study.yaml: models: the model name(s) ['CNN_MNIST_1'] appear twice"),
+    ("models: [CNN_MNIST_1, CNN_MNIST_1]\n",
+     "study.yaml: models: the model name(s) ['CNN_MNIST_1'] appear twice"),
     ("models: []\n", "study.yaml: 'models' must be a non-empty list"),
 ])
 def test_study_errors_name_the_file_and_field(tmp_path, body, expected):
@@ -114,3 +115,49 @@ def test_an_error_in_a_model_file_names_that_file_and_layer(tmp_path):
 def test_bad_yaml_in_the_study_names_its_line(tmp_path):
     path = study(tmp_path, "models: [CNN_MNIST_1\ntraining: {}\n")
     assert error_of(path).startswith(f"{path}:2:")
+
+
+HUGE = "1" + "0" * 400  # an integer past a float's 1.8e308, as YAML reads it
+
+
+@pytest.mark.parametrize("body, says", [
+    (f"models: [CNN_MNIST_1]\ntraining: {{optimizer: {{SGD: {{learning_rate: {HUGE}}}}}}}\n",
+     "study.yaml: training.optimizer: the 'learning_rate' parameter of SGD must be a number "
+     ">= 0. Got an integer of about 401 digits (beyond a float's 1.8e308) instead."),
+    ("models: [CNN_MNIST_1]\ntraining: {optimizer: {Adadelta: {rho: .inf}}}\n",
+     "the 'rho' parameter of Adadelta must be a number in [0, 1). Got inf instead."),
+    ("models: [CNN_MNIST_1]\ntraining: {epochs: 100000000000000000000000}\n",
+     "study.yaml: the 'epochs' parameter of training must be a positive integer (at most "
+     "100_000). Got 100000000000000000000000 instead."),
+    ("ablations: [{base: CNN_MNIST_2, factors: {w: {scale: hidden, levels: [1, .inf]}}}]\n",
+     "study.yaml: ablations[1]: factor 'w': level 'inf': the 'scale' parameter of a factor "
+     "must be a number in (0, 64]. Got inf instead."),
+    ("ablations: [{base: CNN_MNIST_2, factors: {lr: {training: learning_rate, levels: "
+     f"[1.0, {HUGE}]}}}}}}]\n", "Got an integer of about 401 digits"),
+    ("ablations: [{base: CNN_MNIST_2, factors: {d: {repeat: [4, 5], levels: [1, 1000000]}}}]\n",
+     "level '1000000': the 'repeat' parameter of a factor must be a non-negative integer (at "
+     "most 16). Got 1000000 instead."),
+])
+def test_numbers_past_a_float_or_a_bound_in_a_study_are_one_line(tmp_path, capsys, body, says):
+    from cnnbench.cli import main
+    path = study(tmp_path, body)
+    assert says in error_of(path)
+    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--store",
+                 str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and says in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "store").exists()
+
+
+def test_a_study_whose_ablations_make_too_many_variants_is_refused_before_building_them(
+        tmp_path):
+    """Five 256-variant ablations: the fifth is refused by count, before any of its cells."""
+    factors = ", ".join(f"f{i}: {{set: activation, layers: [{(1, 2, 4, 5)[i]}], levels: "
+                        f"[{', '.join(['sigmoid', 'relu', 'tanh', 'elu'])}]}}"
+                        for i in range(4))
+    ablation = f"{{base: CNN_MNIST_2, factors: {{{factors}}}}}"
+    names = ", ".join(f"{{name: a{i}, " + ablation[1:] for i in range(5))
+    path = study(tmp_path, f"ablations: [{names}]\n")
+    assert error_of(path) == (f"{path}: ablations[5]: its 256 variants take the study past 1,024 "
+                   "variants in all (cnnbench.study.variants.MAX_STUDY_VARIANTS): split the "
+                   "ablations into several studies.")

@@ -172,7 +172,8 @@ def test_a_learning_rate_factor_sets_the_rate_of_the_studys_optimizer():
      "t: factor 'lr': level '-1': the 'learning_rate' parameter of training must be a number "
      ">= 0. Got -1 instead."),
     ({"training": "batch_size", "levels": [128, 0]},
-     "the 'batch_size' parameter of training must be a positive integer (at most 10_000_000). Got 0 instead."),
+     "the 'batch_size' parameter of training must be a positive integer (at most 10_000_000). "
+     "Got 0 instead."),
     ({"training": "optimizer", "levels": ["Adadelta", "sgd"]},
      "level 'sgd': unknown optimizer 'sgd'. Did you mean SGD?"),
 ])
@@ -271,9 +272,15 @@ def test_a_factor_past_its_bounds_is_one_line_naming_the_bound(factor, says):
     assert says in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_scaled_width_past_the_layer_bound_is_refused_with_it():
-    with pytest.raises(SpecError, match="'units' parameter of Dense must be at most 65_536"):
-        ablation(width={"scale": "Dense#1", "levels": [1, 64]})
+def test_a_scaled_width_past_the_layer_bound_is_refused_with_it(tmp_path):
+    (tmp_path / "wide.yaml").write_text(
+        "name: wide\nlayers: [Flatten, {Dense: {units: 2048, activation: relu}},\n"
+        "         {Dense: {units: 10, activation: softmax}}]\n")
+    with pytest.raises(SpecError) as e:
+        build_ablation({"base": "wide.yaml", "factors": {"width": {
+            "scale": "hidden", "levels": [1, 64]}}}, "t", tmp_path)
+    assert str(e.value).startswith("t: variant wide[width=64]: layer 2 (Dense): the 'units' "
+                                   "parameter of Dense must be at most 65_536")
 
 
 def test_a_design_is_counted_before_any_variant_is_built():
@@ -355,3 +362,37 @@ def test_a_base_level_is_named_when_the_study_trains_at_another_setting():
     names = [v.spec.name for g in groups(s.ablations[2:], at_half) for v in g.variants]
     assert names == ["CNN_MNIST_3[lr=1]", "CNN_MNIST_3[activation=relu,lr=1]",
                      "CNN_MNIST_3[norm=batchnorm,lr=1]", "CNN_MNIST_3[lr=0.1]"]
+
+
+def test_a_study_stores_each_model_once_under_its_one_name(tmp_path, capsys):
+    """Two ablations share the base and its relu variant: four runs, each stored and listed
+    under its one name; the base model under its own."""
+    import json
+
+    from test_hostile_tracebacks import tiny_data
+
+    from cnnbench.cli import main
+    from cnnbench.store.run_store import RunStore
+    (tmp_path / "tiny.yaml").write_text(
+        "name: tiny\nlayers: [Flatten, {Dense: {units: 8, activation: sigmoid}},\n"
+        "         {Dense: {units: 10, activation: softmax}}]\n")
+    (tmp_path / "study.yaml").write_text(f"""\
+data_dir: {tiny_data(tmp_path / 'data')}
+training: {{epochs: 1, seeds: [0]}}
+ablations:
+  - name: act
+    base: tiny.yaml
+    factors: {{activation: {{set: activation, levels: [sigmoid, relu]}}}}
+  - name: act-width
+    base: tiny.yaml
+    factors:
+      activation: {{set: activation, levels: [sigmoid, relu]}}
+      width: {{scale: hidden, levels: [1, 2]}}
+""")
+    code = main(["run", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "out"),
+                 "--store", str(tmp_path / "store")])
+    assert code == 0, capsys.readouterr().err
+    names = ["tiny", "tiny[activation=relu]", "tiny[width=2]", "tiny[activation=relu,width=2]"]
+    assert sorted(r.model for r in RunStore(tmp_path / "store").runs()) == sorted(names)
+    (results,) = (tmp_path / "out").rglob("results.json")
+    assert sorted(json.loads(results.read_text())["models"]) == sorted(names)

@@ -29,10 +29,12 @@ from typing import Any
 
 from cnnbench.analysis.effects import Effect, Observation, held_fixed
 from cnnbench.analysis.stats import ALPHA, holm
+from cnnbench.constraints import shown
 from cnnbench.model.spec import SpecError
 
 VERDICTS = ("supported", "contradicted", "not separable", "mixed")
 EXPECT = ("lower", "higher")
+MAX_SAYS = 10_000  # characters of a claim's text (and of its other strings)
 
 
 @dataclass(frozen=True)
@@ -99,20 +101,26 @@ def judge(claim: Claim, obs: Sequence[Observation]) -> Verdict:
 def parse_claims(value: Any, ablations: Sequence[Any], where: str) -> tuple[Claim, ...]:
     """Validate the study file's claims against its ablations' factors and levels."""
     if not isinstance(value, list):
-        raise SpecError(f"{where} must be a list of claims. Got {value!r}.")
+        raise SpecError(f"{where} must be a list of claims. Got {shown(value)}.")
     by_name = {a.name: a for a in ablations}
-    out = []
     fields = ("name", "says", "ablation", "factor", "expect", "level", "than")
+    out = []
     for i, c in enumerate(value, start=1):
         w = f"{where}[{i}]"
         if not isinstance(c, dict):
-            raise SpecError(f"{w} must be a mapping with {', '.join(fields)}. Got {c!r}.")
+            raise SpecError(f"{w} must be a mapping with {', '.join(fields)}. Got {shown(c)}.")
         missing = [k for k in fields if k not in c]
-        extra = sorted(set(c) - set(fields))
+        extra = sorted(map(str, set(c) - set(fields)))
         if missing or extra:
             raise SpecError(f"{w}: " + (f"missing {missing}" if missing else
                                         f"unknown field(s) {extra}")
                             + f"; a claim has {', '.join(fields)}.")
+        for key in ("name", "says", "ablation", "factor", "expect"):
+            if not isinstance(c[key], str | int | float) or isinstance(c[key], bool) or len(
+                    str(c[key])) > MAX_SAYS:
+                raise SpecError(f"{w}: '{key}' must be a string (at most {MAX_SAYS:,} "
+                                f"characters). Got {shown(c[key])}.")
+            c = c | {key: str(c[key])}
         a = by_name.get(c["ablation"])
         if a is None:
             raise SpecError(f"{w}: no ablation named {c['ablation']!r}; the study's "
@@ -122,13 +130,29 @@ def parse_claims(value: Any, ablations: Sequence[Any], where: str) -> tuple[Clai
         except KeyError:
             raise SpecError(f"{w}: ablation {a.name!r} has no factor {c['factor']!r}; its "
                             f"factors: {', '.join(f.name for f in a.factors)}.") from None
-        than = c["than"] if isinstance(c["than"], list) else [c["than"]]
-        for level in [c["level"], *than]:
-            if str(level) not in factor.labels:
-                raise SpecError(f"{w}: {level!r} is not a level of factor {factor.name!r} "
-                                f"(levels: {', '.join(factor.labels)}).")
+        level, than = _compared(c["level"], c["than"], factor, w)
         if c["expect"] not in EXPECT:
             raise SpecError(f"{w}: expect must be lower or higher. Got {c['expect']!r}.")
-        out.append(Claim(str(c["name"]), str(c["says"]), a.name, factor.name, c["expect"],
-                         str(c["level"]), tuple(str(t) for t in than)))
+        out.append(Claim(c["name"], c["says"], a.name, factor.name, c["expect"], level, than))
     return tuple(out)
+
+
+def _compared(level: Any, than: Any, factor: Any, w: str) -> tuple[str, tuple[str, ...]]:
+    """A claim's level and the levels it is compared with: levels of the factor, written as
+    the study file labels them, the level never among the others, none twice."""
+    others = than if isinstance(than, list) else [than]
+    labels = []
+    for x in [level, *others]:
+        if isinstance(x, dict | list) or str(x) not in factor.labels:
+            raise SpecError(f"{w}: {shown(x)} is not a level of factor {factor.name!r} "
+                            f"(levels: {', '.join(factor.labels)}).")
+        labels.append(str(x))
+    if not others:
+        raise SpecError(f"{w}: 'than' names no level to compare {labels[0]!r} with.")
+    if labels[0] in labels[1:]:
+        raise SpecError(f"{w}: compares level {labels[0]!r} with itself; 'than' lists the "
+                        f"other levels of {factor.name!r} it is expected to be "
+                        f"lower or higher than.")
+    if len(set(labels[1:])) != len(labels) - 1:
+        raise SpecError(f"{w}: 'than' names a level twice: {labels[1:]}.")
+    return labels[0], tuple(labels[1:])

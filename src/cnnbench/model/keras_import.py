@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from cnnbench.atomic import output_path
+from cnnbench.atomic import atomic_write_text, output_path
+from cnnbench.constraints import shown
 from cnnbench.model.layers import INITIALIZERS, KINDS, keras_snake_case
 from cnnbench.model.spec import ModelSpec, SpecError, build_spec
 
@@ -40,6 +41,15 @@ DEFAULTS_ONLY: dict[str, tuple[Any, ...]] = {
     "noise_shape": (None,),
 }
 IGNORED = ("name", "seed", "trainable")  # no effect on what a spec describes
+# A source file past this is not a model definition (a notebook of a few models with their
+# outputs is a few MiB); it is refused before it is read whole.
+MAX_SOURCE_BYTES = 32 << 20
+# How deep a statement's syntax tree may nest (a Keras model nests about 8 levels): deeper
+# code is skipped whole, the same whether Python's parser gave up first or this count did,
+# so the outcome never depends on the recursion limit or the stack's depth at the call.
+MAX_NESTING = 100
+TOO_DEEP = (f"nested more than {MAX_NESTING} levels deep; the code block is skipped "
+            f"(import-keras follows at most {MAX_NESTING})")
 
 
 class Untranslatable(Exception):
@@ -133,7 +143,11 @@ def _notebook_blocks(text: str, path: Path) -> list[Block]:
                             f"{type(cell).__name__}, not a mapping with 'cell_type' and "
                             f"'source'.")
         src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else str(src)
+        if isinstance(src, list) and all(isinstance(line, str) for line in src):
+            src = "".join(src)
+        elif not isinstance(src, str):
+            raise SpecError(f"{path}: not a Jupyter notebook: the 'source' of cell {n} is "
+                            f"{shown(src, 60)}, not a string or a list of strings.")
         if cell.get("cell_type") == "code":
             blocks.append(Block(src, 1, cell=n, heading=heading))
         else:
@@ -143,10 +157,17 @@ def _notebook_blocks(text: str, path: Path) -> list[Block]:
 
 
 def read_blocks(path: str | Path) -> list[Block]:
-    """The code of a ``.py`` file, of an ``.ipynb``'s code cells, or of fenced blocks."""
+    """The code of a ``.py`` file, of an ``.ipynb``'s code cells, or of fenced blocks; at most
+    :data:`MAX_SOURCE_BYTES` of them are read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_SOURCE_BYTES + 1)
+        if len(raw) > MAX_SOURCE_BYTES:
+            raise SpecError(f"{path}: over {MAX_SOURCE_BYTES >> 20} MiB; import-keras reads "
+                            f"at most {MAX_SOURCE_BYTES >> 20} MiB (a notebook's outputs hold "
+                            f"most of a large .ipynb: clear them, or save the code as .py).")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{path}: cannot read ({e}).") from e
     if path.suffix == ".py":
@@ -340,8 +361,9 @@ class _Follower:
         self.problems: list[str] = []
         self.used_names: set[str] = set()
 
-    def _name(self, heading: str | None) -> str:
-        name = heading if heading and heading not in self.used_names else None
+    def _name(self, given: str | None, heading: str | None) -> str:
+        """Sequential(name=...), else the heading above the code, else FILE_n; each once."""
+        name = next((n for n in (given, heading) if n and n not in self.used_names), None)
         if name is None:
             n = len(self.models) + 1
             while f"{self.stem}_{n}" in self.used_names:
@@ -351,7 +373,12 @@ class _Follower:
         return name
 
     def _start(self, var: str, call: ast.Call, block: Block) -> None:
-        model = ImportedModel(self._name(block.heading), block.where(call.lineno))
+        given, notes = _given_name(call, block.where(call.lineno))
+        model = ImportedModel(self._name(given, block.heading), block.where(call.lineno))
+        if given is not None and model.name != given:
+            notes.append(f"{model.where}: the name {given!r} is taken by an earlier model; "
+                         f"named {model.name}")
+        model.notes += notes
         self.models.append(model)
         self.live[var] = model
         items = call.args[0] if call.args else next(
@@ -444,6 +471,24 @@ class _Follower:
         _record_constants(stmt, self.consts)
 
 
+def _given_name(call: ast.Call, where: str) -> tuple[str | None, list[str]]:
+    """``Sequential(..., name='mnist_cnn')``'s name as a spec name (letters, digits, ``_ . -``:
+    it becomes a file name), with a note where it had to change or could not be read."""
+    node = call.args[1] if len(call.args) > 1 else next(
+        (k.value for k in call.keywords if k.arg == "name"), None)
+    if node is None:
+        return None, []
+    if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return None, [f"{where}: name={_unparse(node)} is not a constant string; not used"]
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", node.value).lstrip("_.-")[:100].rstrip("_")
+    if not name:
+        return None, [f"{where}: name={node.value!r} has no letter or digit; not used"]
+    if name != node.value:
+        return name, [f"{where}: name={_unparse(node)} became {name} (a spec name is "
+                      f"letters, digits and _ . -)"]
+    return name, []
+
+
 def import_keras(path: str | Path) -> ImportResult:
     """Find the Sequential models of a source file and validate each as a spec."""
     path = Path(path)
@@ -456,19 +501,22 @@ def import_keras(path: str | Path) -> ImportResult:
         try:
             tree = ast.parse(code)
         except (RecursionError, MemoryError):  # nesting the parser cannot hold
-            follower.problems.append(f"{_block_where(block)}: nested too deeply to parse")
+            follower.problems.append(f"{_block_where(block)}: {TOO_DEEP}")
             continue
         except (SyntaxError, ValueError):  # ValueError: a 5000-digit int literal
             last = block.first_line + max(code.count("\n"), 0)
             skipped.append(f"cell {block.cell}" if block.cell is not None
                            else f"lines {block.first_line}-{last}")
             continue
+        deep = next((stmt for stmt in tree.body if nesting(stmt) > MAX_NESTING), None)
+        if deep is not None:  # 1+1+...+1 1,200 times parses: skipped all the same
+            follower.problems.append(f"{block.where(deep.lineno)}: {TOO_DEEP}")
+            continue
         for stmt in tree.body:
             try:
                 follower.statement(stmt, block)
-            except RecursionError:  # 1+1+...+1 100,000 times parses, and recurses here
-                follower.problems.append(f"{block.where(stmt.lineno)}: an expression nested "
-                                         f"too deeply to follow")
+            except RecursionError:  # only with the stack nearly full already at the call
+                follower.problems.append(f"{block.where(stmt.lineno)}: {TOO_DEEP}")
     for model in follower.models:
         if not model.layers and not model.problems:
             model.problems.append(f"{model.where}: the model has no layers")
@@ -481,6 +529,19 @@ def import_keras(path: str | Path) -> ImportResult:
         except SpecError as e:
             model.problems.append(str(e))
     return ImportResult(str(path), follower.models, follower.problems, skipped)
+
+
+def nesting(node: ast.AST, limit: int = MAX_NESTING) -> int:
+    """How many levels deep a syntax tree goes (a lone name: 1), counted with an explicit
+    stack, never by recursion; the count stops just past ``limit``."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > limit:
+            break
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _block_where(block: Block) -> str:
@@ -515,12 +576,13 @@ def spec_yaml(model: ImportedModel, source: str) -> str:
 def write_specs(result: ImportResult, out_dir: str | Path) -> list[Path]:
     """Write one ``NAME.yaml`` per translated model into ``out_dir``; return the paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for model in result.models:
         if model.spec is None:
             continue
+        out.mkdir(parents=True, exist_ok=True)  # only once there is a spec to write
         path = output_path(out, model.name, ".yaml")
-        path.write_text(spec_yaml(model, Path(result.source).name))
+        # Whole or not at all: on a full disk the file a name had stays as it was.
+        atomic_write_text(path, spec_yaml(model, Path(result.source).name))
         paths.append(path)
     return paths

@@ -44,6 +44,7 @@ from cnnbench.constraints import (
     one_of,
     optional,
     resolve,
+    shown,
 )
 
 ACTIVATIONS = (
@@ -55,6 +56,18 @@ PADDINGS = ("valid", "same")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
                 "lecun_normal", "zeros", "ones")
 DROPOUT_KINDS = ("Dropout", "SpatialDropout2D")  # the summary's "Dropout" column
+# The largest value of each size argument: far above any model cnnbench trains, far below what
+# would overflow a count or describe petabytes. A spec of a few lines can name any number;
+# past these it is refused with the bound, before any shape is computed.
+MAX_WIDTH = 65_536  # filters, units, groups
+MAX_WINDOW = 1_024  # kernel_size, pool_size, strides, dilation_rate: each side
+MAX_MULTIPLIER = 1_024  # depth_multiplier
+MAX_PADDING = 4_096  # ZeroPadding2D: each side
+BOUNDS: dict[str, int] = {
+    "filters": MAX_WIDTH, "units": MAX_WIDTH, "groups": MAX_WIDTH,
+    "kernel_size": MAX_WINDOW, "pool_size": MAX_WINDOW, "strides": MAX_WINDOW,
+    "dilation_rate": MAX_WINDOW, "depth_multiplier": MAX_MULTIPLIER, "padding": MAX_PADDING,
+}
 
 Shape = tuple[int, ...]
 Inferred = tuple[Shape, int, int, int]  # output shape, trainable, non-trainable params, MACs
@@ -66,7 +79,8 @@ class LayerProblem(Exception):
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return NON_NEGATIVE(abs(v)) if isinstance(v, int | float) and not isinstance(
+        v, bool) else False  # NON_NEGATIVE: finite and within a float, never a bool
 
 
 NUMBER = Constraint(_number, "a finite number")
@@ -131,6 +145,12 @@ class LayerKind:
                 error: type[Exception] = ValueError) -> dict[str, Any]:
         """Every argument, given or default, pairs as tuples; ``error`` names ``where``."""
         full = resolve(args, self.args, self.name, where, error)
+        for name, value in full.items():
+            bound = BOUNDS.get(name)
+            if bound is not None and _largest_int(value) > bound:
+                raise error(f"{where}: the '{name}' parameter of {self.name} must be at most "
+                            f"{bound:_} (cnnbench's bound on it). Got "
+                            f"{shown(value)} instead.")
         for name in self.pairs:
             if full[name] is not None:
                 full[name] = to_pair(full[name])
@@ -168,6 +188,15 @@ class LayerKind:
             raise LayerProblem(f"gets a {'x'.join(map(str, shape))} input; add Flatten or "
                                f"GlobalAveragePooling2D before it.")
         return self.infer(dict(full), shape)
+
+
+def _largest_int(value: Any) -> int:
+    """The largest int in an argument (an int, a pair, a pair of pairs); 0 for none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list | tuple):
+        return max((_largest_int(v) for v in value), default=0)
+    return 0
 
 
 def keras_layer_names(kinds: Iterable[str]) -> list[str]:

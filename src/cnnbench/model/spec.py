@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from cnnbench.constraints import POSITIVE_INT
+from cnnbench.constraints import integer, shown
 from cnnbench.errors import UsageError
-from cnnbench.model.layers import DROPOUT_KINDS, KINDS, LayerKind, LayerProblem
+from cnnbench.model.layers import DROPOUT_KINDS, KINDS, MAX_WIDTH, LayerKind, LayerProblem
 
 
 class SpecError(UsageError, ValueError):
@@ -44,6 +44,12 @@ NAME_RULE_TEXT = ("1 to 100 of the characters A-Z a-z 0-9 _ . - [ ] = , "
 _NAME = re.compile(NAME_RULE)
 MAX_DESCRIPTION = 10_000  # characters; a description is prose, not data
 MAX_SPEC_BYTES = 1 << 20  # a spec or study file of over 1 MiB is not one a person wrote
+# An image's height and width, and a model's depth, beyond any model cnnbench trains; a
+# repeated block or a pasted list cannot make a spec that takes minutes just to validate.
+MAX_IMAGE_SIDE = 16_384
+MAX_LAYERS = 1_000
+SIDE = integer(1, MAX_IMAGE_SIDE)
+CHANNELS = integer(1, MAX_WIDTH)
 
 
 def check_name(name: Any, where: str, what: str = "name") -> str:
@@ -215,12 +221,16 @@ def build_spec(data: Any, source: str = "<memory>") -> ModelSpec:
     check_description(data.get("description"), source)
     input_shape = data.get("input_shape", [28, 28, 1])
     if not (isinstance(input_shape, list | tuple) and len(input_shape) == 3
-            and all(POSITIVE_INT(v) for v in input_shape)):
+            and SIDE(input_shape[0]) and SIDE(input_shape[1]) and CHANNELS(input_shape[2])):
         raise SpecError(f"{source}: 'input_shape' must be [height, width, channels] of positive "
-                        f"integers. Got {input_shape!r}.")
+                        f"integers (height and width at most {MAX_IMAGE_SIDE:_}, channels at "
+                        f"most {MAX_WIDTH:_}). Got {shown(input_shape)}.")
     entries = data.get("layers")
     if not isinstance(entries, list) or not entries:
-        raise SpecError(f"{source}: 'layers' must be a non-empty list. Got {entries!r}.")
+        raise SpecError(f"{source}: 'layers' must be a non-empty list. Got {shown(entries)}.")
+    if len(entries) > MAX_LAYERS:
+        raise SpecError(f"{source}: 'layers' has {len(entries):,} layers; a spec has at most "
+                        f"{MAX_LAYERS:,}.")
 
     shape: tuple[int, ...] = tuple(int(v) for v in input_shape)
     layers: list[Layer] = []

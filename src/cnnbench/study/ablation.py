@@ -78,7 +78,8 @@ def groups(ablations: Sequence[Ablation], base: Mapping[str, Any]) -> list[Group
             if (key, spec_key) in seen:
                 continue
             seen.add((key, spec_key))
-            out[key].variants.append(replace(v, spec=replace(v.spec, name=name)))
+            spec = replace(v.spec, name=name, raw=dict(v.spec.raw) | {"name": name})
+            out[key].variants.append(replace(v, spec=spec))
     return list(out.values())
 
 
