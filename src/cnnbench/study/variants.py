@@ -21,13 +21,22 @@ block of layers 0 (dropped), 1 or more times; ``scale`` the filters/units of sel
 ``base`` level (default: its first) is the one the other factors vary around.
 
 Layer selectors name layers of the **base** spec: an index (1-based, as the spec's lines are
-counted) or a list of them, a kind (``Conv2D``: all of them), the n-th of a kind (``Conv2D#4``,
-``Dense#-1`` the last), or ``hidden``: every layer with an activation but the output layer.
+counted) or a list of distinct ones, a kind (``Conv2D``: all of them), the n-th of a kind
+(``Conv2D#1`` .. ``Conv2D#n``, or from the end ``Conv2D#-1`` the last; never ``#0``), or
+``hidden``: every layer with an activation but the output layer. A selector that picks no
+layer, a ``scale`` of a layer without filters or units, two levels of one value, and a factor
+two of whose levels make the same model in every variant are refused.
 
 Each variant is a full, validated spec named ``BASE[factor=level,...]`` (factorial: every
-factor; one-factor-at-a-time: the factor changed, ``BASE[base]`` for the base). Its runs are
-keyed under the base model's name (``ModelSpec.run_name``), so the same layers and settings
-are the same run whatever the variant is called or whichever design produced it.
+factor; one-factor-at-a-time: the factor changed, ``BASE[base]`` for the base): its name in
+its ablation, which What matters uses. Its runs are keyed under the base model's name
+(``ModelSpec.run_name``), so the same layers and settings are the same run whatever the
+variant is called or whichever design produced it, and they are stored under one name per
+model and settings (``ablation.canonical_names``: ``CNN_MNIST_2`` for CNN_MNIST_2 itself).
+
+Bounds (each refusal names its own): :data:`MAX_VARIANTS` variants an ablation, counted before
+any is built; :data:`MAX_STUDY_VARIANTS` a study; :data:`MAX_REPEAT` copies of a block;
+a scale in (0, :data:`MAX_SCALE`].
 
 Nothing here imports torch.
 """
