@@ -38,18 +38,20 @@ def _md(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_run_and_ablate_examples_train_one_epoch_of_256_images_and_at_most_two_seeds():
+def test_run_and_ablate_examples_train_one_epoch_of_256_images_and_only_their_first_seed():
     scaled = doc_examples.scaled
     assert scaled(["cnnbench", "run", "--seeds", "0", "1", "2", "3", "4", "--jobs", "2"]) == [
-        "cnnbench", "run", "--seeds", "0", "1", "--jobs", "2", "--epochs", "1",
+        "cnnbench", "run", "--seeds", "0", "--jobs", "2", "--epochs", "1",
         "--train-limit", "256"]
     assert scaled(["cnnbench", "run", "notebook-claims", "--seeds", "3", "--epochs", "3",
                    "--train-limit", "20000"]) == [
-        "cnnbench", "run", "notebook-claims", "--seeds", "2", "--epochs", "1",
+        "cnnbench", "run", "notebook-claims", "--seeds", "1", "--epochs", "1",
         "--train-limit", "256"]
     # A study file after the seeds is no seed; '=' forms are replaced as well.
     assert scaled(["cnnbench", "run", "--seeds", "5", "study.yaml", "--epochs=12"]) == [
-        "cnnbench", "run", "--seeds", "2", "study.yaml", "--epochs", "1", "--train-limit", "256"]
+        "cnnbench", "run", "--seeds", "1", "study.yaml", "--epochs", "1", "--train-limit", "256"]
+    assert scaled(["cnnbench", "run", "--seeds", "3", "4"])[:4] == [
+        "cnnbench", "run", "--seeds", "3"]
     assert scaled(["cnnbench", "ablate", "CNN_MNIST_2", "--vary", "activation=sigmoid,relu"]) \
         [-4:] == ["--epochs", "1", "--train-limit", "256"]
     assert scaled(["cnnbench", "summary", "CNN_MNIST_2"]) == ["cnnbench", "summary",
