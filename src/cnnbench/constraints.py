@@ -24,7 +24,6 @@ REQUIRED: Any = ...  # the schema default of an argument that must be given
 # The largest int a float holds (about 1.8e308): a bigger one, given where a number is read,
 # overflows the float() that every consumer applies, so it is refused as no number at all.
 FLOAT_MAX_INT = int(sys.float_info.max)
-INT64_MAX = 2**63 - 1  # SQLite's INTEGER and torch's int64: what counts and seeds feed
 
 
 @dataclass(frozen=True)
