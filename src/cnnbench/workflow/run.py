@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cnnbench.data.datasets import Dataset
 from cnnbench.data.resolve import open_dataset
@@ -22,6 +22,13 @@ from cnnbench.study.plan import PlanGroup, StudyPlan
 from cnnbench.study.writeback import Outcome
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.engine import TrainConfig
+
+if TYPE_CHECKING:  # annotations only (the code imports these where it uses them)
+    import torch
+
+    from cnnbench.analysis.claims import Claim
+    from cnnbench.study.executors import Executor
+    from cnnbench.study.variants import Ablation
 
 
 @dataclass(frozen=True)
@@ -134,16 +141,14 @@ class _Ready:
     plan: StudyPlan
     store: RunStore
     dataset: Dataset
-    device: Any  # torch.device
-    executor: Any  # study.executors.Executor
+    device: torch.device
+    executor: Executor
     env: dict[str, Any]
     data_doc: dict[str, Any]
-    reference: dict[str, Any]  # the notebook's numbers, on MNIST
 
 
 def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
     from cnnbench.model.spec import check_classes, check_input_shape
-    from cnnbench.report.figures import notebook_reference
     from cnnbench.study.environment import environment
     from cnnbench.train.engine import resolve_device
     from cnnbench.train.fastpath import resolve_precision
@@ -177,8 +182,7 @@ def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
     env = environment(device)
     if executor.remote:  # the runs' environment, not this driver's
         env |= {"executor": executor.name, "threads": executor.threads}
-    return _Ready(plan, store, dataset, device, executor, env, data_doc(dataset, n_train),
-                  notebook_reference() if dataset.info.name == "mnist" else {})
+    return _Ready(plan, store, dataset, device, executor, env, data_doc(dataset, n_train))
 
 
 def _seeds(ready: _Ready, group: PlanGroup, view: RunView
@@ -215,12 +219,15 @@ def _seed_files(ready: _Ready, group: PlanGroup, config: TrainConfig,
     from cnnbench.atomic import output_path
     from cnnbench.report.figures import plot_history
     from cnnbench.report.files import results_document, write_results
+    from cnnbench.report.notebook_table import notebook_scope
     out = ready.plan.out_for(group, config.seed)
     records = [o.record for o in outcomes]
+    # The notebook's curves behind a plot only for its models at its settings.
+    scope = notebook_scope(records, ready.dataset.info.name, len(ready.dataset.x_train))
     json_path, csv_path = write_results(out, results_document(records, config, ready.data_doc,
                                                               ready.env))
     plots = [plot_history(r.spec.name, r.history, output_path(out, r.spec.name, ".png"),
-                          ready.reference.get(r.spec.name, {}).get("history"))
+                          scope.reference.get(r.model, {}).get("history"))
              for r in records]
     rows = [{"spec": r.spec, "test_loss": r.test_loss, "test_accuracy": r.test_accuracy,
              "seconds": r.train_seconds, "status": r.status} for r in records]
@@ -253,10 +260,12 @@ def _report(ready: _Ready, run_ids: Sequence[str]) -> StudyDone:
     return StudyDone(list(run_ids), paths, lines)
 
 
-def _ablation(ready: _Ready) -> tuple[Any, Any, dict[tuple[str, str, int], str]]:
+def _ablation(ready: _Ready) -> tuple[Sequence[Ablation], Sequence[Claim],
+                                      dict[tuple[str, str, int], str]]:
     """The plan's ablations, claims and the run id of each (ablation, variant, seed)."""
     from cnnbench.study.ablation import run_map
     plan = ready.plan
+    assert plan.precision is not None  # _load resolved it for the device
     return (plan.ablations, plan.claims,
             run_map(plan.ablations, plan.training, plan.seeds, plan.precision,
                     ready.dataset.fingerprint()))
