@@ -200,3 +200,15 @@ def test_a_successful_onnx_export_prints_only_where_it_went(tiny_weights, tmp_pa
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"image": np.zeros((3, 1, 28, 28), np.float32)})[0]
     assert got.shape == (3, 10) and np.allclose(got.sum(1), 1, atol=1e-6)
+
+
+def test_an_out_that_is_a_folder_or_a_fifo_is_refused_and_left_as_it_is(tiny_weights, tmp_path,
+                                                                        capsys):
+    # The rename that writes an export would put a file where the FIFO (or a device) was.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for out, said in ((fifo, "is not a plain file"), (tmp_path, "is a folder")):
+        assert main(["export", str(tiny_weights), "--format", "safetensors", "--out",
+                     str(out)]) == 2
+        assert said in capsys.readouterr().err
+    assert fifo.is_fifo()
