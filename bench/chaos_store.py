@@ -92,11 +92,16 @@ def env() -> dict[str, str]:
     return e
 
 
+def out_of(store: Path) -> Path:
+    """A study's --out beside its store: the store refuses an --out inside it."""
+    return store.parent / f"{store.name}-out"
+
+
 def study_args(specs: list[Path], store: Path, seeds: list[int], epochs: int, limit: int,
                extra: tuple[str, ...] = ()) -> list[str]:
     return ["run", "--models", *map(str, specs), "--seeds", *map(str, seeds), "--epochs",
             str(epochs), "--train-limit", str(limit), "--threads", "1", "--store", str(store),
-            "--out", str(store / "out"), *extra]
+            "--out", str(out_of(store)), *extra]
 
 
 def recorded_epochs(store: Path) -> dict[str, tuple[str, int]]:
@@ -164,7 +169,7 @@ def out_consistent(store: Path) -> list[str]:
     """results.json and history.csv in each --out folder tell the same histories."""
     import csv
     problems = []
-    for results in (store / "out").rglob("results.json"):
+    for results in (out_of(store)).rglob("results.json"):
         folder = results.parent
         roll_forward(folder)  # what the next write there does first
         doc = json.loads(results.read_text())
@@ -204,7 +209,7 @@ def random_kills(work: Path, kills: int, rng: random.Random, epochs: int = 3,
                "report": rng.randint(1, 6)}.get(mode, 0)
         args = study_args(specs, store, [0, 1], epochs, limit)
         child_env = env() | {"CHAOS_MODE": mode if mode != "none" else "step",
-                             "CHAOS_NTH": str(nth), "CHAOS_OUT": str(store / "out")}
+                             "CHAOS_NTH": str(nth), "CHAOS_OUT": str(out_of(store))}
         with tempfile.TemporaryFile("w+") as log:
             proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=log,
                                     stderr=subprocess.STDOUT, text=True, env=child_env)

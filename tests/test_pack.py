@@ -327,3 +327,141 @@ def test_an_unpacked_run_keeps_its_marker_out_of_the_pack_files(trained, tmp_pat
         assert not any(n.endswith(IMPORTED) for n in tar.getnames())
     assert _member(first, _first_run_member(first, "weights.safetensors")) == \
         _member(second, _first_run_member(second, "weights.safetensors"))
+
+
+# --- a pack is checked whole, contents included, before its first byte is written ----------
+
+def rekeyed(members: dict, rid: str, edit) -> str:
+    """A forger's run: ``edit(config, row)`` applied to run ``rid`` of the pack, which then
+    moves to the id its edited run key hashes to, every checksum fixed. The new id."""
+    from cnnbench.store.run_store import run_id
+    m = json.loads(members[MANIFEST])
+    entry = next(e for e in m["runs"] if e["id"] == rid)
+    config = json.loads(members[f"runs/{rid}/config.json"])
+    edit(config, entry["row"])
+    new = run_id(config["key"])
+    members[f"runs/{rid}/config.json"] = json.dumps(config).encode()
+    for name in list(entry["files"]):
+        members[f"runs/{new}/{name}"] = members.pop(f"runs/{rid}/{name}")
+    entry["id"] = new
+    members[MANIFEST] = json.dumps(m).encode()
+    for name in entry["files"]:
+        manifest_fixed(members, f"runs/{new}/{name}")
+    return new
+
+
+def test_a_pack_whose_second_run_overflows_the_index_writes_nothing(good_pack, tmp_path):
+    def huge_seed(config, row):
+        config["seed"] = config["key"]["seed"] = config["training"]["seed"] = row["seed"] = \
+            10**23
+
+    def change(members):
+        second = json.loads(members[MANIFEST])["runs"][1]["id"]
+        rekeyed(members, second, huge_seed)
+    bad = tmp_path / "huge-seed.tar.gz"
+    rewrite(good_pack, bad, change)
+    store = RunStore(tmp_path / "target")
+    with pytest.raises(PackError, match=r"'seed' must be an integer in \[-9223372036854775808, "
+                                        r"9223372036854775807\]. Got 100000000000000000000000"):
+        unpack(store, bad)
+    assert store.runs() == [] and list(store.runs_dir.iterdir()) == []
+    p = cnnbench("unpack", str(bad), store=tmp_path / "target")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and str(bad) in p.stderr, p.stderr
+    assert store.runs() == [] and list(store.runs_dir.iterdir()) == []
+
+
+def _npy_bytes(array) -> bytes:
+    import numpy as np
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _hostile(case: str):
+    """change(members) for one hostile content of the pack's first run, checksums fixed."""
+    import numpy as np
+
+    def change(members):
+        m = json.loads(members[MANIFEST])
+        entry = m["runs"][0]
+        rid, row = entry["id"], entry["row"]
+        at = f"runs/{rid}/"
+        member = None
+        if case == "garbage history":
+            member, members[at + "history.csv"] = at + "history.csv", b"epoch,loss\n1,abc\n2,x\n"
+        elif case == "predictions too short":
+            member, members[at + "predictions.npy"] = at + "predictions.npy", \
+                _npy_bytes(np.zeros(5, np.uint8))
+        elif case == "predictions as floats":
+            n = len(np.load(io.BytesIO(members[at + "predictions.npy"])))
+            member, members[at + "predictions.npy"] = at + "predictions.npy", \
+                _npy_bytes(np.zeros(n, np.float32))
+        elif case == "predictions out of class range":
+            preds = np.load(io.BytesIO(members[at + "predictions.npy"])).copy()
+            preds[0] = 10
+            member, members[at + "predictions.npy"] = at + "predictions.npy", _npy_bytes(preds)
+        elif case == "grad norms not JSON":
+            member = at + "grad_norms.json"
+            entry["files"].setdefault("grad_norms.json", {})
+            members[member] = b"{not json"
+        elif case == "config model lacks fields":
+            config = json.loads(members[at + "config.json"])
+            del config["model"]["spec_raw"], config["model"]["parameters"]
+            member, members[at + "config.json"] = at + "config.json", json.dumps(config).encode()
+        elif case == "files a list":
+            entry["files"] = list(entry["files"])
+        elif case == "file entries strings":
+            entry["files"] = {k: v["sha256"] for k, v in entry["files"].items()}
+        elif case == "negative epochs planned":
+            row["epochs_planned"] = -2
+        elif case == "infinite accuracy":
+            row["test_accuracy"] = float("inf")
+        elif case == "infinite val_acc in history":
+            lines = members[at + "history.csv"].decode().splitlines()
+            cells = lines[1].split(",")
+            cells[4] = "inf"
+            lines[1] = ",".join(cells)
+            member, members[at + "history.csv"] = at + "history.csv", \
+                ("\n".join(lines) + "\n").encode()
+        elif case == "runs an object":
+            m["runs"] = {"a": 1}
+        members[MANIFEST] = json.dumps(m).encode()
+        if member is not None:
+            manifest_fixed(members, member)
+    return change
+
+
+@pytest.mark.parametrize("case, match", [
+    ("garbage history", "history.csv must start with the line 'epoch,loss,acc,val_loss,"),
+    ("predictions too short", "predictions.npy must hold .* integers .* Got shape \\(5,\\)"),
+    ("predictions as floats", "predictions.npy must hold .* Got shape .*float32"),
+    ("predictions out of class range", "in 0..9. Got shape .*values 0..10"),
+    ("grad norms not JSON", "grad_norms.json is not JSON"),
+    ("config model lacks fields", "config.json's 'model.parameters' is missing"),
+    ("files a list", "its 'files' must be an object .* Got list"),
+    ("file entries strings", "the entry of .* must be an object with 'sha256'"),
+    ("negative epochs planned", "its row's 'epochs_planned' must be a positive integer.* "
+                                "Got -2 instead"),
+    ("infinite accuracy", "its row's 'test_accuracy' must be null or a number in \\[0, 1\\]. "
+                          "Got inf"),
+    ("infinite val_acc in history", "history.csv line 2: 'val_acc' must be a number in "
+                                    "\\[0, 1\\]. Got inf"),
+    ("runs an object", "'runs' must be a list of runs. Got dict"),
+])
+def test_a_pack_with_valid_checksums_and_hostile_contents_writes_nothing(good_pack, tmp_path,
+                                                                         case, match):
+    bad = tmp_path / "hostile.tar.gz"
+    rewrite(good_pack, bad, _hostile(case))
+    store = RunStore(tmp_path / "target")
+    with pytest.raises(PackError, match=match):
+        unpack(store, bad)
+    assert store.runs() == [] and list(store.runs_dir.iterdir()) == []
+
+
+def test_a_hostile_pack_is_one_line_on_the_command_line(good_pack, tmp_path):
+    bad = tmp_path / "hostile.tar.gz"
+    rewrite(good_pack, bad, _hostile("predictions out of class range"))
+    p = cnnbench("unpack", str(bad), store=tmp_path / "target")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert str(bad) in line and "predictions.npy must hold" in line, line

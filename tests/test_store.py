@@ -53,7 +53,12 @@ def cli_args(store: Path, *models: str, epochs: int = 3, limit: int = 1024,
              extra: tuple[str, ...] = (), out: Path | None = None) -> list[str]:
     return [sys.executable, "-m", "cnnbench", "run", "--models", *models, "--epochs", str(epochs),
             "--train-limit", str(limit), "--store", str(store),
-            "--out", str(out or store / "out"), *extra]
+            "--out", str(out or out_of(store)), *extra]
+
+
+def out_of(store: Path) -> Path:
+    """A study's --out beside its store: the store refuses an --out inside it."""
+    return store.parent / f"{store.name}-out"
 
 
 def env() -> dict[str, str]:
@@ -118,8 +123,13 @@ def test_run_id_depends_on_what_determines_the_result_only():
 
 def test_store_round_trip_across_two_store_objects(tmp_path):
     a = RunStore(tmp_path / "s")
-    config = {"model": {"name": "M"}, "dataset": {"name": "mnist"}, "seed": 3,
-              "training": {"epochs": 2}}
+    spec = {"name": "M", "input_shape": [28, 28, 1],
+            "layers": [{"Flatten": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]}
+    config = {"model": {"name": "M", "source": "M.yaml", "parameters": 7850, "spec": spec,
+                        "spec_raw": spec},
+              "dataset": {"name": "mnist", "fingerprint": "0" * 64, "source": "test",
+                          "train_images": 4, "test_images": 2},
+              "seed": 3, "training": {"epochs": 2}, "environment": {}, "key": {}}
     a.begin("abc123def456", config)
     history = {"loss": [0.1 + 0.2, 1 / 3], "acc": [0.5, 0.75], "val_loss": [2.0, 1e-17],
                "val_acc": [0.25, 0.5], "seconds": [1.5, 2.5]}
@@ -133,8 +143,8 @@ def test_store_round_trip_across_two_store_objects(tmp_path):
     assert row.train_seconds == 4.0 and row.finished is not None
     assert b.read_history("abc123def456") == history  # floats exactly, through the CSV
     assert b.read_config("abc123def456") == config
-    with pytest.raises(StoreError, match="no run matching 'zzz'"):
-        b.resolve("zzz")
+    with pytest.raises(StoreError, match="no run matching 'fff'"):
+        b.resolve("fff")
     b.remove("abc123def456")
     assert b.runs() == [] and not b.folder("abc123def456").exists()
 
@@ -242,7 +252,7 @@ def test_a_finished_run_is_reused_not_trained_again(specs, uninterrupted):
     assert "Epoch" not in second.stdout
     assert f"TINY_A: reused run {rid}" in second.stdout
     assert weights.stat().st_mtime_ns == mtime
-    doc = json.loads((store / "out" / "results.json").read_text())
+    doc = json.loads((out_of(store) / "results.json").read_text())
     h = RunStore(store, create=False).read_history(rid)
     assert doc["models"]["TINY_A"]["history"]["val_acc"] == h["val_acc"]
 
@@ -461,9 +471,10 @@ def test_ctrl_c_that_passed_through_exec_still_exits_130_under_python_m(tmp_path
     (tmp_path / "interrupted_cli.py").write_text(
         "import sys\n"
         "from cnnbench import cli\n"
-        "def models(args):\n"
+        "from cnnbench.cli import models\n"
+        "def run(args):\n"
         "    exec('raise KeyboardInterrupt')  # as dataclasses' exec() meets a Ctrl-C\n"
-        "cli.COMMANDS['models'] = models\n"
+        "models.run = run\n"
         "sys.exit(cli.main(['models']))\n")
     p = subprocess.run([sys.executable, "-m", "interrupted_cli"], capture_output=True,
                        text=True, env=env(), cwd=tmp_path, timeout=120)

@@ -204,11 +204,13 @@ def test_export_out_inside_the_store_is_refused_and_the_weights_stay(finished, t
     rid = row_of(s, "TINY_A").id
     weights = s.folder(rid) / "weights.safetensors"
     before = weights.read_bytes()
-    code = main(["export", rid, "--format", "torchscript", "--out", str(weights),
-                 "--store", str(root)])
-    err = capsys.readouterr().err
-    assert code == 2 and f"--out {weights} is inside the run store {root}" in err, err
-    assert weights.read_bytes() == before
+    for out in (weights, s.folder(rid) / "model.pt"):
+        code = main(["export", rid, "--format", "torchscript", "--out", str(out),
+                     "--store", str(root)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--out {out} " in err and "Traceback" not in err, err
+    assert "is inside the run store" in err, err
+    assert weights.read_bytes() == before and not (s.folder(rid) / "model.pt").exists()
     # Without --out, a stored run's export lands in the current folder, not in the store.
     monkeypatch.chdir(tmp_path)
     assert main(["export", rid[:6], "--format", "torchscript", "--store", str(root)]) == 0
@@ -517,3 +519,142 @@ def test_a_lost_ray_journal_or_cluster_is_an_executor_error_and_no_run_stays_run
     assert "JournalLost ['finished']" in p.stdout, p.stdout
     assert "executor error: lost the Ray cluster at (local)" in p.stdout, p.stdout
     assert "ClusterLost ['interrupted']" in p.stdout, p.stdout
+
+
+# --- the store trusts nothing: run id prefixes, its own index path, numbers, damaged files ----
+
+def one_line(capsys) -> str:
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("prefix", ["", "%", "_", "%%", "zz", "3f_a", "a b"])
+def test_an_empty_or_non_hex_run_prefix_is_refused_everywhere(finished, tmp_path, capsys,
+                                                               prefix):
+    root, s = copy_of(finished, tmp_path)
+    (only, _) = s.runs()
+    with pytest.raises(StoreError, match="hex digits"):
+        s.resolve(prefix)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    for argv in (["rm", prefix, "--yes"], ["show", prefix],
+                 ["pack", prefix, "--out", str(tmp_path / "p.tar.gz")],
+                 ["report", prefix, "--out", str(tmp_path / "r")],
+                 ["predict", prefix, str(image)],
+                 ["export", prefix, "--format", "onnx", "--out", str(tmp_path / "m.onnx")]):
+        assert main([*argv, "--store", str(root)]) == 2, argv
+        line = one_line(capsys)
+        assert f"Got {prefix!r} instead" in line, (argv, line)
+    assert len(s.runs()) == 2 and s.folder(only.id).is_dir()  # nothing deleted
+    assert s.resolve(only.id[:4].upper()) == only.id  # hex in either case still resolves
+
+
+def test_an_index_that_is_a_folder_is_one_line_for_every_command(tmp_path, capsys):
+    root = tmp_path / "s"
+    (root / "runs").mkdir(parents=True)
+    (root / "index.sqlite").mkdir()
+    for argv in (["runs"], ["show", "abc"], ["rm", "abc", "--yes"],
+                 ["pack", "--out", str(tmp_path / "p.tar.gz")],
+                 ["report", "--out", str(tmp_path / "r")]):
+        assert main([*argv, "--store", str(root)]) == 1, argv
+        line = one_line(capsys)
+        assert f"the run store index {root / 'index.sqlite'} is a folder" in line, line
+    with pytest.raises(StoreError, match="is a folder, not an SQLite file"):
+        RunStore(root)
+
+
+def test_a_dangling_index_link_is_refused_and_no_database_is_made_where_it_points(tmp_path):
+    root, elsewhere = tmp_path / "s", tmp_path / "elsewhere.sqlite"
+    root.mkdir()
+    (root / "index.sqlite").symlink_to(elsewhere)
+    with pytest.raises(StoreError, match=f"is a link to {elsewhere}, which does not exist"):
+        RunStore(root)
+    with pytest.raises(StoreError, match="is a link to"):
+        RunStore(root, create=False)
+    assert not elsewhere.exists() and not list(tmp_path.glob("elsewhere*"))
+
+
+CONFIG = {"model": {"name": "M"}, "dataset": {"name": "mnist"}, "seed": 3,
+          "training": {"epochs": 2}}
+
+
+@pytest.mark.parametrize("field, value", [("seed", 10**23), ("seed", -(2**63) - 1),
+                                          ("epochs", 10**23), ("epochs", 0)])
+def test_a_seed_or_epochs_the_index_cannot_hold_is_refused_before_anything_is_written(
+        tmp_path, field, value):
+    from cnnbench.store.schema import RunDataError
+    s = RunStore(tmp_path / "s")
+    config = json_copy(CONFIG)
+    if field == "seed":
+        config["seed"] = value
+    else:
+        config["training"]["epochs"] = value
+    with pytest.raises(RunDataError, match=f"run abc123def456: its (seed|planned epochs) must "
+                                           f"be .*integer.*Got {value} instead"):
+        s.begin("abc123def456", config)
+    assert s.runs() == [] and list(s.runs_dir.iterdir()) == []
+
+
+def json_copy(doc):
+    import json
+    return json.loads(json.dumps(doc))
+
+
+@pytest.mark.parametrize("name, data, match", [
+    ("history.csv", b"epoch,loss\n1,abc\n", "history.csv must start with the line"),
+    ("history.csv", None, "history.csv line 2: 'acc' must be a number in \\[0, 1\\]. Got inf"),
+    ("predictions.npy", b"\x93NUMPY garbage", "predictions.npy is not a NumPy array file"),
+    ("config.json", b'{"model": []}', "config.json's 'model' must be an object. Got \\[\\]"),
+    ("grad_norms.json", b'{"dense": -1}', "grad_norms.json's 'dense' must be a number >= 0"),
+])
+def test_a_damaged_finished_run_is_named_and_trained_again_not_reported(
+        finished, tmp_path, capsys, name, data, match):
+    from cnnbench.store.run_store import DamagedRun
+    root, s = copy_of(finished, tmp_path)
+    row = row_of(s, "TINY_A")
+    path = s.folder(row.id) / name
+    if data is None:  # one number out of range in an otherwise whole file
+        lines = path.read_text().splitlines()
+        cells = lines[1].split(",")
+        cells[2] = "inf"
+        data = ("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n").encode()
+    path.write_bytes(data)
+    with pytest.raises(DamagedRun, match=match):
+        s.record(row.id)
+    assert not s.final_files_complete(row)  # so `run` trains it again instead of reusing it
+    assert any(name in p for p in s.verify())
+    assert main(["report", row.id, "--store", str(root), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err  # the data's loading, then one line
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("cnnbench report: error: "), err
+    assert str(s.folder(row.id)) in line and name in line and f"cnnbench rm {row.id}" in line
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_an_out_inside_the_store_is_refused_and_the_runs_files_stay(finished, specs, tmp_path,
+                                                                    capsys, command):
+    root, s = copy_of(finished, tmp_path)
+    row = row_of(s, "TINY_A")
+    folder = s.folder(row.id)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for out in (folder, root, root / "runs" / "new"):
+        argv = (["run", "--models", specs["TINY_B"], "--epochs", "2", "--train-limit", "256"]
+                if command == "run" else ["report"])
+        assert main([*argv, "--store", str(root), "--out", str(out)]) == 2
+        line = one_line(capsys)
+        assert f"--out {out} is inside the run store {root}" in line, line
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert not (root / "runs" / "new").exists() and s.record(row.id).history
+
+
+def test_every_writing_command_shares_the_stores_refusal(tmp_path, monkeypatch):
+    from cnnbench.errors import UsageError
+    from cnnbench.store.run_store import refuse_inside_store
+    monkeypatch.setenv("CNNBENCH_STORE", str(tmp_path / "default"))
+    refuse_inside_store(tmp_path / "s", tmp_path / "out", "--out")  # beside it: fine
+    refuse_inside_store(tmp_path / "s", None, "--out")  # nothing to write there
+    (tmp_path / "link").symlink_to(tmp_path / "s" / "runs")
+    for root, out in ((tmp_path / "s", tmp_path / "link" / "x"),
+                      (None, tmp_path / "default" / "runs" / "abc")):
+        with pytest.raises(UsageError, match="is inside the run store"):
+            refuse_inside_store(root, out, "--out")

@@ -36,6 +36,7 @@ from typing import Any
 from cnnbench.errors import UsageError
 from cnnbench.store.records import RunStatus
 from cnnbench.store.run_store import ID_LENGTH, RunStore, StoreError, now, run_id
+from cnnbench.store.schema import ROW, RunDataError, check_run
 
 FORMAT = "cnnbench-pack"
 VERSION = 1
@@ -43,13 +44,7 @@ MANIFEST = "pack.json"
 # What a finished run keeps, in the order a pack lists it; the last two only with weights.
 RESULT_FILES = ("config.json", "history.csv", "predictions.npy", "grad_norms.json")
 WEIGHT_FILES = ("weights.safetensors", "probabilities.npy")
-NONE = type(None)
-ROW_TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "dataset": (str,), "seed": (int,), "epochs_planned": (int,),
-    "epochs_done": (int,), "test_loss": (float, int, NONE), "test_accuracy": (float, int, NONE),
-    "diverged_epoch": (int, NONE), "diverged_step": (int, NONE), "train_seconds": (float, int),
-    "started": (str,), "finished": (str, NONE), "host": (str, NONE)}
-ROW_FIELDS = (*ROW_TYPES, "status")  # the index row a pack carries for each run
+ROW_FIELDS = tuple(ROW)  # the index row a pack carries for each run (schema.ROW)
 MAX_FILE_BYTES = 1 << 30  # no run file comes near this; a larger member is not a pack's
 
 
@@ -152,28 +147,22 @@ def read_pack(path: Path) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
     if manifest.get("version") != VERSION:
         raise PackError(f"{path}: pack version {manifest.get('version')!r}; this cnnbench "
                         f"reads version {VERSION}")
+    entries = manifest.get("runs")
+    if not isinstance(entries, list):
+        raise PackError(f"{path}: {MANIFEST}'s 'runs' must be a list of runs. Got "
+                        f"{type(entries).__name__} instead.")
     runs, expected = [], set()
-    for i, entry in enumerate(manifest.get("runs") or []):
+    for i, entry in enumerate(entries):
         rid = entry.get("id") if isinstance(entry, dict) else None
-        where = f"{path}, run {rid or '#' + str(i)}"
+        where = f"{path}, run {rid if isinstance(rid, str) else '#' + str(i)}"
         if (not isinstance(rid, str) or len(rid) != ID_LENGTH
                 or any(c not in "0123456789abcdef" for c in rid)):
             raise PackError(f"{where}: its id must be {ID_LENGTH} lowercase hex digits. Got "
                             f"{rid!r} instead.")
-        files = {}
-        for name, meta in (entry.get("files") or {}).items():
-            if name not in RESULT_FILES + WEIGHT_FILES:
-                raise PackError(f"{where}: file {name!r} is not one a run keeps "
-                                f"({', '.join(RESULT_FILES + WEIGHT_FILES)})")
-            member = f"runs/{rid}/{name}"
-            data = members.get(member)
-            if data is None:
-                raise PackError(f"{where}: {member} is listed but missing")
-            if len(data) != meta.get("bytes") or \
-                    hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-                raise PackError(f"{where}: {member} does not match its checksum (damaged)")
-            files[name] = data
-            expected.add(member)
+        if any(rid == e["id"] for e, _ in runs):
+            raise PackError(f"{where}: the run appears twice in {MANIFEST}")
+        files = _files(where, rid, entry, members)
+        expected.update(f"runs/{rid}/{name}" for name in files)
         _check_run(where, rid, entry, files)
         runs.append((entry, files))
     extra = sorted(set(members) - expected)
@@ -182,46 +171,47 @@ def read_pack(path: Path) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
     return runs
 
 
+def _files(where: str, rid: str, entry: Mapping[str, Any],
+           members: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The files a manifest entry lists, each there with its length and checksum."""
+    listed = entry.get("files")
+    if not isinstance(listed, dict):
+        raise PackError(f"{where}: its 'files' must be an object of file name -> checksum and "
+                        f"length. Got {type(listed).__name__} instead.")
+    files = {}
+    for name, meta in listed.items():
+        if name not in RESULT_FILES + WEIGHT_FILES:
+            raise PackError(f"{where}: file {name!r} is not one a run keeps "
+                            f"({', '.join(RESULT_FILES + WEIGHT_FILES)})")
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+                and isinstance(meta.get("bytes"), int)):
+            raise PackError(f"{where}: the entry of {name} must be an object with 'sha256' "
+                            f"(text) and 'bytes' (an integer). Got {str(meta)[:80]!r} instead.")
+        member = f"runs/{rid}/{name}"
+        data = members.get(member)
+        if data is None:
+            raise PackError(f"{where}: {member} is listed but missing")
+        if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise PackError(f"{where}: {member} does not match its checksum (damaged)")
+        files[name] = data
+    return files
+
+
 def _check_run(where: str, rid: str, entry: Mapping[str, Any], files: Mapping[str, bytes]) -> None:
+    """A run as the store would hold it (schema.check_run: its row and every file, as the
+    store checks the runs it reads), under the id its run key hashes to."""
     row = entry.get("row")
-    if not isinstance(row, dict) or set(ROW_FIELDS) - set(row):
-        raise PackError(f"{where}: its index row lacks "
-                        f"{', '.join(sorted(set(ROW_FIELDS) - set(row or {})))}")
+    if not isinstance(row, dict):
+        raise PackError(f"{where}: its index row must be an object. Got "
+                        f"{type(row).__name__} instead.")
     try:
-        status = RunStatus(row["status"])
-    except ValueError:
-        raise PackError(f"{where}: status {row['status']!r} is not a run status") from None
-    if not status.done:
-        raise PackError(f"{where}: its status is {status}; a pack carries finished or "
-                        f"diverged runs only")
-    need = ("config.json", "history.csv") + (("predictions.npy",)
-                                             if status == RunStatus.FINISHED else ())
-    for name in need:
-        if name not in files:
-            raise PackError(f"{where}: a {status} run needs its {name}; the pack has none")
-    try:
-        config = json.loads(files["config.json"])
-        key = config["key"]
-    except (ValueError, KeyError, TypeError):
-        raise PackError(f"{where}: config.json holds no run key") from None
+        checked = check_run(row, files, where)
+    except RunDataError as e:
+        raise PackError(str(e)) from None
+    key = checked.config["key"]
     if run_id(key) != rid:
         raise PackError(f"{where}: its config.json's run key hashes to {run_id(key)}, not "
                         f"{rid}: the config was changed after training")
-    for field, types in ROW_TYPES.items():
-        if not isinstance(row[field], types) or isinstance(row[field], bool):
-            raise PackError(f"{where}: its row's {field!r} must be "
-                            f"{' or '.join(t.__name__ for t in types)}. Got {row[field]!r} "
-                            f"instead.")
-    said = {"model": config.get("model", {}).get("name"), "seed": config.get("seed"),
-            "dataset": config.get("dataset", {}).get("name")}
-    for field, value in said.items():
-        if row[field] != value:
-            raise PackError(f"{where}: its row says {field} {row[field]!r}, its config.json "
-                            f"{value!r}")
-    epochs = files["history.csv"].decode(errors="replace").strip().count("\n")
-    if epochs != row["epochs_done"]:
-        raise PackError(f"{where}: history.csv has {epochs} epochs, its row "
-                        f"{row['epochs_done']}")
 
 
 def _adopt(store: RunStore, source: Path, entry: Mapping[str, Any],
