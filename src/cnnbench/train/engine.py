@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -83,7 +83,8 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return dict(self.optimizer_args)["learning_rate"]
+        lr: float = dict(self.optimizer_args)["learning_rate"]
+        return lr
 
     def with_learning_rate(self, lr: float) -> TrainConfig:
         """The same settings at learning rate ``lr`` (``--lr``), whichever the optimizer."""
@@ -126,8 +127,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
+class TrainStep(Protocol):
+    """``step(xb, yb) -> (loss, logits)``, carrying its optimizer (for checkpoints) and
+    ``wait_compiled()``: blocks until the fused optimizer step is built, and says whether it
+    was (benchmarks time the steady state)."""
+
+    optimizer: torch.optim.Optimizer
+    wait_compiled: Callable[[], bool]
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bool = True
-                    ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+                    ) -> TrainStep:
     """One training step, ``step(xb, yb) -> (loss, logits)``, with the engine's fast paths.
 
     In bf16 the forward pass runs on bf16 copies of the Conv2d/Linear weights that the
@@ -147,7 +160,7 @@ def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bo
     optimizer = torch_optimizer(model.parameters(), config.optimizer, config.optimizer_args)
     copies = bf16_weight_copies(model) if config.precision == "bf16" else {}
     params = dict(model.named_parameters())
-    weights16 = {params[n]: w for n, w in copies.items()}
+    weights16: dict[torch.Tensor, torch.Tensor] = {params[n]: w for n, w in copies.items()}
     step_optimizer = optimizer_step(optimizer, compile=compile_optimizer, weights16=weights16)
     synced = False
 
@@ -168,11 +181,11 @@ def make_train_step(model: nn.Module, config: TrainConfig, compile_optimizer: bo
         step_optimizer()
         return loss, logits
 
-    step.optimizer = optimizer  # type: ignore[attr-defined]  # for checkpoints
+    train_step = cast(TrainStep, step)
+    train_step.optimizer = optimizer  # for checkpoints
     # Blocks until the fused optimizer step is compiled (benchmarks time the steady state).
-    step.wait_compiled = getattr(step_optimizer, "wait_compiled",  # type: ignore[attr-defined]
-                                 lambda: False)
-    return step
+    train_step.wait_compiled = getattr(step_optimizer, "wait_compiled", lambda: False)
+    return train_step
 
 
 def _cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -198,6 +211,96 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss_sum.item() / len(x), acc, pred.cpu().numpy().astype(np.uint8)
 
 
+def _validation_split(config: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor,
+                      x_test: torch.Tensor, y_test: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The arrays trained on and validated on: the (limited) training set and the test set,
+    or the training set's first and last part with a holdout (Keras' validation_split)."""
+    if config.train_limit is not None:
+        x_train, y_train = x_train[:config.train_limit], y_train[:config.train_limit]
+    if not config.holdout:
+        return x_train, y_train, x_test, y_test
+    at = split_at(len(x_train), config.validation_split, config.validation_size)
+    return x_train[:at], y_train[:at], x_train[at:], y_train[at:]
+
+
+class _BestEpoch:
+    """EarlyStopping's bookkeeping: whether to stop, and the best epoch's weights (kept only
+    while they are not the model's own, and carried in checkpoints)."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, result: TrainResult) -> None:
+        self.model, self.config, self.result = model, config, result
+        self.active = config.early_stopping is not None
+        self.keep = self.active and config.restore_best_weights
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def state(self) -> Any:
+        c = self.config
+        return stop_state(self.result.history[c.monitor], c.monitor, c.early_stopping or 0,
+                          c.min_delta)
+
+    def resume(self, state: dict[str, Any] | None, done: int) -> None:
+        if self.keep and done:
+            # The checkpoint holds the best epoch's weights when they are not the model's own.
+            self.weights = state.get("best_model") if state is not None else None
+            if self.weights is None and self.state().best_epoch == done:
+                self.weights = _cpu_weights(self.model)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        if self.weights is not None and \
+                self.state().best_epoch != len(self.result.history["loss"]):
+            return {"best_model": self.weights}
+        return {}
+
+    def epoch_done(self, epoch: int) -> None:
+        if self.keep and self.state().best_epoch == epoch:
+            self.weights = _cpu_weights(self.model)
+
+    def should_stop(self) -> bool:
+        return self.active and bool(self.state().stop)
+
+    def finish(self) -> bool:
+        """Record the best and stopped epochs; restore the best weights. True if restored."""
+        s = self.state()
+        self.result.best_epoch = s.best_epoch
+        self.result.stopped_epoch = len(self.result.history["loss"]) if s.stop else None
+        if self.keep and self.weights is not None:
+            self.model.load_state_dict(self.weights)  # Keras 3.15: also when it ran to the end
+            return True
+        return False
+
+
+def _train_epoch(step_fn: Any, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
+                 batch_size: int, callbacks: Sequence[Callback]
+                 ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One epoch's steps: (loss sum, correct count, first non-finite step, 0 if none). The
+    progress callbacks hear the running numbers every 25 steps, and training stops at the
+    first of those looks after a non-finite loss."""
+    n = len(x)
+    steps = math.ceil(n / batch_size)
+    # Sums stay on the device: one host sync an epoch instead of one a step.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    first_bad = torch.zeros((), dtype=torch.int64, device=x.device)  # 0: all finite
+    for step in range(steps):
+        idx = perm[step * batch_size:(step + 1) * batch_size]
+        xb, yb = x[idx], y[idx]
+        loss, logits = step_fn(xb, yb)
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == yb).sum()
+        # Remember the first non-finite step without a host sync.
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
+                                step + 1, first_bad)
+        running = None
+        if step % 25 == 24 or step == steps - 1:  # an occasional sync for the progress bar
+            seen = min((step + 1) * batch_size, n)
+            running = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
+            if first_bad.item():
+                return loss_sum, correct, int(first_bad)
+        for cb in callbacks:
+            cb.on_step_end(step + 1, running)
+    return loss_sum, correct, 0
+
+
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         x_test: torch.Tensor, y_test: torch.Tensor, config: TrainConfig,
         callbacks: Sequence[Callback] = (), state: dict[str, Any] | None = None,
@@ -216,108 +319,69 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
     test set is evaluated once, after training (after restoring the best epoch's weights when
     early stopping asks for it). Otherwise the test set validates, as in the notebook.
     """
-    if config.train_limit is not None:
-        x_train, y_train = x_train[:config.train_limit], y_train[:config.train_limit]
-    x_val, y_val = x_test, y_test
-    if config.holdout:
-        at = split_at(len(x_train), config.validation_split, config.validation_size)
-        x_train, y_train, x_val, y_val = x_train[:at], y_train[:at], x_train[at:], y_train[at:]
-    n = len(x_train)
-    bs = config.batch_size
-    steps = math.ceil(n / bs)
+    x_train, y_train, x_val, y_val = _validation_split(config, x_train, y_train, x_test, y_test)
+    n, steps = len(x_train), math.ceil(len(x_train) / config.batch_size)
     step_fn = make_train_step(model, config, compile_optimizer)
-    optimizer = step_fn.optimizer
     shuffle = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
     done = 0
-    best_weights: dict[str, torch.Tensor] | None = None  # EarlyStopping's, when not the last
     if state is not None:
-        done, result.history = restore_training_state(state, model, optimizer, shuffle)
-    stopping = config.early_stopping is not None
-    keep_best = stopping and config.restore_best_weights
-
-    def stopped() -> Any:
-        return stop_state(result.history[config.monitor], config.monitor,
-                          config.early_stopping or 0, config.min_delta)
-
-    if keep_best and done:
-        # The checkpoint holds the best epoch's weights when they are not the model's own.
-        best_weights = state.get("best_model") if state is not None else None
-        if best_weights is None and stopped().best_epoch == done:
-            best_weights = _cpu_weights(model)
+        done, result.history = restore_training_state(state, model, step_fn.optimizer, shuffle)
+    best = _BestEpoch(model, config, result)
+    best.resume(state, done)
 
     def get_state() -> dict[str, Any]:
-        s = training_state(model, optimizer, shuffle, result.history)
-        if best_weights is not None and stopped().best_epoch != len(result.history["loss"]):
-            s["best_model"] = best_weights
-        return s
+        return training_state(model, step_fn.optimizer, shuffle, result.history) | \
+            best.checkpoint_extra()
 
     for cb in callbacks:
         cb.on_train_begin(get_state)
     preds = None
-
     for epoch in range(done + 1, config.epochs + 1):
-        if stopping and done and stopped().stop:
+        if done and best.should_stop():
             break  # resumed after early stopping had ended it: nothing more to train
         for cb in callbacks:
             cb.on_epoch_begin(epoch, config.epochs, steps)
         start = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=shuffle).to(x_train.device)
-        # Sums stay on the device: one host sync an epoch instead of one a step.
-        loss_sum = torch.zeros((), dtype=torch.float64, device=x_train.device)
-        correct = torch.zeros((), dtype=torch.int64, device=x_train.device)
-        first_bad = torch.zeros((), dtype=torch.int64, device=x_train.device)  # 0: all finite
-        for step in range(steps):
-            idx = perm[step * bs:(step + 1) * bs]
-            xb, yb = x_train[idx], y_train[idx]
-            loss, logits = step_fn(xb, yb)
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == yb).sum()
-            # Remember the first non-finite step without a host sync.
-            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
-                                    step + 1, first_bad)
-            running = None
-            if step % 25 == 24 or step == steps - 1:  # an occasional sync for the progress bar
-                seen = min((step + 1) * bs, n)
-                running = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
-                if first_bad.item():
-                    result.status, result.diverged_at = RunStatus.DIVERGED, (epoch, int(first_bad))
-                    return _ended(result, callbacks)
-            for cb in callbacks:
-                cb.on_step_end(step + 1, running)
+        loss_sum, correct, bad_step = _train_epoch(step_fn, x_train, y_train, perm,
+                                                   config.batch_size, callbacks)
+        if bad_step:
+            result.status, result.diverged_at = RunStatus.DIVERGED, (epoch, bad_step)
+            return _ended(result, callbacks)
         val_loss, val_acc, preds = evaluate(model, x_val, y_val, config.eval_batch_size,
                                             config.precision)
         logs = EpochLogs(epoch, loss_sum.item() / n, correct.item() / n, val_loss, val_acc,
                          time.perf_counter() - start)
         result.append(logs)
-        if keep_best and stopped().best_epoch == epoch:
-            best_weights = _cpu_weights(model)
+        best.epoch_done(epoch)
         for cb in callbacks:
             cb.on_epoch_end(logs)
         done = epoch
-        if stopping and stopped().stop:
+        if best.should_stop():
             break
-    if stopping:
-        s = stopped()
-        result.best_epoch = s.best_epoch
-        result.stopped_epoch = len(result.history["loss"]) if s.stop else None
-        if keep_best and best_weights is not None:
-            model.load_state_dict(best_weights)  # Keras 3.15: also when it ran to the end
-            preds = None
-    if config.holdout:
-        # The test set, once, after training: nothing was selected on it.
+    if best.active and best.finish():
+        preds = None
+    _final_evaluation(model, x_test, y_test, config, result, preds)
+    return _ended(result, callbacks)
+
+
+def _final_evaluation(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor,
+                      config: TrainConfig, result: TrainResult, preds: np.ndarray | None
+                      ) -> None:
+    """The test numbers: evaluated once after training with a holdout; else Keras'
+    evaluate() after fit, which gives the last epoch's val_* numbers."""
+    if config.holdout:  # nothing was selected on the test set
         result.test_loss, result.test_accuracy, preds = evaluate(
             model, x_test, y_test, config.eval_batch_size, config.precision)
     else:
         if preds is None:  # resumed after the last epoch: only the predictions are missing
             _, _, preds = evaluate(model, x_test, y_test, config.eval_batch_size,
                                    config.precision)
-        # Keras' evaluate() after fit gives the last epoch's val_* numbers: reuse them.
         result.test_loss = result.history["val_loss"][-1]
         result.test_accuracy = result.history["val_acc"][-1]
     result.test_predictions = preds
-    return _ended(result, callbacks)
 
 
 def _ended(result: TrainResult, callbacks: Sequence[Callback]) -> TrainResult:
