@@ -18,12 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnbench.store.pack import unpack
+    from cnnbench.store.pack import add_runs, read_pack
     from cnnbench.store.run_store import RunStore
-    store = RunStore(args.store)
-    out = console()
+    store, out = None, console()
     for path in args.packs:
-        results = unpack(store, path)
+        runs = read_pack(path)  # checked whole: a refused first pack creates no store
+        store = store or RunStore(args.store)
+        results = add_runs(store, path, runs)
         for u in results:
             out.print(f"{u.action} {u.run_id} ({u.model}, seed {u.seed}"
                       f"{'' if u.weights else ', without weights'})"

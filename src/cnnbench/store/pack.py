@@ -109,7 +109,13 @@ def pack(store: RunStore, ids: Iterable[str], out: Path, *, weights: bool = True
 def unpack(store: RunStore, path: Path) -> list[Unpacked]:
     """Add the runs of the pack at ``path`` to ``store``. Every run is checked whole before
     any of it is written; a pack with one bad run writes none."""
-    return [_adopt(store, path, entry, files) for entry, files in read_pack(path)]
+    return add_runs(store, path, read_pack(path))
+
+
+def add_runs(store: RunStore, path: Path,
+             runs: list[tuple[dict[str, Any], dict[str, bytes]]]) -> list[Unpacked]:
+    """Add the runs :func:`read_pack` read (and checked) from the pack at ``path``."""
+    return [_adopt(store, path, entry, files) for entry, files in runs]
 
 
 def read_pack(path: Path) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
