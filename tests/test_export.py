@@ -202,12 +202,13 @@ def test_a_successful_onnx_export_prints_only_where_it_went(tiny_weights, tmp_pa
     assert got.shape == (3, 10) and np.allclose(got.sum(1), 1, atol=1e-6)
 
 
-def test_an_out_that_is_a_folder_or_a_fifo_is_refused_and_left_as_it_is(tiny_weights, tmp_path,
+def test_an_out_that_is_a_folder_a_fifo_or_under_a_file_is_refused(tiny_weights, tmp_path,
                                                                         capsys):
     # The rename that writes an export would put a file where the FIFO (or a device) was.
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    for out, said in ((fifo, "is not a plain file"), (tmp_path, "is a folder")):
+    for out, said in ((fifo, "is not a plain file"), (tmp_path, "is a folder"),
+                      (fifo / "m.pt", f"{fifo} is a file, not a folder")):
         assert main(["export", str(tiny_weights), "--format", "safetensors", "--out",
                      str(out)]) == 2
         assert said in capsys.readouterr().err

@@ -144,6 +144,10 @@ def check_out(weights: Path, out: Path, store: Path | None = None) -> None:
         # The rename that writes the export would replace a device or FIFO with a file.
         raise ExportError(f"--out {out} is {'a folder' if out.is_dir() else 'not a plain file'}"
                           f"; give the path of the file to write.")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ExportError(f"--out {out}: {blocker} is a file, not a folder; give a path in a "
+                          f"folder.")
     if store is None or not _inside(store, out):
         store = store_root_of(out)
     if store is not None:
