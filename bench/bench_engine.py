@@ -37,7 +37,7 @@ from cnnbench.train.engine import (  # noqa: E402
     fit,
     make_train_step,
 )
-from cnnbench.train.fastpath import cpu_has_bf16  # noqa: E402
+from cnnbench.train.precision import cpu_has_bf16  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 

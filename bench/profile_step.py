@@ -31,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 from cnnbench.model.build import build_model
 from cnnbench.model.spec import get_spec, list_models
 from cnnbench.train.engine import TrainConfig, make_train_step
-from cnnbench.train.fastpath import cpu_has_bf16
+from cnnbench.train.precision import cpu_has_bf16
 
 # First match wins; patterns are matched against the op's name, lower-cased.
 CATEGORIES: list[tuple[str, str]] = [

@@ -19,7 +19,7 @@ from test_store import StopAtEpoch
 from cnnbench.cli import main
 from cnnbench.data.datasets import array_sha256, load_folder
 from cnnbench.store.run_store import RunStore
-from cnnbench.train import fastpath
+from cnnbench.train import precision as precision_module
 
 SPEC = """\
 name: {name}
@@ -77,7 +77,7 @@ def test_precision_is_recorded_in_the_run_and_its_id_and_auto_follows_the_cpu(
     assert by_precision["fp32"] != by_precision["bf16"]
     # auto: the same run as the precision it resolves to, so it is reused, not trained.
     for has_bf16, precision in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr(fastpath, "cpu_has_bf16", lambda v=has_bf16: v)
+        monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda v=has_bf16: v)
         again = train(store, spec, bars, "--precision", "auto")
         assert f", cpu, {precision}, " in again and "Reused from" in again, again
         assert by_precision[precision] in again

@@ -12,13 +12,15 @@ from cnnbench.data.tensors import images_to_tensor, labels_to_tensor
 from cnnbench.model.build import build_model, clipped_categorical_crossentropy
 from cnnbench.model.spec import get_spec, list_models
 from cnnbench.train import fastpath
+from cnnbench.train import precision as precision_module
 from cnnbench.train.engine import (
     TrainConfig,
     evaluate,
     make_train_step,
 )
-from cnnbench.train.fastpath import optimizer_step, prepare_model, resolve_precision
+from cnnbench.train.fastpath import optimizer_step, prepare_model
 from cnnbench.train.optim import make_optimizer
+from cnnbench.train.precision import resolve_precision
 
 
 def _batch(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,10 +299,10 @@ def test_bf16_training_steps_follow_fp32_within_a_twentieth_of_its_decrease(mnis
 def test_auto_precision_follows_the_cpus_bf16_units_and_explicit_choice_wins(
         monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(fastpath, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"  # asked for: given, units or not
-    monkeypatch.setattr(fastpath, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"

@@ -55,7 +55,7 @@ def test_an_ablation_study_is_planned_as_groups_of_settings_each_in_its_folder(t
 
 
 def test_fp32_is_the_default_for_the_notebooks_study_and_auto_for_every_other(tmp_path):
-    from cnnbench.train.fastpath import cpu_has_bf16
+    from cnnbench.train.precision import cpu_has_bf16
 
     spec = tmp_path / "mine.yaml"
     spec.write_text("name: MINE\ninput_shape: [28, 28, 1]\nlayers:\n  - Flatten: {}\n"

@@ -162,7 +162,7 @@ STEPPER = """
 import sys, time, torch
 from cnnbench.data.datasets import load_dataset
 from cnnbench.train.engine import TrainConfig
-from cnnbench.train.fastpath import resolve_precision
+from cnnbench.train.precision import resolve_precision
 from cnnbench.study.runner import StudyRunner
 from cnnbench.model.spec import get_spec
 from cnnbench.store.run_store import RunStore

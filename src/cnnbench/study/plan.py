@@ -105,7 +105,7 @@ class StudyPlan:
         """The settings of one seed: the study's, or ``training`` (a group's), the precision
         resolved for the plan's device."""
         from cnnbench.train.engine import TrainConfig, resolve_device
-        from cnnbench.train.fastpath import resolve_precision
+        from cnnbench.train.precision import resolve_precision
         precision = resolve_precision(self.precision or self.default_precision(),
                                       resolve_device(self.device))
         return TrainConfig(seed=seed, precision=precision,

@@ -49,7 +49,8 @@ def decode(data: bytes, where: str) -> dict[str, Any]:
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CheckpointError(f"{where}: checksum mismatch (the file is corrupted)")
     # weights_only: a checkpoint holds tensors and plain values, never code to run.
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    state: dict[str, Any] = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    return state
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:

@@ -24,13 +24,7 @@ from cnnbench.model.build import clipped_categorical_crossentropy
 from cnnbench.settings import DEFAULTS, SETTINGS, check_holdout
 from cnnbench.store.records import RunStatus
 from cnnbench.train.callbacks import Callback
-from cnnbench.train.fastpath import (
-    autocast,
-    bf16_weight_copies,
-    keep_freed_memory,
-    optimizer_step,
-    prepare_model,
-)
+from cnnbench.train.fastpath import keep_freed_memory, optimizer_step, prepare_model
 from cnnbench.train.history import EpochLogs, TrainResult
 from cnnbench.train.optim import (
     describe_optimizer,
@@ -38,6 +32,7 @@ from cnnbench.train.optim import (
     torch_optimizer,
     with_learning_rate,
 )
+from cnnbench.train.precision import autocast, bf16_weight_copies
 from cnnbench.train.state import restore_training_state, training_state
 
 

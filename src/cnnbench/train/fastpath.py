@@ -1,12 +1,11 @@
 """The engine's fast paths, kept beside the loop so that the loop reads as Keras' ``fit``.
 
-* precision: ``auto`` resolves to bf16 where the CPU has bf16 units (or on CUDA);
 * channels-last weights on the CPU (``prepare_model``);
 * the Adadelta update fused into one pass over each parameter (``optimizer_step``): a C loop
   on the CPU (``native_adadelta``), ``torch.compile``'s kernel elsewhere, with a bit-identical
   eager form where neither can be built;
-* bf16 copies of the Conv2d/Linear weights that the optimizer step keeps in sync
-  (``bf16_weight_copies``), instead of autocast casting every weight twice a step;
+* the optimizer step keeps the bf16 weight copies of ``precision.bf16_weight_copies`` in
+  sync, instead of autocast casting every weight twice a step;
 * freed memory kept for reuse instead of handed back to the OS (``keep_freed_memory``).
 
 Each trick states the number it bought; ``tests/test_fast_paths.py`` checks each against the
@@ -29,35 +28,13 @@ import torch
 from torch import nn
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 pays."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
-        return "bf16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """bf16 autocast (convolutions and matmuls in bf16, the loss in fp32) or a no-op."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def prepare_model(model: nn.Module) -> nn.Module:
     """Channels-last weights on the CPU: oneDNN's NHWC kernels, and pooling without layout
     reorders (1.05-1.15x a step in fp32, and with bf16 1.34x more: bench/bench_engine.py)."""
     device = next(model.parameters()).device
     if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overloads leave it out.
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 
@@ -230,7 +207,7 @@ class _SignalsHeld:
         self.handlers: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return
-        note = _note_signal
+        note: Callable[[int, Any], None] = _note_signal
         if "torch._dynamo" in sys.modules:  # dynamo must not trace the handler itself
             note = _dynamo_skipped_note()
         for s in _HELD_SIGNALS:
@@ -250,7 +227,8 @@ class _SignalsHeld:
 
 @functools.cache
 def _dynamo_skipped_note() -> Callable[[int, Any], None]:
-    return torch.compiler.disable(_note_signal)
+    skipped: Callable[[int, Any], None] = torch.compiler.disable(_note_signal)
+    return skipped
 
 
 def _kernel(lr: float, rho: float, eps: float, bf16: bool, device: str) -> _Kernel:
@@ -341,9 +319,11 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                         and grad.dtype == (torch.float32 if w is None else torch.bfloat16)):
                     fused(*flat)
                 elif w is None:
-                    _adadelta_update(*flat, lr, rho, eps, sqrt=_sqrt)
+                    fp, fg, fsq, facc = flat
+                    _adadelta_update(fp, fg, fsq, facc, lr, rho, eps, sqrt=_sqrt)
                 else:
-                    _adadelta_update_bf16(*flat, lr, rho, eps, sqrt=_sqrt)
+                    fp, fg, fsq, facc, fw = flat
+                    _adadelta_update_bf16(fp, fg, fsq, facc, fw, lr, rho, eps, sqrt=_sqrt)
 
     def wait_compiled() -> bool:
         """Block until the fused kernels are built; whether they all were (tests, benchmarks)."""
@@ -352,16 +332,3 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
 
     step.wait_compiled = wait_compiled  # type: ignore[attr-defined]
     return step
-
-
-def bf16_weight_copies(model: nn.Module) -> dict[str, torch.Tensor]:
-    """bf16 leaf copies of the Conv2d/Linear parameters, by name: the tensors autocast would
-    otherwise cast from fp32 in every forward pass, and cast back in every backward pass."""
-    out = {}
-    for prefix, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            for name, p in module.named_parameters(recurse=False):
-                if p.requires_grad:
-                    full = f"{prefix}.{name}" if prefix else name
-                    out[full] = p.detach().to(torch.bfloat16).requires_grad_()
-    return out

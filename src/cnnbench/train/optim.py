@@ -100,6 +100,7 @@ def optimizer_of(value: Any, where: str) -> tuple[str, dict[str, Any]]:
     >>> optimizer_of({"SGD": {"momentum": 0.9}}, "study.yaml")[1]["momentum"]
     0.9
     """
+    args: Any
     if isinstance(value, str):
         name, args = value, {}
     elif isinstance(value, dict) and len(value) == 1:

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cnnbench.train.callbacks import Callback
-from cnnbench.train.engine import EpochLogs
+from cnnbench.train.history import EpochLogs
 
 
 def epoch_line(logs: EpochLogs, epochs: int, steps: int) -> str:

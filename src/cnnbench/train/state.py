@@ -69,7 +69,9 @@ def _cpu_clone(obj: Any) -> Any:
 
 def _numpy_rng_state() -> dict[str, Any]:
     """numpy's legacy global state as plain values and a tensor (loadable with weights_only)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the legacy global generator's (MT19937) form
+    kind, keys, pos, has_gauss, cached = state
     return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
 

@@ -151,7 +151,7 @@ def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
     from cnnbench.model.spec import check_classes, check_input_shape
     from cnnbench.study.environment import environment
     from cnnbench.train.engine import resolve_device
-    from cnnbench.train.fastpath import resolve_precision
+    from cnnbench.train.precision import resolve_precision
 
     dataset = open_dataset(plan.dataset, plan.data_dir, plan.class_names, log=view.data)
     image_shape = (*dataset.x_train.shape[1:], 1)
