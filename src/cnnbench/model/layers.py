@@ -1,5 +1,6 @@
 """The layer kinds a spec may use, one entry each: everything cnnbench knows about a kind but
-its torch module (that is :data:`cnnbench.model.build.BUILDERS`, keyed the same way).
+its torch module (that is :data:`cnnbench.model.build.BUILDERS`, keyed the same way) and the
+arithmetic of its output shape and costs (that is :mod:`cnnbench.model.shapes`).
 
 An entry (:class:`LayerKind`) holds the kind's arguments with their constraints and defaults,
 its output shape, parameter and MAC counts, its label and shorthand, its Keras name and Keras'
@@ -22,7 +23,6 @@ initializer on a bias uses Keras 2.2's fans of a 1-D shape, sqrt(n) (Keras 3: n)
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -46,13 +46,15 @@ from cnnbench.constraints import (
     resolve,
     shown,
 )
+from cnnbench.model import shapes
+from cnnbench.model.shapes import Inferred, LayerProblem, Shape
 
 ACTIVATIONS = (
     "relu", "sigmoid", "tanh", "elu", "selu", "softmax", "linear", "gelu", "leaky_relu",
     "softplus", "softsign",
 )
 PADDINGS = ("valid", "same")
-# Keras' initializers by name (Keras 2.2 formulas: cnnbench.model.build.init_).
+# Keras' initializers by name (Keras 2.2 formulas: cnnbench.model.init.init_).
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
                 "lecun_normal", "zeros", "ones")
 DROPOUT_KINDS = ("Dropout", "SpatialDropout2D")  # the summary's "Dropout" column
@@ -68,14 +70,6 @@ BOUNDS: dict[str, int] = {
     "kernel_size": MAX_WINDOW, "pool_size": MAX_WINDOW, "strides": MAX_WINDOW,
     "dilation_rate": MAX_WINDOW, "depth_multiplier": MAX_MULTIPLIER, "padding": MAX_PADDING,
 }
-
-Shape = tuple[int, ...]
-Inferred = tuple[Shape, int, int, int]  # output shape, trainable, non-trainable params, MACs
-
-
-class LayerProblem(Exception):
-    """A layer that cannot take its input, or arguments that contradict each other; the text
-    follows the layer's label ("gets a 2x2 input; ..."), spec.py adds file and index."""
 
 
 def _number(v: Any) -> bool:
@@ -210,96 +204,6 @@ def keras_layer_names(kinds: Iterable[str]) -> list[str]:
     return names
 
 
-# --- shapes ---------------------------------------------------------------------------------
-
-def window_out(size: int, k: int, s: int, padding: str, d: int = 1) -> int:
-    """One spatial size after a window of k (dilated by d) with stride s, as TensorFlow."""
-    if padding == "same":
-        return math.ceil(size / s)
-    return (size - ((k - 1) * d + 1)) // s + 1
-
-
-def _window(a: dict[str, Any], shape: Shape, k: tuple[int, int],
-            d: tuple[int, int] = (1, 1)) -> tuple[int, int]:
-    h, w, _ = shape
-    sh, sw = a["strides"]
-    oh = window_out(h, k[0], sh, a["padding"], d[0])
-    ow = window_out(w, k[1], sw, a["padding"], d[1])
-    if oh < 1 or ow < 1:
-        raise LayerProblem(f"gets a {h}x{w} input; its output would be "
-                           f"{max(oh, 0)}x{max(ow, 0)}.")
-    return oh, ow
-
-
-def _conv(a: dict[str, Any], shape: Shape) -> Inferred:
-    c, f, groups = shape[2], a["filters"], a["groups"]
-    if max(a["dilation_rate"]) > 1 and max(a["strides"]) > 1:
-        raise LayerProblem(f"has dilation_rate {list(a['dilation_rate'])} and strides "
-                           f"{list(a['strides'])}; Keras allows only one of them above 1.")
-    if f % groups or c % groups:
-        raise LayerProblem(f"has groups {groups}, which must divide both its {f} filters and "
-                           f"its {c} input channels.")
-    oh, ow = _window(a, shape, a["kernel_size"], a["dilation_rate"])
-    kh, kw = a["kernel_size"]
-    weights = kh * kw * (c // groups) * f
-    return (oh, ow, f), weights + (f if a["use_bias"] else 0), 0, oh * ow * weights
-
-
-def _depthwise(a: dict[str, Any], shape: Shape) -> Inferred:
-    c, dm = shape[2], a["depth_multiplier"]
-    oh, ow = _window(a, shape, a["kernel_size"])
-    kh, kw = a["kernel_size"]
-    weights = kh * kw * c * dm
-    return (oh, ow, c * dm), weights + (c * dm if a["use_bias"] else 0), 0, oh * ow * weights
-
-
-def _separable(a: dict[str, Any], shape: Shape) -> Inferred:
-    c, dm, f = shape[2], a["depth_multiplier"], a["filters"]
-    oh, ow = _window(a, shape, a["kernel_size"])
-    kh, kw = a["kernel_size"]
-    depthwise, pointwise = kh * kw * c * dm, c * dm * f
-    params = depthwise + pointwise + (f if a["use_bias"] else 0)
-    return (oh, ow, f), params, 0, oh * ow * (depthwise + pointwise)
-
-
-def _pool(a: dict[str, Any], shape: Shape) -> Inferred:
-    oh, ow = _window(a, shape, a["pool_size"])
-    return (oh, ow, shape[2]), 0, 0, 0
-
-
-def _zero_padding(a: dict[str, Any], shape: Shape) -> Inferred:
-    (top, bottom), (left, right) = a["padding"]
-    h, w, c = shape
-    return (h + top + bottom, w + left + right, c), 0, 0, 0
-
-
-def _dense(a: dict[str, Any], shape: Shape) -> Inferred:
-    n_in, units = shape[0], a["units"]
-    return (units,), n_in * units + (units if a["use_bias"] else 0), 0, n_in * units
-
-
-def _batchnorm(a: dict[str, Any], shape: Shape) -> Inferred:
-    c = shape[-1]
-    return shape, 2 * c, 2 * c, 0  # gamma, beta trainable; moving mean, variance not
-
-
-def _layernorm(a: dict[str, Any], shape: Shape) -> Inferred:
-    c = shape[-1]  # axis -1: each position's channels (Keras' default)
-    return shape, c * (int(a["center"]) + int(a["scale"])), 0, 0
-
-
-def _same(a: dict[str, Any], shape: Shape) -> Inferred:
-    return shape, 0, 0, 0
-
-
-def _flatten(a: dict[str, Any], shape: Shape) -> Inferred:
-    return (math.prod(shape),), 0, 0, 0
-
-
-def _global(a: dict[str, Any], shape: Shape) -> Inferred:
-    return (shape[-1],), 0, 0, 0
-
-
 # --- argument resolution beyond constraints -------------------------------------------------
 
 def _pool_strides(a: dict[str, Any]) -> None:
@@ -313,7 +217,7 @@ def _pooling_kind(name: str, shorthand: str, alias: str) -> LayerKind:
         name,
         {"pool_size": (PAIR, 2), "strides": (OPTIONAL_PAIR, None),
          "padding": (PADDING, "valid")},
-        _pool, ("pool_size", "strides", "padding", "data_format"), input_rank=3,
+        shapes.pool, ("pool_size", "strides", "padding", "data_format"), input_rank=3,
         label=lambda a: f"{name} {_k(a['pool_size'])} {a['padding']}",
         shorthand=lambda a: shorthand, pairs=("pool_size", "strides"), finish=_pool_strides,
         keras_aliases=(alias,))
@@ -381,7 +285,7 @@ _ENTRIES = (
          "activation": (ACTIVATION, "linear"), "use_bias": (BOOLEAN, True),
          "dilation_rate": (PAIR, 1), "groups": (POSITIVE_INT, 1),
          "kernel_initializer": _INIT, "bias_initializer": _BIAS_INIT},
-        _conv,
+        shapes.conv,
         ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
          "activation", "use_bias", "kernel_initializer", "bias_initializer"),
         input_rank=3, label=_conv_label,
@@ -391,25 +295,27 @@ _ENTRIES = (
         keyword_only=("groups",), keras_aliases=("Convolution2D",), width="filters"),
     _pooling_kind("MaxPooling2D", "MaxPool", "MaxPool2D"),
     _pooling_kind("AveragePooling2D", "AvgPool", "AvgPool2D"),
-    LayerKind("BatchNormalization", {}, _batchnorm,
+    LayerKind("BatchNormalization", {}, shapes.batchnorm,
               ("axis", "momentum", "epsilon", "center", "scale"),
               shorthand=lambda a: "BatchNorm"),
-    LayerKind("Dropout", {"rate": (UNIT, REQUIRED)}, _same, ("rate", "noise_shape", "seed"),
+    LayerKind("Dropout", {"rate": (UNIT, REQUIRED)}, shapes.unchanged,
+              ("rate", "noise_shape", "seed"),
               label=lambda a: f"Dropout {a['rate']:g}",
               shorthand=lambda a: f"Dropout({a['rate']:g})"),
-    LayerKind("Flatten", {}, _flatten, ("data_format",), input_rank=3),
-    LayerKind("GlobalAveragePooling2D", {}, _global, ("data_format",), input_rank=3,
+    LayerKind("Flatten", {}, shapes.flatten, ("data_format",), input_rank=3),
+    LayerKind("GlobalAveragePooling2D", {}, shapes.global_pool, ("data_format",), input_rank=3,
               keras_aliases=("GlobalAvgPool2D",)),
     LayerKind(
         "Dense",
         {"units": (POSITIVE_INT, REQUIRED), "activation": (ACTIVATION, "linear"),
          "use_bias": (BOOLEAN, True), "kernel_initializer": _INIT,
          "bias_initializer": _BIAS_INIT},
-        _dense, ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer"),
+        shapes.dense, ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer"),
         input_rank=1, label=lambda a: f"Dense {a['units']} {a['activation']}",
         shorthand=lambda a: f"Dense({a['units']})",
         added=("kernel_initializer", "bias_initializer"), width="units"),
-    LayerKind("Activation", {"activation": (ACTIVATION, REQUIRED)}, _same, ("activation",),
+    LayerKind("Activation", {"activation": (ACTIVATION, REQUIRED)}, shapes.unchanged,
+              ("activation",),
               label=lambda a: f"Activation {a['activation']}",
               shorthand=lambda a: a["activation"]),
     # --- added with the registry ---
@@ -419,7 +325,7 @@ _ENTRIES = (
          "depth_multiplier": (POSITIVE_INT, 1), "activation": (ACTIVATION, "linear"),
          "use_bias": (BOOLEAN, True), "depthwise_initializer": _INIT,
          "bias_initializer": _BIAS_INIT},
-        _depthwise,
+        shapes.depthwise,
         ("kernel_size", "strides", "padding", "depth_multiplier", "data_format", "activation",
          "use_bias", "depthwise_initializer", "bias_initializer"),
         input_rank=3, label=_depthwise_label,
@@ -431,7 +337,7 @@ _ENTRIES = (
          "depth_multiplier": (POSITIVE_INT, 1), "activation": (ACTIVATION, "linear"),
          "use_bias": (BOOLEAN, True), "depthwise_initializer": _INIT,
          "pointwise_initializer": _INIT, "bias_initializer": _BIAS_INIT},
-        _separable,
+        shapes.separable,
         ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
          "depth_multiplier", "activation", "use_bias", "depthwise_initializer",
          "pointwise_initializer", "bias_initializer"),
@@ -439,30 +345,33 @@ _ENTRIES = (
         shorthand=lambda a: f"SepConv2D({a['filters']},{_k(a['kernel_size'])})",
         pairs=("kernel_size", "strides"), keras_aliases=("SeparableConvolution2D",),
         width="filters"),
-    LayerKind("GlobalMaxPooling2D", {}, _global, ("data_format",), input_rank=3,
+    LayerKind("GlobalMaxPooling2D", {}, shapes.global_pool, ("data_format",), input_rank=3,
               keras_aliases=("GlobalMaxPool2D",)),
-    LayerKind("ZeroPadding2D", {"padding": (ZERO_PADDING, 1)}, _zero_padding,
+    LayerKind("ZeroPadding2D", {"padding": (ZERO_PADDING, 1)}, shapes.zero_padding,
               ("padding", "data_format"), input_rank=3, label=_zero_padding_label,
               shorthand=lambda a: "ZeroPad", finish=_padding_pairs),
-    LayerKind("SpatialDropout2D", {"rate": (UNIT, REQUIRED)}, _same, ("rate", "data_format"),
+    LayerKind("SpatialDropout2D", {"rate": (UNIT, REQUIRED)}, shapes.unchanged,
+              ("rate", "data_format"),
               input_rank=3, label=lambda a: f"SpatialDropout2D {a['rate']:g}",
               shorthand=lambda a: f"SpatialDropout({a['rate']:g})"),
     LayerKind("LayerNormalization",
               {"epsilon": (POSITIVE, 1e-3), "center": (BOOLEAN, True),
                "scale": (BOOLEAN, True)},
-              _layernorm, ("axis", "epsilon", "center", "scale"),
+              shapes.layernorm, ("axis", "epsilon", "center", "scale"),
               shorthand=lambda a: "LayerNorm"),
     LayerKind("ReLU",
               {"max_value": (optional(NON_NEGATIVE), None),
                "negative_slope": (NON_NEGATIVE, 0.0), "threshold": (NUMBER, 0.0)},
-              _same, ("max_value", "negative_slope", "threshold"), label=_relu_label,
+              shapes.unchanged, ("max_value", "negative_slope", "threshold"), label=_relu_label,
               shorthand=lambda a: "ReLU"),
-    LayerKind("LeakyReLU", {"negative_slope": (NON_NEGATIVE, 0.3)}, _same, ("negative_slope",),
+    LayerKind("LeakyReLU", {"negative_slope": (NON_NEGATIVE, 0.3)}, shapes.unchanged,
+              ("negative_slope",),
               label=lambda a: f"LeakyReLU {a['negative_slope']:g}",
               shorthand=lambda a: f"LeakyReLU({a['negative_slope']:g})",
               keras_renamed={"alpha": "negative_slope"}),
-    LayerKind("ELU", {"alpha": (NON_NEGATIVE, 1.0)}, _same, ("alpha",),
+    LayerKind("ELU", {"alpha": (NON_NEGATIVE, 1.0)}, shapes.unchanged, ("alpha",),
               label=lambda a: f"ELU {a['alpha']:g}", shorthand=lambda a: f"ELU({a['alpha']:g})"),
 )
 
 KINDS: dict[str, LayerKind] = {k.name: k for k in _ENTRIES}
+
