@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or argparse's one-line usage error (2)
         return e.code if isinstance(e.code, int) else EXIT_FAILURE
     try:
-        code = command_module(args.command).run(args)
+        code: int = command_module(args.command).run(args)
     except CnnbenchError as e:
         print(f"cnnbench {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code

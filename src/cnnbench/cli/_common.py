@@ -56,7 +56,7 @@ def weights_path(ref: str, store_root: Path | None) -> Path:
     rid = store.resolve(ref)
     path = store.folder(rid) / "weights.safetensors"
     if store.weights_left_out(rid):
-        raise UsageError(f"run {rid} was unpacked from {store.imported(rid).get('from')} "
+        raise UsageError(f"run {rid} was unpacked from {(store.imported(rid) or {}).get('from')} "
                          f"without its weights (`cnnbench pack --no-weights`): pack it with "
                          f"its weights, or train it here with `cnnbench run ... --force`")
     if not path.is_file():

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cnnbench.model.spec import ModelSpec, SpecError
+
+if TYPE_CHECKING:  # torch is imported only for a CUDA device
+    import torch
 
 GiB = 2**30
 # float32 bytes kept per parameter while training: the weights, their gradients, Adadelta's
@@ -92,10 +96,10 @@ def check_memory(specs: Sequence[ModelSpec], batch_size: int, eval_batch_size: i
                 f"{available / GiB:,.1f} GiB available. Use a smaller --batch-size or model.")
 
 
-def gpu_memory(device: object) -> tuple[int | None, str]:
+def gpu_memory(device: torch.device) -> tuple[int | None, str]:
     """(free bytes, 'the GPU ...') for a CUDA device; (None, 'this machine') otherwise, so
     that :func:`check_memory` measures the host's RAM."""
-    if getattr(device, "type", None) != "cuda":
+    if device.type != "cuda":
         return None, "this machine"
     import torch
     free, _total = torch.cuda.mem_get_info(device)

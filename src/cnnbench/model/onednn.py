@@ -14,17 +14,20 @@ and gradients to a float64 reference at fp32 tolerance, and checks the op is the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-_linear_pointwise = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_linear_pointwise: Callable[..., torch.Tensor] | None = getattr(
+    getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
 
 def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
               ) -> torch.Tensor:
     """``a @ b.T (+ bias)`` by oneDNN; ``a`` and ``b`` may be transposed views (no copy)."""
+    assert _linear_pointwise is not None  # usable() checked it before the first call
     return _linear_pointwise(a, b, bias, "none", [], "")
 
 
@@ -65,5 +68,7 @@ def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear``, through oneDNN where :func:`usable` says so."""
     if usable(x, weight):
-        return _OneDNNLinear.apply(x.contiguous(), weight, bias)
+        # torch leaves autograd.Function.apply unannotated.
+        out: torch.Tensor = _OneDNNLinear.apply(x.contiguous(), weight, bias)  # type: ignore[no-untyped-call]
+        return out
     return F.linear(x, weight, bias)

@@ -18,7 +18,7 @@ from cnnbench.model.spec import ModelSpec
 from cnnbench.store.run_store import RunLock, RunStore
 from cnnbench.study.executors import Done, Executor, ExecutorError, InProcess
 from cnnbench.study.jobs import mtime, usable_checkpoint
-from cnnbench.study.writeback import InvalidOutput, Outcome, PlannedRun, Session
+from cnnbench.study.writeback import InvalidOutput, Outcome, PlannedRun, Session, WriteBack
 from cnnbench.train.checkpoint import LAST
 from cnnbench.train.engine import TrainConfig
 
@@ -30,6 +30,7 @@ class StudyRunner(Protocol):
     config: TrainConfig
     executor: Executor
     log: Callable[[str], None]
+    writeback: WriteBack
 
     def plan(self, specs: Sequence[ModelSpec]) -> list[PlannedRun]: ...
     def open(self, job: PlannedRun) -> Outcome | Session: ...

@@ -31,7 +31,8 @@ from cnnbench.store.run_store import StoreError
 from cnnbench.study.decide import belongs
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint
-from cnnbench.train.engine import EpochLogs, TrainConfig, TrainResult, fit
+from cnnbench.train.engine import TrainConfig, fit
+from cnnbench.train.history import EpochLogs, TrainResult
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,17 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from cnnbench.errors import UsageError
 from cnnbench.store.records import HISTORY_KEYS, RunStatus
 from cnnbench.train.callbacks import Callback
-from cnnbench.train.engine import TrainResult
+from cnnbench.train.history import EpochLogs, TrainResult
+
+if TYPE_CHECKING:  # each imported only when its logger starts
+    from mlflow import ActiveRun
+    from torch.utils.tensorboard import SummaryWriter
 
 LOGGERS = {  # --log name -> (module to import, how to install it)
     "tensorboard": ("tensorboard", "pip install 'cnnbench[tensorboard]' (or tensorboard)"),
@@ -54,7 +59,10 @@ class RunLogger(Callback):
 
 
 class TensorBoardLogger(RunLogger):
-    def start(self, rid, folder, config, history):
+    writer: SummaryWriter
+
+    def start(self, rid: str, folder: Path, config: Mapping[str, Any],
+              history: Mapping[str, Sequence[float]]) -> None:
         from torch.utils.tensorboard import SummaryWriter
         done = len(history["loss"])
         # purge_step: a resume from an older checkpoint drops the epochs it will redo.
@@ -62,19 +70,23 @@ class TensorBoardLogger(RunLogger):
         if done == 0:
             self.writer.add_text("config", f"```\n{_flat_text(config)}\n```", 0)
 
-    def on_epoch_end(self, logs):
+    def on_epoch_end(self, logs: EpochLogs) -> None:
         for k in ("loss", "acc"):
             self.writer.add_scalars(k, {"train": getattr(logs, k),
                                         "test": getattr(logs, f"val_{k}")}, logs.epoch)
         self.writer.add_scalar("seconds", logs.seconds, logs.epoch)
         self.writer.flush()  # as the store does: nothing is lost when the run is killed
 
-    def end(self, status, result):
+    def end(self, status: str, result: TrainResult | None) -> None:
         self.writer.close()
 
 
 class MLflowLogger(RunLogger):
-    def start(self, rid, folder, config, history):
+    mlflow: ModuleType
+    run: ActiveRun
+
+    def start(self, rid: str, folder: Path, config: Mapping[str, Any],
+              history: Mapping[str, Sequence[float]]) -> None:
         import mlflow
         self.mlflow = mlflow
         mlflow.set_experiment("cnnbench")
@@ -96,16 +108,17 @@ class MLflowLogger(RunLogger):
             if i + 1 not in logged:
                 mlflow.log_metrics({k: history[k][i] for k in METRICS}, step=i + 1)
 
-    def on_epoch_end(self, logs):
+    def on_epoch_end(self, logs: EpochLogs) -> None:
         self.mlflow.log_metrics({k: getattr(logs, k) for k in METRICS}, step=logs.epoch)
 
-    def end(self, status, result):
+    def end(self, status: str, result: TrainResult | None) -> None:
         if result is not None and status == RunStatus.FINISHED:
             self.mlflow.log_metrics({"test_loss": result.test_loss,
                                      "test_accuracy": result.test_accuracy})
         self.mlflow.set_tag("cnnbench.status", str(status))
-        self.mlflow.end_run({RunStatus.FINISHED: "FINISHED",
-                             RunStatus.INTERRUPTED: "KILLED"}.get(status, "FAILED"))
+        mlflow_status: dict[str, str] = {RunStatus.FINISHED: "FINISHED",
+                                         RunStatus.INTERRUPTED: "KILLED"}
+        self.mlflow.end_run(mlflow_status.get(status, "FAILED"))
 
 
 def make_loggers(names: Sequence[str]) -> list[RunLogger]:
