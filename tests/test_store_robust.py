@@ -658,3 +658,16 @@ def test_every_writing_command_shares_the_stores_refusal(tmp_path, monkeypatch):
                       (None, tmp_path / "default" / "runs" / "abc")):
         with pytest.raises(UsageError, match="is inside the run store"):
             refuse_inside_store(root, out, "--out")
+
+
+def test_an_interrupted_run_with_a_damaged_config_is_trained_again(finished, specs, mnist,
+                                                                    tmp_path):
+    root, s = copy_of(finished, tmp_path)
+    row = row_of(s, "TINY_A")
+    with sqlite3.connect(s.db_path) as db:  # as a kill in training leaves it
+        db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (row.id,))
+    (s.folder(row.id) / "config.json").write_text("{not json")
+    results, _ = study(root, mnist, ["TINY_A"], specs)
+    assert [r.record.run_id for r in results] == [row.id]
+    assert s.get(row.id).status == "finished" and s.verify() == []
+    assert s.read_config(row.id)["model"]["name"] == "TINY_A"

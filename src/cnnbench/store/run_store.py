@@ -87,8 +87,9 @@ class StoreError(CnnbenchError, OSError):
     """The store cannot be used: unwritable, full, or not a store. Names the path."""
 
 
-class DamagedRun(StoreError):
-    """A stored run whose file does not hold what the store writes: names the file and field."""
+class DamagedRun(StoreError, ValueError):
+    """A stored run whose file does not hold what the store writes: names the file and field.
+    Also a ValueError, as the JSON or CSV error it replaces was."""
 
 
 class UnknownRun(StoreError):
@@ -433,7 +434,7 @@ class RunStore:
         none or several. An empty or non-hex prefix is refused: it would match every run."""
         wanted = prefix.lower()
         if not wanted or any(c not in HEX for c in wanted):
-            raise UnknownRun(f"a run id (or its first digits) is hex digits (0-9, a-f). Got "
+            raise UnknownRun(f"a run id (or its start) must be hex digits (0-9, a-f). Got "
                              f"{prefix!r} instead; `cnnbench runs` lists the ids in {self.root}")
         with self._read() as db:
             ids = [r[0] for r in db.execute(
