@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from cnnbench.analysis.conclusions import conclusions
 from cnnbench.analysis.stats import (
     compare_models,
-    conclusions,
     confusion_matrix,
     holm,
     mcnemar_exact,

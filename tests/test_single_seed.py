@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnbench.analysis.stats import compare_models, conclusions, epoch_spread, model_stats
+from cnnbench.analysis.conclusions import conclusions
+from cnnbench.analysis.stats import compare_models, epoch_spread, model_stats
 from cnnbench.model.spec import get_spec
 from cnnbench.store.records import RunRecord
 

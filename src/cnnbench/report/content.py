@@ -14,6 +14,7 @@ import numpy as np
 
 from cnnbench.analysis import diagnosis
 from cnnbench.analysis import stats as analysis
+from cnnbench.analysis.conclusions import conclusions
 from cnnbench.report.table import describe_batchnorm, describe_dropout
 from cnnbench.store.records import RunRecord
 from cnnbench.train.optim import label_of
@@ -342,8 +343,7 @@ def grouped_conclusions(c: ReportContent, pairs: bool = True) -> list[str]:
                         for g in groups) + ".")
     for g in groups:
         mine = [s for s in c.stats if s.model in set(g.models)]
-        out += analysis.conclusions(mine, g.comparisons if pairs else [],
-                                    epochs_spread=spread)
+        out += conclusions(mine, g.comparisons if pairs else [], epochs_spread=spread)
     return out
 
 
