@@ -6,13 +6,13 @@ statement by statement, ``model = Sequential()`` / ``model.add(Layer(...))`` (ac
 a new ``Sequential()`` starts a new model) and ``Sequential([Layer(...), ...])``. Names used
 as arguments (``Dense(num_classes)``) resolve when they are simple module-level constants.
 Anything else is reported with its line, never guessed.
+
+keras_source.py finds the code blocks; keras_layers.py translates one layer call.
 """
 
 from __future__ import annotations
 
 import ast
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,54 +21,36 @@ from typing import Any
 import yaml
 
 from cnnbench.atomic import atomic_write_text, output_path
-from cnnbench.constraints import shown
-from cnnbench.model.layers import INITIALIZERS, KINDS, keras_snake_case
+from cnnbench.model.keras_layers import (
+    DEFAULTS_ONLY,
+    IGNORED,
+    KERAS_CLASSES,
+    MAX_INT_BITS,
+    Untranslatable,
+    call_name,
+    const_value,
+    record_constants,
+    translate_layer,
+    unparse,
+)
+from cnnbench.model.keras_source import (
+    MAX_NESTING,
+    MAX_SOURCE_BYTES,
+    TOO_DEEP,
+    Block,
+    block_where,
+    nesting,
+    read_blocks,
+    strip_magics,
+)
 from cnnbench.model.spec import ModelSpec, SpecError, build_spec
 
-# Keras class name -> the registry's kind: each kind's own name and its aliases.
-KERAS_CLASSES = {alias: kind.name for kind in KINDS.values()
-                 for alias in (kind.name, *kind.keras_aliases)}
-# Keras arguments a spec does not carry, accepted when they hold the value cnnbench uses
-# (a kind's own argument of the same name comes first: LayerNormalization's epsilon).
-DEFAULTS_ONLY: dict[str, tuple[Any, ...]] = {
-    "data_format": ("channels_last", None),
-    "dilation_rate": (1, (1, 1), [1, 1]),
-    "axis": (-1, 3),
-    "momentum": (0.99,),
-    "epsilon": (0.001, 1e-3),
-    "center": (True,),
-    "scale": (True,),
-    "noise_shape": (None,),
-}
-IGNORED = ("name", "seed", "trainable")  # no effect on what a spec describes
-# A source file past this is not a model definition (a notebook of a few models with their
-# outputs is a few MiB); it is refused before it is read whole.
-MAX_SOURCE_BYTES = 32 << 20
-# How deep a statement's syntax tree may nest (a Keras model nests about 8 levels): deeper
-# code is skipped whole, the same whether Python's parser gave up first or this count did,
-# so the outcome never depends on the recursion limit or the stack's depth at the call.
-MAX_NESTING = 100
-TOO_DEEP = (f"nested more than {MAX_NESTING} levels deep; the code block is skipped "
-            f"(import-keras follows at most {MAX_NESTING})")
-
-
-class Untranslatable(Exception):
-    """A construct with no spec equivalent; the message says what."""
-
-
-@dataclass
-class Block:
-    """One piece of code and where it lies in the file."""
-
-    code: str
-    first_line: int  # file line of the block's first line (1-based)
-    cell: int | None = None  # notebook cell number (1-based) for .ipynb
-    heading: str | None = None  # the last title-like text line before it
-
-    def where(self, lineno: int) -> str:
-        if self.cell is not None:
-            return f"cell {self.cell}, line {lineno}"
-        return f"line {self.first_line + lineno - 1}"
+__all__ = [  # the names of keras_source and keras_layers stay importable from here
+    "DEFAULTS_ONLY", "IGNORED", "KERAS_CLASSES", "MAX_INT_BITS", "MAX_NESTING",
+    "MAX_SOURCE_BYTES", "TOO_DEEP", "Block", "ImportResult", "ImportedModel",
+    "Untranslatable", "import_keras", "nesting", "read_blocks", "spec_yaml",
+    "translate_layer", "write_specs",
+]
 
 
 @dataclass
@@ -88,265 +70,6 @@ class ImportResult:
     models: list[ImportedModel]
     problems: list[str]  # outside any model
     skipped_blocks: list[str]  # code blocks that are not Python (outputs, shell)
-
-
-# --- reading the source ---------------------------------------------------------------------
-
-_TITLE = re.compile(r"^(?:#{1,6}\s+)?([A-Za-z][\w\-. ]{0,60}?)\s*$")
-
-
-def _title(line: str) -> str | None:
-    """A text line that looks like a title: a lone identifier or a Markdown heading."""
-    m = _TITLE.match(line.strip())
-    if not m:
-        return None
-    text = m.group(1)
-    if line.lstrip().startswith("#") or re.fullmatch(r"[A-Za-z][\w\-.]*", text):
-        # ASCII only: the name becomes a file name and must pass spec.check_name.
-        return re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_") or None
-    return None
-
-
-def _markdown_blocks(text: str) -> list[Block]:
-    blocks, heading = [], None
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        fence = re.match(r"^\s*(```|~~~)", lines[i])
-        if not fence:
-            heading = _title(lines[i]) or heading
-            i += 1
-            continue
-        start = i + 1
-        j = start
-        while j < len(lines) and not lines[j].lstrip().startswith(fence.group(1)):
-            j += 1
-        blocks.append(Block("\n".join(lines[start:j]), start + 1, heading=heading))
-        i = j + 1
-    return blocks
-
-
-def _notebook_blocks(text: str, path: Path) -> list[Block]:
-    try:
-        nb = json.loads(text)
-        cells = nb["cells"]
-    except (json.JSONDecodeError, KeyError, TypeError, IndexError, RecursionError) as e:
-        raise SpecError(f"{path}: not a Jupyter notebook (JSON with 'cells'): "
-                        f"{type(e).__name__}: {str(e)[:200]}") from e
-    if not isinstance(cells, list):
-        raise SpecError(f"{path}: not a Jupyter notebook: 'cells' is a "
-                        f"{type(cells).__name__}, not a list.")
-    blocks, heading = [], None
-    for n, cell in enumerate(cells, start=1):
-        if not isinstance(cell, dict):
-            raise SpecError(f"{path}: not a Jupyter notebook: cell {n} is a "
-                            f"{type(cell).__name__}, not a mapping with 'cell_type' and "
-                            f"'source'.")
-        src = cell.get("source", "")
-        if isinstance(src, list) and all(isinstance(line, str) for line in src):
-            src = "".join(src)
-        elif not isinstance(src, str):
-            raise SpecError(f"{path}: not a Jupyter notebook: the 'source' of cell {n} is "
-                            f"{shown(src, 60)}, not a string or a list of strings.")
-        if cell.get("cell_type") == "code":
-            blocks.append(Block(src, 1, cell=n, heading=heading))
-        else:
-            for line in src.splitlines():
-                heading = _title(line) or heading
-    return blocks
-
-
-def read_blocks(path: str | Path) -> list[Block]:
-    """The code of a ``.py`` file, of an ``.ipynb``'s code cells, or of fenced blocks; at most
-    :data:`MAX_SOURCE_BYTES` of them are read."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_SOURCE_BYTES + 1)
-        if len(raw) > MAX_SOURCE_BYTES:
-            raise SpecError(f"{path}: over {MAX_SOURCE_BYTES >> 20} MiB; import-keras reads "
-                            f"at most {MAX_SOURCE_BYTES >> 20} MiB (a notebook's outputs hold "
-                            f"most of a large .ipynb: clear them, or save the code as .py).")
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{path}: cannot read ({e}).") from e
-    if path.suffix == ".py":
-        return [Block(text, 1)]
-    if path.suffix == ".ipynb":
-        return _notebook_blocks(text, path)
-    return _markdown_blocks(text)
-
-
-def _strip_magics(code: str) -> str:
-    """IPython lines (``%matplotlib``, ``!pip``) become blank lines, keeping line numbers."""
-    return "\n".join("" if re.match(r"^\s*[%!]", line) else line for line in code.split("\n"))
-
-
-# --- evaluating constant expressions --------------------------------------------------------
-
-# A layer argument is a small number; bigger ones (x = x*x repeated, 1.5 * 10**400 spelled
-# out) would take minutes or gigabytes to compute, or overflow a float: refused, not computed.
-MAX_INT_BITS = 64
-
-
-def _unparse(node: ast.AST, limit: int = 80) -> str:
-    """Source text of a node for a message, shortened; never fails."""
-    try:
-        text = ast.unparse(node)
-    except (ValueError, RecursionError, OverflowError):  # a 5000-digit int, deep nesting
-        return f"<a {type(node).__name__} expression>"
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _bounded(v: Any, node: ast.AST) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > MAX_INT_BITS:
-        raise Untranslatable(f"'{_unparse(node)}' is too large a number for a layer argument")
-    if isinstance(v, float) and not math.isfinite(v):
-        raise Untranslatable(f"'{_unparse(node)}' is not a finite number")
-    return v
-
-
-def _value(node: ast.AST, consts: dict[str, Any]) -> Any:
-    if isinstance(node, ast.Constant):
-        return _bounded(node.value, node)
-    if isinstance(node, ast.Tuple | ast.List):
-        return [_value(e, consts) for e in node.elts]
-    if isinstance(node, ast.Name):
-        if node.id in consts:
-            return consts[node.id]
-        raise Untranslatable(f"'{node.id}' is not a module-level constant")
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        v = _value(node.operand, consts)
-        if isinstance(v, int | float):
-            return -v if isinstance(node.op, ast.USub) else v
-        raise Untranslatable(f"'{_unparse(node)}' is not a constant expression")
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult |
-                                                  ast.FloorDiv | ast.Div):
-        a, b = _value(node.left, consts), _value(node.right, consts)
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            if isinstance(node.op, ast.FloorDiv | ast.Div) and b == 0:
-                raise Untranslatable(f"division by zero in {_unparse(node)}")
-            try:  # only the one operation asked for: a and b are bounded, so is the result
-                v = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
-                     ast.FloorDiv: lambda: a // b, ast.Div: lambda: a / b}[type(node.op)]()
-            except OverflowError as e:  # an int too large to become a float
-                raise Untranslatable(f"'{_unparse(node)}' overflows ({e})") from e
-            return _bounded(v, node)
-    raise Untranslatable(f"'{_unparse(node)}' is not a constant expression")
-
-
-def _call_name(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Call):
-        f = node.func
-        if isinstance(f, ast.Name):
-            return f.id
-        if isinstance(f, ast.Attribute):
-            return f.attr
-    return None
-
-
-def _record_constants(stmt: ast.stmt, consts: dict[str, Any]) -> None:
-    """``x = 10`` and ``a, b = 28, 28`` at module level; anything else makes a name unknown."""
-    if isinstance(stmt, ast.Assign):
-        for target in stmt.targets:
-            pairs: list[tuple[ast.AST, ast.AST | None]]
-            if isinstance(target, ast.Tuple) and isinstance(stmt.value, ast.Tuple) and len(
-                    target.elts) == len(stmt.value.elts):
-                pairs = list(zip(target.elts, stmt.value.elts, strict=True))
-            else:
-                pairs = [(target, stmt.value)]
-            for t, v in pairs:
-                for name in ast.walk(t):
-                    if isinstance(name, ast.Name):
-                        consts.pop(name.id, None)
-                if isinstance(t, ast.Name) and v is not None:
-                    try:
-                        consts[t.id] = _value(v, consts)
-                    except Untranslatable:
-                        pass
-    elif isinstance(stmt, ast.AugAssign | ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-        consts.pop(stmt.target.id, None)
-    else:
-        # Names bound inside if/for/with/def are not constants one can rely on.
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                consts.pop(node.id, None)
-
-
-# --- translating layers ---------------------------------------------------------------------
-
-def _activation_value(node: ast.AST, consts: dict[str, Any]) -> Any:
-    if isinstance(node, ast.Attribute):  # tf.nn.relu, keras.activations.relu
-        return node.attr
-    v = _value(node, consts)
-    return "linear" if v is None else v
-
-
-def _initializer_value(node: ast.AST, consts: dict[str, Any]) -> Any:
-    """'he_normal', 'HeNormal' or HeNormal() / keras.initializers.he_normal(seed=1) as the
-    initializer's name; anything else as its value, for the spec to refuse."""
-    if isinstance(node, ast.Call) and not node.args and all(
-            k.arg == "seed" for k in node.keywords):
-        name = _call_name(node)
-    else:
-        name = _value(node, consts)
-    if isinstance(name, str):
-        snake = keras_snake_case(name)
-        return snake if snake in INITIALIZERS else name
-    return name
-
-
-def translate_layer(call: ast.Call, consts: dict[str, Any]
-                    ) -> tuple[str, dict[str, Any], list[int] | None]:
-    """A layer call as (kind, arguments, input_shape or None); raises Untranslatable."""
-    name = _call_name(call)
-    if name not in KERAS_CLASSES:
-        what = _unparse(call.func)
-        raise Untranslatable(f"{what}(...) has no spec equivalent (spec layers: "
-                             f"{', '.join(KINDS)})")
-    entry = KINDS[KERAS_CLASSES[name]]
-    kind, order = entry.name, entry.positional
-    if len(call.args) > len(order):
-        raise Untranslatable(f"{kind} takes at most {len(order)} positional arguments here, "
-                             f"got {len(call.args)}")
-    given: list[tuple[str, ast.AST]] = list(zip(order, call.args, strict=False))
-    for kw in call.keywords:
-        if kw.arg is None:
-            raise Untranslatable(f"{kind}(**{_unparse(kw.value)}) cannot be read without "
-                                 f"running the code")
-        given.append((entry.keras_renamed.get(kw.arg, kw.arg), kw.value))
-    args: dict[str, Any] = {}
-    input_shape = None
-    for arg, node in given:
-        if arg in ("input_shape", "input_dim"):
-            shape = _value(node, consts)
-            if arg == "input_shape" and not isinstance(shape, list):
-                raise Untranslatable(f"input_shape={_unparse(node)}: expected a tuple "
-                                     f"(height, width, channels)")
-            input_shape = list(shape) if arg == "input_shape" else [shape]
-            continue
-        if arg in IGNORED:
-            continue
-        if arg not in DEFAULTS_ONLY and arg not in entry.args:
-            raise Untranslatable(f"{kind} argument '{arg}' is not supported by specs "
-                                 f"(supported: {', '.join(entry.args) or 'none'})")
-        if arg == "activation":
-            value = _activation_value(node, consts)
-        elif arg.endswith("_initializer"):
-            value = _initializer_value(node, consts)
-        else:
-            value = _value(node, consts)
-        if arg not in entry.args:  # one of DEFAULTS_ONLY
-            if value not in DEFAULTS_ONLY[arg]:
-                raise Untranslatable(f"{kind}({arg}={value!r}): a spec supports only "
-                                     f"{arg}={DEFAULTS_ONLY[arg][0]!r}")
-            continue
-        if kind == "Activation" and not isinstance(value, str):
-            raise Untranslatable(f"Activation({value!r}): only activation names translate")
-        args[arg] = tuple(value) if isinstance(value, list) else value
-    if isinstance(args.get("padding"), str):
-        args["padding"] = args["padding"].lower()
-    return kind, args, input_shape
 
 
 # --- following the models -------------------------------------------------------------------
@@ -387,41 +110,41 @@ class _Follower:
             return
         if not isinstance(items, ast.List | ast.Tuple):
             model.problems.append(f"{block.where(call.lineno)}: Sequential("
-                                  f"{_unparse(items)}) is not a literal list of layers")
+                                  f"{unparse(items)}) is not a literal list of layers")
             return
         for item in items.elts:
             self._add(model, item, block)
 
     def _add(self, model: ImportedModel, node: ast.AST, block: Block) -> None:
         where = block.where(node.lineno)
-        if _call_name(node) in ("Input", "InputLayer"):
+        if call_name(node) in ("Input", "InputLayer"):
             assert isinstance(node, ast.Call)
             shape_node = node.args[0] if node.args else next(
                 (k.value for k in node.keywords if k.arg in ("shape", "input_shape")), None)
             try:
-                shape = _value(shape_node, self.consts) if shape_node else None
+                shape = const_value(shape_node, self.consts) if shape_node else None
             except Untranslatable as e:
                 model.problems.append(f"{where}: {e}")
                 return
             if shape is not None and not isinstance(shape, list):
                 # Input(5): Keras reads it as shape (5,), which no image model takes.
-                model.problems.append(f"{where}: {_unparse(node)}: the shape must be a tuple "
+                model.problems.append(f"{where}: {unparse(node)}: the shape must be a tuple "
                                       f"(height, width, channels), got {shape!r}")
                 return
             model.input_shape = shape
             return
         if not isinstance(node, ast.Call):
-            model.problems.append(f"{where}: {_unparse(node)} is not a layer call")
+            model.problems.append(f"{where}: {unparse(node)} is not a layer call")
             return
         try:
             kind, args, input_shape = translate_layer(node, self.consts)
         except Untranslatable as e:
             shape_kw = next((k for k in node.keywords if k.arg == "input_shape"), None)
-            if shape_kw is not None and f"'{_unparse(shape_kw.value)}'" in str(e):
+            if shape_kw is not None and f"'{unparse(shape_kw.value)}'" in str(e):
                 # Keras' own examples set input_shape in an if/else on the data format.
                 node = ast.Call(node.func, node.args,
                                 [k for k in node.keywords if k is not shape_kw])
-                model.notes.append(f"{where}: input_shape={_unparse(shape_kw.value)} "
+                model.notes.append(f"{where}: input_shape={unparse(shape_kw.value)} "
                                    f"is not a constant; assumed [28, 28, 1]")
                 self._add(model, ast.copy_location(node, shape_kw.value), block)
                 return
@@ -437,7 +160,7 @@ class _Follower:
 
     def statement(self, stmt: ast.stmt, block: Block) -> None:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
-                stmt.targets[0], ast.Name) and _call_name(stmt.value) == "Sequential":
+                stmt.targets[0], ast.Name) and call_name(stmt.value) == "Sequential":
             assert isinstance(stmt.value, ast.Call)
             self._start(stmt.targets[0].id, stmt.value, block)
             return
@@ -465,10 +188,10 @@ class _Follower:
                         and node.func.attr == "add" and isinstance(node.func.value, ast.Name)
                         and node.func.value.id in self.live):
                     self.live[node.func.value.id].problems.append(
-                        f"{block.where(node.lineno)}: {_unparse(node, 60)} sits inside "
+                        f"{block.where(node.lineno)}: {unparse(node, 60)} sits inside "
                         f"a {type(stmt).__name__.lower()} block; it is not followed without "
                         f"running the code")
-        _record_constants(stmt, self.consts)
+        record_constants(stmt, self.consts)
 
 
 def _given_name(call: ast.Call, where: str) -> tuple[str | None, list[str]]:
@@ -479,12 +202,12 @@ def _given_name(call: ast.Call, where: str) -> tuple[str | None, list[str]]:
     if node is None:
         return None, []
     if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
-        return None, [f"{where}: name={_unparse(node)} is not a constant string; not used"]
+        return None, [f"{where}: name={unparse(node)} is not a constant string; not used"]
     name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", node.value).lstrip("_.-")[:100].rstrip("_")
     if not name:
         return None, [f"{where}: name={node.value!r} has no letter or digit; not used"]
     if name != node.value:
-        return name, [f"{where}: name={_unparse(node)} became {name} (a spec name is "
+        return name, [f"{where}: name={unparse(node)} became {name} (a spec name is "
                       f"letters, digits and _ . -)"]
     return name, []
 
@@ -495,13 +218,13 @@ def import_keras(path: str | Path) -> ImportResult:
     follower = _Follower(path)
     skipped = []
     for block in read_blocks(path):
-        code = _strip_magics(block.code)
+        code = strip_magics(block.code)
         if not code.strip():
             continue
         try:
             tree = ast.parse(code)
         except (RecursionError, MemoryError):  # nesting the parser cannot hold
-            follower.problems.append(f"{_block_where(block)}: {TOO_DEEP}")
+            follower.problems.append(f"{block_where(block)}: {TOO_DEEP}")
             continue
         except (SyntaxError, ValueError):  # ValueError: a 5000-digit int literal
             last = block.first_line + max(code.count("\n"), 0)
@@ -529,23 +252,6 @@ def import_keras(path: str | Path) -> ImportResult:
         except SpecError as e:
             model.problems.append(str(e))
     return ImportResult(str(path), follower.models, follower.problems, skipped)
-
-
-def nesting(node: ast.AST, limit: int = MAX_NESTING) -> int:
-    """How many levels deep a syntax tree goes (a lone name: 1), counted with an explicit
-    stack, never by recursion; the count stops just past ``limit``."""
-    deepest, stack = 0, [(node, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > limit:
-            break
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-    return deepest
-
-
-def _block_where(block: Block) -> str:
-    return f"cell {block.cell}" if block.cell is not None else f"line {block.first_line}"
 
 
 def _plain(args: dict[str, Any]) -> dict[str, Any]:
