@@ -146,9 +146,11 @@ def _optimizer(value: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 def build_study(data: Any, source: str, base: Path) -> StudyFile:
-    """Validate a parsed study file; model and data paths are relative to ``base``."""
-    from cnnbench.data.datasets import DATASETS  # numpy only
+    """Validate a parsed study file; model and data paths are relative to ``base``.
 
+    The parts are checked in the file's order (models, dataset, training, ablations, claims),
+    so of several mistakes the first is the one reported.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a study file must be a mapping with 'models', 'dataset' "
                         f"and 'training'. Got {type(data).__name__}.")
@@ -158,7 +160,29 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
                             f"{', '.join(TOP_FIELDS)}.")
     name = check_name(data.get("name") or Path(source).stem, source)
     check_description(data.get("description"), source)
+    specs = _models(data, source, base)
+    dataset, data_dir = _dataset(data, source, base)
+    training, values = _training(data.get("training") or {}, source)
+    ablations = _ablations(data.get("ablations"), source, base)
+    claims = _claims(data.get("claims"), ablations, source)
+    settings = {k: values[k] for k in ("optimizer", "optimizer_args", "loss", "batch_size",
+                                       "epochs", "seeds", "train_limit")}
+    study = StudyFile(name=name, source=source, specs=specs, dataset=dataset,
+                      data_dir=data_dir, **settings,
+                      holdout=_holdout(training, values, source, bool(ablations)),
+                      ablations=ablations, claims=claims)
+    if ablations:  # two models under one name are refused when the file is read
+        from cnnbench.study.ablation import canonical_names
+        try:
+            canonical_names(ablations, study.train_config_kwargs())
+        except SpecError as e:
+            raise SpecError(f"{source}: {e}") from None
+    return study
 
+
+def _models(data: dict[str, Any], source: str, base: Path) -> tuple[ModelSpec, ...]:
+    """The specs 'models' names (built-in names or spec files), each name once; none when
+    the study has ablations and no 'models' (their variants are the models)."""
     models = data.get("models")
     if isinstance(models, str):
         models = [models]
@@ -185,18 +209,28 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
         unique_names([s.name for s in specs], f"{source}: models")
     except ConstraintError as e:
         raise SpecError(str(e)) from None
+    return tuple(specs)
+
+
+def _dataset(data: dict[str, Any], source: str, base: Path) -> tuple[str | None, Path | None]:
+    """The dataset's name (None: mnist, or what data_dir holds) and the data_dir folder."""
+    from cnnbench.data.datasets import DATASETS  # numpy only
 
     dataset = data.get("dataset")
     if dataset is not None and dataset not in DATASETS:
         raise SpecError(f"{source}: dataset: unknown dataset {dataset!r}. Known: "
                         f"{', '.join(DATASETS)}; for your own idx files set 'data_dir'.")
     data_dir = data.get("data_dir")
-    if data_dir is not None:
-        if not isinstance(data_dir, str):
-            raise SpecError(f"{source}: data_dir must be a folder path. Got {data_dir!r}.")
-        data_dir = base / data_dir
+    if data_dir is None:
+        return dataset, None
+    if not isinstance(data_dir, str):
+        raise SpecError(f"{source}: data_dir must be a folder path. Got {data_dir!r}.")
+    return dataset, base / data_dir
 
-    training = data.get("training") or {}
+
+def _training(training: Any, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The 'training' mapping, and its values: each study setting of SETTINGS checked (or its
+    default), the optimizer resolved (optimizer, optimizer_args), the loss and the seeds."""
     where = f"{source}: training"
     if not isinstance(training, dict):
         raise SpecError(f"{where} must be a mapping. Got {training!r}.")
@@ -221,24 +255,16 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
                          f"{where}.seeds")
     except ConstraintError as e:
         raise SpecError(str(e)) from None
-    ablations = _ablations(data.get("ablations"), source, base)
-    claims = ()
-    if data.get("claims") is not None:
-        from cnnbench.analysis.claims import parse_claims
-        claims = parse_claims(data["claims"], ablations, f"{source}: claims")
-    study = StudyFile(name=name, source=source, specs=tuple(specs), dataset=dataset,
-                      data_dir=data_dir, optimizer=opt_name, optimizer_args=opt_args,
-                      loss=loss, batch_size=values["batch_size"], epochs=values["epochs"],
-                      seeds=seeds, train_limit=values["train_limit"],
-                      holdout=_holdout(training, values, source, bool(ablations)),
-                      ablations=ablations, claims=claims)
-    if ablations:  # two models under one name are refused when the file is read
-        from cnnbench.study.ablation import canonical_names
-        try:
-            canonical_names(ablations, study.train_config_kwargs())
-        except SpecError as e:
-            raise SpecError(f"{source}: {e}") from None
-    return study
+    return training, values | {"optimizer": opt_name, "optimizer_args": opt_args,
+                               "loss": loss, "seeds": seeds}
+
+
+def _claims(value: Any, ablations: tuple[Any, ...], source: str) -> tuple[Any, ...]:
+    """The study's claims (analysis/claims.py), checked against its ablations."""
+    if value is None:
+        return ()
+    from cnnbench.analysis.claims import parse_claims
+    return parse_claims(value, ablations, f"{source}: claims")
 
 
 def _ablations(value: Any, source: str, base: Path) -> tuple[Any, ...]:
