@@ -133,9 +133,9 @@ def test_a_stored_study_that_cannot_be_read_is_left_out_with_a_note():
 
 def test_the_study_document_written_with_a_run_reads_back_whole(tmp_path):
     from cnnbench.report.whatmatters import STUDY_FORMAT, from_document
+    from cnnbench.study.studydoc import STUDY_FORMAT as WRITTEN
+    from cnnbench.study.studydoc import study_document
     from cnnbench.study.studyfile import load_study
-    from cnnbench.study.writeback import STUDY_FORMAT as WRITTEN
-    from cnnbench.study.writeback import study_document
     assert STUDY_FORMAT == WRITTEN
     study = load_study(_study(tmp_path))
     ids = {("act", v.name, seed): f"id-{v.name}-{seed}"

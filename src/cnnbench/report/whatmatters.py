@@ -209,14 +209,14 @@ def html(wm: WhatMatters, table: Any, img: Any) -> list[str]:
 
 # --- the study as the store keeps it ---------------------------------------------------------
 
-# The format of config.json's "study" this module reads: study/writeback.py's STUDY_FORMAT.
+# The format of config.json's "study" this module reads: study/studydoc.py's STUDY_FORMAT.
 STUDY_FORMAT = 1
 Study = tuple[list[Ablation], list[Claim], dict[tuple[str, str, int], str]]
 
 
 def from_document(doc: Mapping[str, Any]) -> Study:
     """The ablations, claims and run ids of (ablation, variant, seed) a stored study holds
-    (``writeback.study_document``); ValueError when it is not one this version reads."""
+    (``studydoc.study_document``); ValueError when it is not one this version reads."""
     from cnnbench.errors import CnnbenchError
     from cnnbench.model.spec import SpecError, build_spec
     try:

@@ -92,7 +92,7 @@ class StudyRunner:
 
     ``executor`` says where the jobs train (default: in this process, one at a time); this
     process alone writes the store, whichever executor trains. ``study``: the ablations and
-    claims the runs are trained for (``writeback.study_document``), kept in their config.json.
+    claims the runs are trained for (``studydoc.study_document``), kept in their config.json.
     """
 
     def __init__(self, store: RunStore, dataset: Dataset, config: TrainConfig,

@@ -200,7 +200,7 @@ def _seeds(ready: _Ready, group: PlanGroup, view: RunView
 
     study = None
     if plan.ablations:  # kept in each run's config.json: `report` rebuilds What matters
-        from cnnbench.study.writeback import study_document
+        from cnnbench.study.studydoc import study_document
         study = study_document(*_ablation(ready))
     runners = [StudyRunner(ready.store, ready.dataset, config, ready.device, force=plan.force,
                            log=view.note, callbacks=callbacks_for(config.seed),
