@@ -169,7 +169,7 @@ def out_consistent(store: Path) -> list[str]:
     """results.json and history.csv in each --out folder tell the same histories."""
     import csv
     problems = []
-    for results in (out_of(store)).rglob("results.json"):
+    for results in out_of(store).rglob("results.json"):
         folder = results.parent
         roll_forward(folder)  # what the next write there does first
         doc = json.loads(results.read_text())
@@ -255,7 +255,7 @@ def concurrency(work: Path, procs: int, runs: int, rng: random.Random) -> dict:
         extra = ("--force",) if i % 2 else ()
         args = ["run", "--models", str(spec), "--seeds", *map(str, seeds), "--epochs", "1",
                 "--train-limit", "256", "--threads", "1", "--store", str(store), "--out",
-                str(store / f"out-{i}"), *extra]
+                str(out_of(store) / f"{i}"), *extra]
         log = tempfile.TemporaryFile("w+")
         children.append((subprocess.Popen([sys.executable, "-m", "cnnbench", *args],
                                           stdout=log, stderr=subprocess.STDOUT, text=True,
@@ -298,7 +298,7 @@ def concurrency(work: Path, procs: int, runs: int, rng: random.Random) -> dict:
     final = subprocess.run([sys.executable, "-m", "cnnbench", "run", "--models", str(spec),
                             "--seeds", *map(str, sorted(union)), "--epochs", "1",
                             "--train-limit", "256", "--threads", "1", "--store", str(store),
-                            "--out", str(store / "out-final")], capture_output=True,
+                            "--out", str(out_of(store) / "final")], capture_output=True,
                            text=True, env=env())
     tracebacks += (final.stdout + final.stderr).count("Traceback")
     rows = s.runs()
