@@ -872,8 +872,8 @@ def _number_case(rng: random.Random, d: Path, tpl: Path) -> tuple[list[str], lis
 # --- running one case ------------------------------------------------------------------------
 
 KINDS = ("accepted", "refused", "bad-refusal", "traceback", "hang", "stray-write",
-         "run-changed")
-FAILURES = ("bad-refusal", "traceback", "hang", "stray-write", "run-changed")
+         "run-changed", "breaks-later")
+FAILURES = ("bad-refusal", "traceback", "hang", "stray-write", "run-changed", "breaks-later")
 # The families whose refusals must be exactly one line naming the input (the older, settled
 # ones); the others may print progress before refusing, so only their error lines count.
 STRICT = ("spec", "data", "image", "source")
@@ -1107,11 +1107,44 @@ def run_case(family: str, case: int, seed: int, work: Path, conn=None) -> Outcom
     # What the case added to the worker's resident memory at its peak (torch and the modules
     # already imported are not counted again).
     o.peak_mib, o.argv = max(0.0, _status_mib("VmHWM") - resident), tuple(c.argv)
+    if o.kind == "accepted" and family == "pack":
+        o = _read_back(o, c, out.getvalue())
+        o.argv = tuple(c.argv)
     stray, runs = breaches(c.argv, c.cwd, before, snapshot(work))
     if stray or runs:
         o.kind = "stray-write" if stray else "run-changed"
         o.detail = f"{o.detail} | changed: {', '.join((stray or runs)[:3])}".strip(" |")
     shutil.rmtree(c.cwd.parent, ignore_errors=True)
+    return o
+
+
+def _read_back(o: Outcome, c: Case, said: str) -> Outcome:
+    """An accepted pack's runs must be usable afterwards: ``show`` of each run it added (as
+    ``said`` on stdout), an ``export`` of the weights it carried, and for every fourth case a
+    ``report`` of them exit 0; anything else is a pack accepted that breaks a later command."""
+    import re
+
+    from cnnbench.cli import main
+    store = Path(_option(c.argv, "--store"))
+    added = re.findall(r"^(?:added|replaced) ([0-9a-f]{12}) ", said, re.MULTILINE)
+    commands = [["show", rid, "--store", str(store)] for rid in added]
+    commands += [["export", rid, "--format", "safetensors", "--store", str(store), "--out",
+                  str(c.cwd / f"{rid}.safetensors")] for rid in added
+                 if (store / "runs" / rid / "weights.safetensors").is_file()]
+    if added and o.case % 4 == 0:
+        commands.append(["report", *added, "--store", str(store), "--data-dir",
+                         str(store.parent.parent.parent / "template" / "data"), "--out",
+                         str(c.cwd / "report")])
+    for argv in commands:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                code = main(argv)
+        except BaseException as e:  # noqa: BLE001 - the very thing counted
+            code, err = 1, io.StringIO(f"{type(e).__name__}: {str(e)[:200]}")
+        if code != 0:
+            return Outcome(o.family, o.case, "breaks-later",
+                           f"then `{argv[0]} {argv[1]}` exits {code}: {err.getvalue()[-300:]!r}")
     return o
 
 

@@ -115,6 +115,9 @@ def _what_it_is(path: Path) -> str:
         return f"unreadable ({e.strerror})"
     if not head:
         return "an empty file"
+    with open(path, "rb") as f:
+        if f.read(9)[8:9] == b"{":  # safetensors: an 8-byte length, then a JSON header
+            return "a damaged or foreign safetensors file"
     return next((what for magic, what in MAGIC if head.startswith(magic)),
                 f"a {path.stat().st_size:,}-byte file of another format")
 
