@@ -1107,8 +1107,8 @@ def run_case(family: str, case: int, seed: int, work: Path, conn=None) -> Outcom
     # What the case added to the worker's resident memory at its peak (torch and the modules
     # already imported are not counted again).
     o.peak_mib, o.argv = max(0.0, _status_mib("VmHWM") - resident), tuple(c.argv)
-    if o.kind == "accepted" and family == "pack":
-        o = _read_back(o, c, out.getvalue())
+    if o.kind == "accepted" and family in ("pack", "export"):
+        o = (_read_back if family == "pack" else _load_export)(o, c, out.getvalue())
         o.argv = tuple(c.argv)
     stray, runs = breaches(c.argv, c.cwd, before, snapshot(work))
     if stray or runs:
@@ -1145,6 +1145,28 @@ def _read_back(o: Outcome, c: Case, said: str) -> Outcome:
         if code != 0:
             return Outcome(o.family, o.case, "breaks-later",
                            f"then `{argv[0]} {argv[1]}` exits {code}: {err.getvalue()[-300:]!r}")
+    return o
+
+
+def _load_export(o: Outcome, c: Case, said: str) -> Outcome:
+    """An accepted export must load back: its file (as ``said``: 'FORMAT: PATH') read by
+    cnnbench (safetensors), torch.jit (TorchScript) or onnx."""
+    fmt, _, path = " ".join(said.split()).partition(": ")
+    target = c.cwd / path if not os.path.isabs(path) else Path(path)
+    try:
+        if fmt == "safetensors":
+            from cnnbench.model.weights import load_weights
+            load_weights(target)
+        elif fmt == "torchscript":
+            import torch
+            torch.jit.load(str(target))
+        else:
+            import onnx
+            onnx.checker.check_model(onnx.load(str(target)))
+    except Exception as e:  # noqa: BLE001 - the very thing counted
+        return Outcome(o.family, o.case, "breaks-later",
+                       f"its {fmt} file {target} does not load: {type(e).__name__}: "
+                       f"{str(e)[:200]}")
     return o
 
 
