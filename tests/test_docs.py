@@ -41,7 +41,7 @@ def _md(tmp_path: Path, text: str) -> Path:
 def test_run_and_ablate_examples_train_one_epoch_of_256_images_and_only_their_first_seed():
     scaled = doc_examples.scaled
     assert scaled(["cnnbench", "run", "--seeds", "0", "1", "2", "3", "4", "--jobs", "2"]) == [
-        "cnnbench", "run", "--seeds", "0", "--jobs", "2", "--epochs", "1",
+        "cnnbench", "run", "--seed", "0", "--jobs", "2", "--epochs", "1",
         "--train-limit", "256"]
     assert scaled(["cnnbench", "run", "notebook-claims", "--seeds", "3", "--epochs", "3",
                    "--train-limit", "20000"]) == [
@@ -51,7 +51,7 @@ def test_run_and_ablate_examples_train_one_epoch_of_256_images_and_only_their_fi
     assert scaled(["cnnbench", "run", "--seeds", "5", "study.yaml", "--epochs=12"]) == [
         "cnnbench", "run", "--seeds", "1", "study.yaml", "--epochs", "1", "--train-limit", "256"]
     assert scaled(["cnnbench", "run", "--seeds", "3", "4"])[:4] == [
-        "cnnbench", "run", "--seeds", "3"]
+        "cnnbench", "run", "--seed", "3"]  # '--seeds 3' alone would be three seeds
     assert scaled(["cnnbench", "ablate", "CNN_MNIST_2", "--vary", "activation=sigmoid,relu"]) \
         [-4:] == ["--epochs", "1", "--train-limit", "256"]
     assert scaled(["cnnbench", "summary", "CNN_MNIST_2"]) == ["cnnbench", "summary",
