@@ -4,7 +4,6 @@ running it (the store, the data, the disk); one line on stderr either way."""
 from __future__ import annotations
 
 import errno
-from pathlib import Path
 
 import pytest
 
@@ -47,19 +46,31 @@ def test_a_store_path_under_a_file_exits_1(tmp_path, capsys):
         capsys.readouterr().err, "run")
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
-def test_a_full_disk_exits_1_with_one_line_naming_the_file(tmp_path, capsys):
-    """/dev/full answers every write with ENOSPC: a real full disk, nothing patched."""
+def test_a_full_disk_exits_1_with_one_line_naming_the_file(tmp_path):
+    """A file size limit answers the write past it with EFBIG, as a full disk answers with
+    ENOSPC: the kernel's own refusal, in a process of its own, nothing patched. (/dev/full
+    cannot stand in: a file is written whole by renaming over the target, so --out must be a
+    plain file, and a device is refused before anything is written.)"""
+    import subprocess
+    import sys
+
     from cnnbench.model.build import build_model
     from cnnbench.model.spec import get_spec
     from cnnbench.model.weights import save_weights
     spec = get_spec("CNN_MNIST_1")
     weights = save_weights(tmp_path / "m.safetensors", build_model(spec), spec,
                            [str(i) for i in range(10)], "mnist")
-    assert main(["export", str(weights), "--format", "safetensors", "--out", "/dev/full"]) == 1
-    line = error_line(capsys.readouterr().err, "export")
-    assert line.startswith("cnnbench export: error: No space left on device: ")
-    assert line.endswith("/dev/full") and "Errno" not in line
+    out = tmp_path / "copy.safetensors"
+    limited = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+               "from cnnbench.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", limited, "export", str(weights), "--format",
+                           "safetensors", "--out", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    line = error_line(proc.stderr, "export")
+    assert line == f"cnnbench export: error: File too large: {out}" and "Errno" not in line
+    assert not out.exists()
 
 
 def test_an_os_error_in_one_line():
