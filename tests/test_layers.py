@@ -534,9 +534,9 @@ def test_a_model_of_the_new_layers_saves_loads_and_exports(tmp_path):
     with torch.no_grad():
         expected = predict_proba(model, x).numpy()
         assert np.array_equal(predict_proba(loaded.model, x).numpy(), expected)
-        traced = torch.jit.load(str(export(loaded, "torchscript")))
+        traced = torch.jit.load(str(export(loaded, "torchscript", tmp_path / "new.pt")))
         assert np.abs(traced(x).numpy() - expected).max() < 1e-6
-    session = ort.InferenceSession(str(export(loaded, "onnx")),
+    session = ort.InferenceSession(str(export(loaded, "onnx", tmp_path / "new.onnx")),
                                    providers=["CPUExecutionProvider"])
     got = session.run(["probabilities"], {"image": x.numpy()})[0]
     assert np.abs(got - expected).max() < 1e-5
