@@ -107,18 +107,22 @@ def _curves_are(records: Sequence[RunRecord]) -> str:
     return "test accuracy"
 
 
-def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
-                reference: Mapping[str, Any] | None = None, title: str = "cnnbench report"
-                ) -> str:
-    classes = c.dataset.get("classes") or [str(i) for i in range(10)]
+def _page(title: str, parts: Sequence[str]) -> str:
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+            + "\n".join(parts) + "</main></body></html>\n")
+
+
+def _head(c: ReportContent, title: str) -> list[str]:
+    """Title, what the report covers, the conclusions and the diagnosis."""
     n_runs, n_models = len(c.records), len(c.groups)
     seeds = sorted({r.seed for r in c.records})
-    ref = reference or {}
     n_groups = len(c.setting_groups)
     shape = (f"{n_models} model(s) × {len(seeds)} seed(s) = {n_runs} run(s)" if n_groups < 2
              else f"{n_runs} run(s) of {n_models} model(s) under {n_groups} different "
                   f"settings, compared only within each")
-    parts = [
+    return [
         f"<h1>{escape(title)}</h1>",
         f"<p class=sub>{shape} on {escape(str(c.dataset.get('name', 'the dataset')))} (run "
         f"ids under <a href='#runs'>Runs</a>); generated "
@@ -129,11 +133,18 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
         + ("".join(f"<li>{escape(s)}</li>" for s in c.diagnosis_lines)
            or "<li>No run shows a failure the detectors look for.</li>") + "</ul>",
     ]
-    if c.what_matters:
-        from cnnbench.report.whatmatters import html
-        for wm in c.what_matters:
-            parts += html(wm, _table, _img)
-    parts += [
+
+
+def _what_matters(c: ReportContent) -> list[str]:
+    if not c.what_matters:
+        return []
+    from cnnbench.report.whatmatters import html
+    return [part for wm in c.what_matters for part in html(wm, _table, _img)]
+
+
+def _summary(c: ReportContent) -> list[str]:
+    """The summary table, the notebook's numbers beside it, the pairwise comparisons."""
+    parts = [
         "<h2>Summary</h2>",
         _table(c.summary_rows, numeric=("Test accuracy %", "95% CI %", "Min – max %",
                                         "Test loss", "Params", "Training FLOPs / epoch",
@@ -151,47 +162,79 @@ def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
                   _table(pairwise_rows(c.comparisons), numeric=("A − B (points)", "p",
                                                                 "p (Holm)"),
                          row_class=["sig" if x.significant() else "" for x in c.comparisons])]
+    return parts
+
+
+def _all_models_charts(c: ReportContent, ref: Mapping[str, Any]) -> list[str]:
+    """Every model's validation curve on one chart; the first seed's gradient norms."""
     what = _curves_are(c.records)
-    parts += [f"<h2>{what[0].upper() + what[1:]} of all models</h2>",
-              _img(charts.val_acc_overlay_png(c.groups, ref, what), f"{what}, all models")]
+    parts = [f"<h2>{what[0].upper() + what[1:]} of all models</h2>",
+             _img(charts.val_acc_overlay_png(c.groups, ref, what), f"{what}, all models")]
     norms = {m: rs[0].grad_norms for m, rs in c.groups.items() if rs and rs[0].grad_norms}
     if norms:
         parts += ["<h3>Gradient norm per layer</h3>",
                   "<p class=muted>First seed of each model; the input side is on the left. "
                   "A line falling to the left means the gradient shrinks on its way back to "
                   "the first layers.</p>", _img(charts.gradient_png(norms), "gradient norms")]
+    return parts
+
+
+def _representative_html(model: str, runs: Sequence[RunRecord], x_test: np.ndarray,
+                         y_test: np.ndarray, classes: Sequence[str]) -> str:
+    """The median seed's confusion matrix and misclassified digits, side by side."""
+    rep = analysis.representative_run(runs)
+    if rep is None:
+        return ""
+    cm = analysis.confusion_matrix(y_test, rep.test_predictions, len(classes))
+    label = f"seed {rep.seed}, {100 * rep.test_accuracy:.2f} %" + (
+        " (median seed)" if len(runs) > 1 else "")
+    return ("<div class=row>"
+            + _img(charts.confusion_png(cm, f"Confusion matrix, {label}", classes),
+                   f"{model} confusion matrix")
+            + _img(charts.misclassified_png(
+                x_test, y_test, rep.test_predictions,
+                f"Misclassified test digits ({label}): predicted / true"),
+                f"{model} misclassified digits") + "</div>")
+
+
+def _model_section(c: ReportContent, model: str, runs: Sequence[RunRecord],
+                   ref: Mapping[str, Any], x_test: np.ndarray, y_test: np.ndarray,
+                   classes: Sequence[str]) -> list[str]:
+    """One model: its curves, findings, median seed's errors and Keras-style summary."""
+    val = "validation" if all(_held(r) for r in runs) else "test"  # what val_* is
+    parts = [f"<h2 id='{escape(model)}'>{escape(model)}</h2>",
+             f"<p class=muted>Layers: {escape(runs[0].spec.shorthand())}</p>",
+             _img(charts.history_png(model, [r.history for r in runs],
+                                     (ref.get(model) or {}).get("history"), val_label=val),
+                  f"{model} accuracy and loss, train and {val}"),
+             _findings_html(c, model)]
+    rep = _representative_html(model, runs, x_test, y_test, classes)
+    if rep:
+        parts.append(rep)
+    parts.append("<h3>Model summary</h3>" + _model_summary_html(runs[0]))
+    return parts
+
+
+def _runs_and_method(c: ReportContent) -> list[str]:
+    return ["<h2 id=runs>Runs</h2>",
+            f"<p class=muted>The {len(c.records)} run(s) this report covers, each once; "
+            f"<code>cnnbench show ID</code> prints one.</p>", _table(c.run_rows),
+            "<h2>Method</h2><dl class=method>" + "".join(
+                f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in c.method)
+            + "</dl>"]
+
+
+def render_html(c: ReportContent, x_test: np.ndarray, y_test: np.ndarray,
+                reference: Mapping[str, Any] | None = None, title: str = "cnnbench report"
+                ) -> str:
+    """The report page, section by section, as one self-contained HTML document."""
+    classes = c.dataset.get("classes") or [str(i) for i in range(10)]
+    ref = reference or {}
+    parts = [*_head(c, title), *_what_matters(c), *_summary(c), *_all_models_charts(c, ref)]
     for model, runs in c.groups.items():
-        parts.append(f"<h2 id='{escape(model)}'>{escape(model)}</h2>")
-        parts.append(f"<p class=muted>Layers: {escape(runs[0].spec.shorthand())}</p>")
-        val = "validation" if all(_held(r) for r in runs) else "test"  # what val_* is
-        parts.append(_img(charts.history_png(model, [r.history for r in runs],
-                                                (ref.get(model) or {}).get("history"),
-                                                val_label=val),
-                          f"{model} accuracy and loss, train and {val}"))
-        parts.append(_findings_html(c, model))
-        rep = analysis.representative_run(runs)
-        if rep is not None:
-            cm = analysis.confusion_matrix(y_test, rep.test_predictions, len(classes))
-            label = f"seed {rep.seed}, {100 * rep.test_accuracy:.2f} %" + (
-                " (median seed)" if len(runs) > 1 else "")
-            parts.append("<div class=row>"
-                         + _img(charts.confusion_png(cm, f"Confusion matrix, {label}", classes),
-                                f"{model} confusion matrix")
-                         + _img(charts.misclassified_png(
-                             x_test, y_test, rep.test_predictions,
-                             f"Misclassified test digits ({label}): predicted / true"),
-                             f"{model} misclassified digits") + "</div>")
-        parts.append("<h3>Model summary</h3>" + _model_summary_html(runs[0]))
-    parts += ["<h2 id=runs>Runs</h2>",
-              f"<p class=muted>The {n_runs} run(s) this report covers, each once; "
-              f"<code>cnnbench show ID</code> prints one.</p>", _table(c.run_rows)]
-    parts.append("<h2>Method</h2><dl class=method>" + "".join(
-        f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in c.method)
-        + "</dl>")
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
-            + "\n".join(parts) + "</main></body></html>\n")
+        parts += _model_section(c, model, runs, ref, x_test, y_test, classes)
+    parts += _runs_and_method(c)
+    return _page(title, parts)
 
 
 def write_report(records: Sequence[RunRecord], y_test: np.ndarray, x_test: np.ndarray,
