@@ -623,6 +623,10 @@ def test_a_damaged_finished_run_is_named_and_trained_again_not_reported(
         s.record(row.id)
     assert not s.final_files_complete(row)  # so `run` trains it again instead of reusing it
     assert any(name in p for p in s.verify())
+    from cnnbench.store.pack import pack
+    with pytest.raises(DamagedRun, match=match):  # named, never carried to another store
+        pack(s, [row.id], tmp_path / "p.tar.gz")
+    assert not (tmp_path / "p.tar.gz").exists()
     assert main(["report", row.id, "--store", str(root), "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err  # the data's loading, then one line
     line = err.strip().splitlines()[-1]

@@ -77,6 +77,7 @@ def pack(store: RunStore, ids: Iterable[str], out: Path, *, weights: bool = True
         if not status.done:
             raise StoreError(f"run {rid} ({row.model}, seed {row.seed}) is {status}, not "
                              f"finished: only finished or diverged runs are packed")
+        store.checked(row)  # a damaged file is named, never packed
         if not store.final_files_complete(row):
             raise StoreError(f"run {rid} ({row.model}, seed {row.seed}) lacks some of its "
                              f"files in {store.folder(rid)}; `cnnbench run` trains it again")

@@ -600,7 +600,7 @@ class RunStore:
         if not row.status.done:
             return False
         try:
-            self._checked(row)
+            self.checked(row)
         except StoreError:
             return False
         return (row.status == RunStatus.DIVERGED
@@ -632,7 +632,7 @@ class RunStore:
         row = self.get(rid)
         if row is None:
             raise UnknownRun(f"no run {rid} in {self.root}")
-        run = self._checked(row)
+        run = self.checked(row)
         return RunRecord(
             model=row.model, spec=run.spec, seed=row.seed, history=run.history,
             test_loss=math.nan if row.test_loss is None else row.test_loss,
@@ -645,7 +645,7 @@ class RunStore:
                          if row.diverged_epoch is not None else None),
             run_id=rid)
 
-    def _checked(self, row: RunRow) -> Any:
+    def checked(self, row: RunRow) -> Any:
         """A done run's files read and checked whole (schema.CheckedRun); a damaged one is a
         StoreError naming the file and what to do."""
         from cnnbench.store.schema import RunDataError, check_run
@@ -727,7 +727,7 @@ class RunStore:
             try:
                 n = len(self.read_history(rid)["loss"])
                 if row.status.done:
-                    self._checked(row)
+                    self.checked(row)
             except StoreError as e:
                 problems.append(str(e))
                 continue
