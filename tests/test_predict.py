@@ -187,3 +187,22 @@ def test_a_missing_image_exits_2_and_the_other_images_are_still_read(tiny_weight
     assert one_error_line(captured.err) == f"cnnbench predict: error: {missing}: no such " \
                                            f"image file."
     assert f"{image}: " in captured.out
+
+
+def test_a_preview_that_cannot_be_written_whole_leaves_the_previous_one(tiny_weights, tmp_path):
+    import subprocess
+    import sys
+    image = draw_digit(tmp_path / "seven.png", "7")
+    preview = tmp_path / "seven.cnnbench.png"
+    preview.write_bytes(b"the previous preview")
+    # A 100-byte file size limit makes the preview's write fail (EFBIG), as a full disk would.
+    limited = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100)); "
+               "from cnnbench.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", limited, "predict", str(tiny_weights),
+                           str(image), "--show"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert one_error_line(proc.stderr) == f"cnnbench predict: error: File too large: {preview}"
+    assert preview.read_bytes() == b"the previous preview"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "seven.cnnbench.png", "seven.png", "tiny.safetensors"]

@@ -151,11 +151,20 @@ def preprocess_image(path: str | Path) -> Preprocessed:
 
 def save_preview(pre: Preprocessed, image_path: str | Path) -> Path:
     """``digit.png`` -> ``digit.cnnbench.png``: the 28x28 input the model saw, enlarged 8x."""
+    import io
+
     from PIL import Image
+
+    from cnnbench.atomic import atomic_write_bytes
     path = Path(image_path)
     out = path.with_name(f"{path.stem}.cnnbench.png")
+    buf = io.BytesIO()
     Image.fromarray(pre.image, mode="L").resize((FIELD * 8, FIELD * 8),
-                                                Image.Resampling.NEAREST).save(out)
+                                                Image.Resampling.NEAREST).save(buf, "PNG")
+    try:
+        atomic_write_bytes(out, buf.getvalue())  # whole or not at all, as every cnnbench file
+    except OSError as e:  # name the preview, not the temporary file beside it
+        raise OSError(e.errno, e.strerror, str(out)) from e
     return out
 
 
