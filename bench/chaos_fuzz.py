@@ -950,7 +950,8 @@ def _prepare_old(family: str, rng: random.Random, d: Path, work: Path) -> Case:
         if not weights.exists():
             _tiny_weights(work)
         path = make_image(rng, d / "image")
-        return Case(["predict", str(weights), str(path)], [str(path)])
+        show = ["--show"] if rng.random() < 0.3 else []
+        return Case(["predict", str(weights), str(path), *show], [str(path)])
     path = make_source(rng, d / "model")
     return Case(["import-keras", str(path), "--out", str(d / "specs")], [str(path)])
 
@@ -1040,8 +1041,9 @@ def _under(path: str, root: str | None) -> bool:
 
 def breaches(argv: list[str], cwd: Path, before: dict[str, str],
              after: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(files written outside --out, --store and the current folder; files of a run that was
-    finished before the command, changed by something other than ``rm`` or ``--force``)."""
+    """(files written outside --out, --store, the current folder and ``predict --show``'s
+    previews beside their images; files of a run that was finished before the command, changed
+    by something other than ``rm`` or ``--force``)."""
     store = _option(argv, "--store") or os.environ.get("CNNBENCH_STORE")
     out = _option(argv, "--out")
     out = os.path.join(cwd, out) if out and not os.path.isabs(out) else out
@@ -1049,8 +1051,11 @@ def breaches(argv: list[str], cwd: Path, before: dict[str, str],
                 if os.path.basename(p) == "weights.safetensors"
                 and os.path.basename(os.path.dirname(os.path.dirname(p))) == "runs"}
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    named = set()
+    if argv[0] == "predict" and "--show" in argv:  # documented: NAME.cnnbench.png beside NAME
+        named = {str(Path(a).with_name(Path(a).stem + ".cnnbench.png")) for a in argv[2:]}
     stray = [p for p in changed if not (_under(p, str(cwd)) or _under(p, store)
-                                        or _under(p, out))]
+                                        or _under(p, out) or p in named)]
     allowed = argv[0] == "rm" or "--force" in argv
     runs = [p for p in changed if not allowed and any(_under(p, f) for f in finished)]
     return stray, runs
@@ -1256,7 +1261,7 @@ def fuzz(counts: dict[str, int], seed: int = 0, timeout: float = 30.0,
 def format_table(table: Table, show: tuple[str, ...] = FAILURES, per_kind: int = 10) -> str:
     """Outcomes per family, the peak memory of each family's worst refusal, then samples of
     the kinds in ``show``."""
-    head = f"{'inputs':<8}{'cases':>6}" + "".join(f"{k:>12}" for k in KINDS) + \
+    head = f"{'inputs':<8}{'cases':>6}" + "".join(f"{k:>13}" for k in KINDS) + \
         f"{'worst refusal +MiB':>19}"
     lines = [head, "-" * len(head)]
     for family in FAMILIES:
@@ -1264,7 +1269,7 @@ def format_table(table: Table, show: tuple[str, ...] = FAILURES, per_kind: int =
         if c:
             worst = table.worst_refusal.get(family)
             lines.append(f"{family:<8}{sum(c.values()):>6}" + "".join(
-                f"{c[k]:>12}" for k in KINDS) + f"{worst.peak_mib if worst else 0:>19.0f}")
+                f"{c[k]:>13}" for k in KINDS) + f"{worst.peak_mib if worst else 0:>19.0f}")
     if table.worst_refusal:
         worst = max(table.worst_refusal.values(), key=lambda o: o.peak_mib)
         lines.append(f"\nworst refusal: +{worst.peak_mib:.0f} MiB peak resident memory over the "
