@@ -255,6 +255,46 @@ def _eager_step(optimizer: torch.optim.Optimizer,
     return step
 
 
+def _adadelta_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, Any]:
+    state = optimizer.state[p]
+    if not state:  # as torch.optim.Adadelta initialises it
+        state["step"] = torch.tensor(0.0)
+        state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    state["step"] += 1
+    return state
+
+
+def _fused_update(optimizer: torch.optim.Optimizer, weights16: dict[torch.Tensor, torch.Tensor],
+                  kernel: Callable[[dict[str, Any], bool], _Kernel]) -> None:
+    """One Adadelta update of every parameter: the fused kernel where it serves the tensor,
+    else its bit-identical eager form."""
+    for group in optimizer.param_groups:
+        lr, rho, eps = group["lr"], group["rho"], group["eps"]
+        for p in group["params"]:
+            w = weights16.get(p)
+            grad = p.grad if w is None else w.grad
+            if grad is None:
+                continue
+            state = _adadelta_state(optimizer, p)
+            args = (p, grad, state["square_avg"], state["acc_delta"])
+            flat = _flat_views(args if w is None else (*args, w))
+            k = kernel(group, w is not None)
+            fused = k.fused if k.wait() else None
+            # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own
+            # (and the C loop reads fp32 weights and an fp32 or, with a copy, bf16 gradient).
+            if (fused is not None and flat[0].dim() == 1 and p.numel() > 1
+                    and p.dtype == flat[2].dtype == flat[3].dtype == torch.float32
+                    and grad.dtype == (torch.float32 if w is None else torch.bfloat16)):
+                fused(*flat)
+            elif w is None:
+                fp, fg, fsq, facc = flat
+                _adadelta_update(fp, fg, fsq, facc, lr, rho, eps, sqrt=_sqrt)
+            else:
+                fp, fg, fsq, facc, fw = flat
+                _adadelta_update_bf16(fp, fg, fsq, facc, fw, lr, rho, eps, sqrt=_sqrt)
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
                    weights16: dict[torch.Tensor, torch.Tensor] | None = None
                    ) -> Callable[[], Any]:
@@ -292,38 +332,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool = True,
             wait_compiled()
             built = True
         with _SignalsHeld(), torch.no_grad():
-            update()
-
-    def update() -> None:
-        for group in optimizer.param_groups:
-            lr, rho, eps = group["lr"], group["rho"], group["eps"]
-            for p in group["params"]:
-                w = weights16.get(p)
-                grad = p.grad if w is None else w.grad
-                if grad is None:
-                    continue
-                state = optimizer.state[p]
-                if not state:  # as torch.optim.Adadelta initialises it
-                    state["step"] = torch.tensor(0.0)
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                args = (p, grad, state["square_avg"], state["acc_delta"])
-                flat = _flat_views(args if w is None else (*args, w))
-                k = kernel(group, w is not None)
-                fused = k.fused if k.wait() else None
-                # Sizes 0 and 1, non-flat layouts, other dtypes would need graphs of their own
-                # (and the C loop reads fp32 weights and an fp32 or, with a copy, bf16 gradient).
-                if (fused is not None and flat[0].dim() == 1 and p.numel() > 1
-                        and p.dtype == flat[2].dtype == flat[3].dtype == torch.float32
-                        and grad.dtype == (torch.float32 if w is None else torch.bfloat16)):
-                    fused(*flat)
-                elif w is None:
-                    fp, fg, fsq, facc = flat
-                    _adadelta_update(fp, fg, fsq, facc, lr, rho, eps, sqrt=_sqrt)
-                else:
-                    fp, fg, fsq, facc, fw = flat
-                    _adadelta_update_bf16(fp, fg, fsq, facc, fw, lr, rho, eps, sqrt=_sqrt)
+            _fused_update(optimizer, weights16, kernel)
 
     def wait_compiled() -> bool:
         """Block until the fused kernels are built; whether they all were (tests, benchmarks)."""
