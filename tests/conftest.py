@@ -1,11 +1,23 @@
-"""Shared fixtures. Real MNIST comes through the real source chain, cached per machine."""
+"""Shared fixtures and helpers: the real MNIST through the real source chain (cached per
+machine), a private run store per test, `cnnbench` run in this process or as a child process,
+and tiny custom datasets and specs for end-to-end runs."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 # .ci/run sets CI=true after installing every part the suite uses (Chromium, Debian's
 # Fashion-MNIST, the test extra with ray, onnxruntime, mlflow). There a skip means a broken
@@ -74,3 +86,83 @@ def mnist_weights(mnist, tmp_path_factory):
     assert result.test_accuracy > 0.9
     return save_weights(tmp_path_factory.mktemp("w") / "CNN_MNIST_1.safetensors", model, spec,
                         mnist.info.classes, "mnist")
+
+
+# --- cnnbench itself ---------------------------------------------------------------------
+
+def cnnbench_main(*args: object) -> tuple[int, str, str]:
+    """``cnnbench ARGS`` in this process (cli.main): its exit code, stdout and stderr."""
+    from cnnbench.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def cnnbench_cli(*args: object, store: Path | None = None, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m cnnbench ARGS`` as a user runs it: a child process with this checkout's src
+    first on PYTHONPATH. ``env`` replaces os.environ; ``store`` sets $CNNBENCH_STORE. The
+    user's $CNNBENCH_DATA_DIR is dropped: a test's data is the one it names."""
+    e = dict(os.environ if env is None else env)
+    e["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [e.get("PYTHONPATH")])])
+    e.pop("CNNBENCH_DATA_DIR", None)
+    if store is not None:
+        e["CNNBENCH_STORE"] = str(store)
+    return subprocess.run([sys.executable, "-m", "cnnbench", *map(str, args)],
+                          capture_output=True, text=True, env=e, cwd=cwd, timeout=timeout)
+
+
+# --- tiny data and specs for end-to-end runs -------------------------------------------------
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    """``a`` as an idx file of unsigned bytes."""
+    return struct.pack(">HBB", 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes()
+
+
+def tiny_data(folder: Path, n_train: int = 24, n_test: int = 6) -> Path:
+    """A custom dataset of 28x28 noise images, 10 classes, as the four idx files."""
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), np.uint8),
+              "train-labels-idx1-ubyte": np.arange(n_train, dtype=np.uint8) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), np.uint8),
+              "t10k-labels-idx1-ubyte": np.arange(n_test, dtype=np.uint8) % 10}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        (folder / name).write_bytes(idx_bytes(a))
+    return folder
+
+
+def spec_dict(name: str, **extra) -> dict:
+    """The smallest model spec for 28x28 images (Flatten, a 10-way softmax) as a dict."""
+    return {"name": name, "input_shape": [28, 28, 1], **extra,
+            "layers": [{"Flatten": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]}
+
+
+def write_spec(path: Path, name: str, **extra) -> Path:
+    path.write_text(yaml.safe_dump(spec_dict(name, **extra), sort_keys=False))
+    return path
+
+
+def tiny_spec(tmp_path: Path, *layers: dict, name: str = "tiny") -> Path:
+    """A spec file NAME.yaml of Flatten, ``layers``, a 10-way softmax."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "input_shape": [28, 28, 1], "layers": [
+        {"Flatten": {}}, *layers, {"Dense": {"units": 10, "activation": "softmax"}}]}))
+    return path
+
+
+def run_args(tmp_path: Path, *specs: Path, n_train: int = 24) -> list:
+    """``run SPECS`` for one epoch on tiny_data, --out and --store under tmp_path."""
+    return ["run", *specs, "--dataset", "custom", "--data-dir",
+            tiny_data(tmp_path / "data", n_train), "--epochs", "1", "--out", tmp_path / "out",
+            "--store", tmp_path / "store"]
+
+
+def error_line(err: str, command: str) -> str:
+    """The one error line of a refusal; nothing else on stderr says 'error' or 'Traceback'."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"cnnbench {command}: error: "), lines[0]
+    return lines[0]

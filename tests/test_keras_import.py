@@ -1,11 +1,15 @@
-"""import-keras: Sequential models from source, parsed with ast, never executed."""
+"""import-keras: Sequential models from source, parsed with ast, never executed; huge, deeply
+nested or malformed sources are named problems, never a traceback, and the specs are written
+inside --out under safe, quoted names."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import cnnbench_cli, cnnbench_main, error_line
 
 from cnnbench.cli import main
 from cnnbench.model.keras_import import import_keras
@@ -163,3 +167,146 @@ def test_a_source_over_the_size_bound_is_refused_before_it_is_read(tmp_path, cap
     assert err == (f"cnnbench import-keras: error: {src}: over 32 MiB; import-keras reads at "
                    f"most 32 MiB (a notebook's outputs hold most of a large .ipynb: clear "
                    f"them, or save the code as .py).")
+
+
+def test_import_keras_writes_only_inside_out_and_ascii_names(tmp_path):
+    src = tmp_path / "nb.md"
+    src.write_text("# Modèle über\n```python\nmodel = Sequential()\nmodel.add(Flatten("
+                   "input_shape=(28, 28, 1)))\nmodel.add(Dense(10, activation='softmax'))\n```\n")
+    code, out, err = cnnbench_main("import-keras", src, "--out", tmp_path / "specs")
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "specs").iterdir())
+    assert written == ["Mod_le_ber.yaml"]
+    assert load_spec(tmp_path / "specs" / written[0]).name == "Mod_le_ber"
+
+
+# --- huge, deep or malformed sources: a problem named, never a traceback --------------------------
+
+def import_keras_cli(tmp_path: Path, source: str, suffix: str = ".py"):
+    """``cnnbench import-keras`` of ``source`` saved as model.SUFFIX, into tmp_path/specs."""
+    path = tmp_path / f"model{suffix}"
+    path.write_text(source)
+    return cnnbench_main("import-keras", path, "--out", tmp_path / "specs")
+
+
+DENSE = "model = Sequential()\nmodel.add(Flatten(input_shape=(28, 28, 1)))\n" \
+        "model.add(Dense(n, activation='softmax'))\n"
+
+
+@pytest.mark.parametrize("constant, says", [
+    ("n = 1.5 * 1" + "0" * 400, "'n' is not a module-level constant"),
+    ("n = 1" + "0" * 30, "'n' is not a module-level constant"),
+    ("n = 1e308 * 10", "'n' is not a module-level constant"),
+])
+def test_huge_constants_are_not_computed(tmp_path, constant, says):
+    code, out, err = import_keras_cli(tmp_path, f"{constant}\n{DENSE}")
+    assert code == 1 and "Traceback" not in err
+    assert says in out and not (tmp_path / "specs" / "model_1.yaml").exists()
+
+
+def test_repeated_squaring_stops_at_64_bits(tmp_path):
+    # Each name squares the one before: n40 = 3 ** (2 ** 40), a number of 2 ** 40 * 1.6 bits.
+    source = "n0 = 3\n" + "".join(f"n{k} = n{k - 1} * n{k - 1}\n" for k in range(1, 41)) \
+        + "n = n40\n" + DENSE
+    path = tmp_path / "square.py"
+    path.write_text(source)
+    # A subprocess with a time limit: before the fix this ran for ever (3**(2**40)).
+    r = cnnbench_cli("import-keras", path, "--out", tmp_path / "specs", timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "'n' is not a module-level constant" in r.stdout
+    assert r.stdout.count("too large a number") == 0  # n7 onwards simply are not constants
+
+
+def test_a_direct_huge_argument_is_named(tmp_path):
+    source = DENSE.replace("Dense(n,", "Dense(1.5 * 1" + "0" * 400 + ",")
+    code, out, err = import_keras_cli(tmp_path, source)
+    assert code == 1
+    assert "is too large a number for a layer argument" in " ".join(out.split())
+    assert "Traceback" not in err
+
+
+def test_input_with_a_bare_number_is_a_problem_not_a_crash(tmp_path):
+    code, out, err = import_keras_cli(tmp_path, "model = Sequential([Input(5), Flatten(), "
+                                                "Dense(10, activation='softmax')])\n")
+    assert code == 1 and "Traceback" not in err
+    assert "Input(5): the shape must be a tuple (height, width, channels), got 5" in out
+
+
+@pytest.mark.parametrize("notebook, says", [
+    ({"cells": ["print(1)"]}, "cell 1 is a str, not a mapping"),
+    ({"cells": 5}, "'cells' is a int, not a list"),
+    ([1, 2], "not a Jupyter notebook (JSON with 'cells')"),
+    ({"cells": [{"cell_type": "code", "source": [1, 2]}]},
+     "not a Jupyter notebook: the 'source' of cell 1 is [1, 2], not a string or a list of "
+     "strings."),
+    ({"cells": [{"cell_type": "markdown", "source": {"a": 1}}]},
+     "the 'source' of cell 1 is {'a': 1}, not a string"),
+])
+def test_a_malformed_notebook_is_one_line(tmp_path, notebook, says):
+    code, out, err = import_keras_cli(tmp_path, json.dumps(notebook), ".ipynb")
+    assert code == 2
+    assert says in error_line(err, "import-keras")
+
+
+TOO_DEEP = ("line 1: nested more than 100 levels deep; the code block is skipped "
+            "(import-keras follows at most 100)")
+
+
+@pytest.mark.parametrize("expression", [
+    "+".join(["1"] * 100_000),  # past the parser's own limit
+    "-" * 100_000 + "1",
+    "+".join(["1"] * 1200),  # parses; past the importer's count of 100 levels
+    "+".join(["1"] * 101),
+])
+def test_deeply_nested_expressions_are_reported(tmp_path, expression):
+    got, out, err = import_keras_cli(tmp_path, f"n = {expression}\n{DENSE}")
+    assert got == 2 and "Traceback" not in err
+    assert TOO_DEEP in out and not (tmp_path / "specs").exists()
+
+
+def test_an_expression_within_the_nesting_limit_is_followed(tmp_path):
+    got, out, err = import_keras_cli(tmp_path, f"n = {'+'.join(['1'] * 50)}\n{DENSE}")
+    assert got == 0, out + err
+    assert load_spec(tmp_path / "specs" / "model_1.yaml").layers[-1].args["units"] == 50
+
+
+def _at_depth(depth: int, f):
+    return f() if depth <= 0 else _at_depth(depth - 1, f)
+
+
+@pytest.mark.parametrize("limit, headroom", [(1000, None), (1000, 40), (100_000, None),
+                                             (100_000, 40), (5_000, 2_000)])
+def test_the_nesting_limit_holds_whatever_the_stack_and_the_recursion_limit(
+        tmp_path, limit, headroom):
+    """The same answer with Python's default recursion limit or a raised one, called from a
+    shallow stack or one a few frames short of the limit (the parser then gives up first)."""
+    import inspect
+
+    from cnnbench.model.keras_import import import_keras as follow
+    path = tmp_path / "deep.py"
+    path.write_text(f"n = {'+'.join(['1'] * 1200)}\n{DENSE}")
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        depth = 0 if headroom is None else limit - len(inspect.stack(0)) - headroom
+        result = _at_depth(depth, lambda: follow(path))
+    finally:
+        sys.setrecursionlimit(old)
+    assert result.models == []
+    assert [p.split(": ", 1)[1] for p in result.problems] == [TOO_DEEP.split(": ", 1)[1]]
+
+
+def test_a_5000_digit_literal_is_skipped_not_a_traceback(tmp_path):
+    code, out, err = import_keras_cli(tmp_path, f"n = 1{'0' * 5000}\n{DENSE}")
+    assert code == 2 and "Traceback" not in err
+    assert "skipped 1 code block(s) that are not Python" in out
+
+
+@pytest.mark.parametrize("heading", ["True", "null", "on", "No", "yes"])
+def test_yaml_looking_headings_are_quoted_names(tmp_path, heading):
+    source = f"# {heading}\n```python\n{DENSE.replace('(n,', '(10,')}```\n"
+    code, out, err = import_keras_cli(tmp_path, source, ".md")
+    assert code == 0, out + err
+    written = tmp_path / "specs" / f"{heading}.yaml"
+    assert load_spec(written).name == heading
+    assert f"name: '{heading}'\n" in written.read_text()

@@ -1,22 +1,21 @@
-"""nn.py: the torch module matches the spec, and trains with Keras 2.2's semantics."""
+"""The torch modules built from a spec (model/build.py, model/modules.py, model/init.py): their
+shapes and parameter counts are the spec's, they start as Keras initialises, and BatchNorm and
+Dropout behave as Keras 2.2's, a batch of one included."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import cnnbench_main, run_args, tiny_spec
 from torch import nn
 
-from cnnbench.model.build import (
-    build_model,
-    clipped_categorical_crossentropy,
-    keras_init_,
-    predict_proba,
-)
+from cnnbench.model.build import build_model
+from cnnbench.model.init import keras_init_
+from cnnbench.model.loss import predict_proba
 from cnnbench.model.spec import build_spec, get_spec
-from cnnbench.train.optim import make_optimizer
 
 SOFTMAX_3 = {"Dense": {"units": 3, "activation": "softmax"}}
 
@@ -211,84 +210,43 @@ def test_batchnorm_momentum_and_epsilon_are_keras(conv):
     assert bn.eps == 1e-3
 
 
-# --- Adadelta, as Keras 2.2 --------------------------------------------------------------
+# --- BatchNormalization on a batch of one --------------------------------------------------
 
-def test_adadelta_steps_match_keras_formula():
-    """Two steps of p <- p - lr*u on loss = g*p with g = 2 then g = -1, lr 1, rho .95, eps 1e-7.
-
-    Keras 2.2: a <- rho a + (1-rho) g^2; u = g sqrt(d+eps)/sqrt(a+eps); p <- p - lr u;
-    d <- rho d + (1-rho) u^2, from a = d = 0.
-    """
-    p = nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
-    holder = nn.Module()
-    holder.p = p
-    opt = make_optimizer(holder)  # Keras' defaults: Adadelta(lr=1.0, rho=0.95, epsilon=1e-7)
-
-    # Step 1, g = 2: a1 = 0.05 * 4 = 0.2; u1 = 2 * sqrt(1e-7) / sqrt(0.2 + 1e-7)
-    #   = 2 * 3.16227766e-4 / 0.447213707 = 1.41421321e-3; p1 = 0.5 - u1 = 0.498585787;
-    #   d1 = 0.05 * u1^2 = 9.99999500e-8.
-    (2.0 * p).sum().backward()
-    opt.step()
-    u1 = 2 * math.sqrt(1e-7) / math.sqrt(0.2 + 1e-7)
-    assert u1 == pytest.approx(1.41421321e-3, rel=1e-8)
-    assert p.item() == pytest.approx(0.5 - u1, rel=1e-12)
-    assert p.item() == pytest.approx(0.498585787, rel=1e-8)
-    d1 = 0.05 * u1 ** 2
-
-    # Step 2, g = -1: a2 = 0.95 * 0.2 + 0.05 * 1 = 0.24;
-    #   u2 = -1 * sqrt(d1 + 1e-7) / sqrt(0.24 + 1e-7) = -sqrt(1.99999950e-7) / 0.489898051
-    #      = -9.12870625e-4; p2 = p1 - u2 = 0.499498657.
-    opt.zero_grad()
-    (-1.0 * p).sum().backward()
-    opt.step()
-    u2 = -1 * math.sqrt(d1 + 1e-7) / math.sqrt(0.24 + 1e-7)
-    assert u2 == pytest.approx(-9.12870625e-4, rel=1e-8)
-    assert p.item() == pytest.approx(0.5 - u1 - u2, rel=1e-12)
-    assert p.item() == pytest.approx(0.499498657, rel=1e-8)
-    state = opt.state[p]
-    assert state["square_avg"].item() == pytest.approx(0.24, rel=1e-12)
-    assert state["acc_delta"].item() == pytest.approx(0.95 * d1 + 0.05 * u2 ** 2, rel=1e-12)
+def test_dense_batchnorm_trains_on_a_last_batch_of_one(tmp_path):
+    # 25 images in batches of 8: the last batch holds one image (torch refused it every epoch).
+    spec = tiny_spec(tmp_path, {"Dense": {"units": 16, "activation": "relu"}},
+                     {"BatchNormalization": {}})
+    code, out, err = cnnbench_main(*run_args(tmp_path, spec, n_train=25), "--batch-size", "8",
+                                   "--epochs", "2")
+    assert code == 0, err
+    assert "Epoch 2/2 - 4/4 - " in out
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["models"]["tiny"]["status"] == "finished"
 
 
-# --- the clipped categorical cross-entropy -----------------------------------------------
+def test_batchnorm_on_one_value_per_channel_is_keras_arithmetic():
+    import torch
 
-def test_clipped_loss_equals_minus_log_of_clipped_softmax_on_hand_values():
-    # logits log(0.7), log(0.2), log(0.1): softmax is exactly (0.7, 0.2, 0.1).
-    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]]))
-    target = torch.tensor([0, 2])
-    per_sample = clipped_categorical_crossentropy(logits, target, reduction="none")
-    assert per_sample.tolist() == pytest.approx([-math.log(0.7), -math.log(0.1)], rel=1e-6)
-    assert clipped_categorical_crossentropy(logits, target).item() == pytest.approx(
-        (-math.log(0.7) - math.log(0.1)) / 2, rel=1e-6)
-    assert clipped_categorical_crossentropy(logits, target, "sum").item() == pytest.approx(
-        -math.log(0.7) - math.log(0.1), rel=1e-6)
-    # True-class probability e^0 / (2 + e^30) = 9.4e-14 < 1e-7: clipped to 1e-7.
-    hopeless = torch.tensor([[0.0, 30.0, 0.0]])
-    assert clipped_categorical_crossentropy(hopeless, torch.tensor([0])).item() == \
-        pytest.approx(-math.log(1e-7), rel=1e-6)
-    assert F.cross_entropy(hopeless, torch.tensor([0])).item() == pytest.approx(30.0, rel=1e-6)
-
-
-def test_clipped_loss_gives_zero_gradient_beyond_the_clip_unlike_cross_entropy():
-    logits = torch.tensor([[0.0, 30.0, 0.0],  # hopeless: p(true) = 9.4e-14 < 1e-7
-                           [1.0, 0.5, 0.0]], requires_grad=True)
-    target = torch.tensor([0, 0])
-    clipped_categorical_crossentropy(logits, target).backward()
-    assert torch.count_nonzero(logits.grad[0]).item() == 0
-    assert torch.count_nonzero(logits.grad[1]).item() == 3
-
-    ref = logits.detach().clone().requires_grad_(True)
-    F.cross_entropy(ref, target).backward()
-    assert ref.grad[0].abs().max().item() > 0.4  # softmax - onehot: -0.5 and +0.5 after mean
-    # Where the clip is inactive, both losses have the same gradient.
-    assert torch.allclose(logits.grad[1], ref.grad[1], atol=1e-6)
+    from cnnbench.model.build import BatchNorm1d, BatchNorm2d
+    for bn, x in ((BatchNorm1d(3, eps=1e-3, momentum=0.01), torch.tensor([[1.0, -2.0, 4.0]])),
+                  (BatchNorm2d(3, eps=1e-3, momentum=0.01),
+                   torch.tensor([1.0, -2.0, 4.0]).view(1, 3, 1, 1))):
+        bn.running_var.fill_(2.0)
+        with torch.no_grad():
+            bn.bias.copy_(torch.tensor([0.5, 0.25, -1.0]))
+        x.requires_grad_(True)
+        y = bn.train()(x)
+        # The batch's variance is 0: the output is beta, the input's gradient 0.
+        assert y.flatten().tolist() == [0.5, 0.25, -1.0]
+        y.sum().backward()
+        assert x.grad.abs().sum().item() == 0.0
+        # Keras: moving_mean = 0.99 * 0 + 0.01 * x; moving_variance = 0.99 * 2 + 0.01 * 0.
+        assert torch.allclose(bn.running_mean, 0.01 * torch.tensor([1.0, -2.0, 4.0]))
+        assert torch.allclose(bn.running_var, torch.full((3,), 1.98))
+        assert bn.num_batches_tracked.item() == 1
 
 
-def test_clipped_loss_is_float32_under_bfloat16_logits():
-    logits = torch.tensor([[2.0, 0.0, -1.0]], dtype=torch.bfloat16)
-    loss = clipped_categorical_crossentropy(logits, torch.tensor([0]))
-    assert loss.dtype == torch.float32
-
+# --- Dropout -----------------------------------------------------------------------------
 
 def test_dropout_keeps_each_unit_with_probability_one_minus_rate_and_scales_it():
     from cnnbench.model.build import Dropout

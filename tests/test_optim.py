@@ -1,8 +1,10 @@
-"""Optimizer choice: Adadelta exactly as before by default; the others by their Keras names."""
+"""Optimizer choice: Adadelta exactly as before by default, step by step as Keras 2.2; the others
+by their Keras names."""
 
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -72,6 +74,45 @@ def test_nesterov_needs_momentum():
         resolve_optimizer("SGD", {"nesterov": True}, "study.yaml")
 
 
+# --- Adadelta, step by step as Keras 2.2 ------------------------------------------------------
+
+def test_adadelta_steps_match_keras_formula():
+    """Two steps of p <- p - lr*u on loss = g*p with g = 2 then g = -1, lr 1, rho .95, eps 1e-7.
+
+    Keras 2.2: a <- rho a + (1-rho) g^2; u = g sqrt(d+eps)/sqrt(a+eps); p <- p - lr u;
+    d <- rho d + (1-rho) u^2, from a = d = 0.
+    """
+    p = nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
+    holder = nn.Module()
+    holder.p = p
+    opt = make_optimizer(holder)  # Keras' defaults: Adadelta(lr=1.0, rho=0.95, epsilon=1e-7)
+
+    # Step 1, g = 2: a1 = 0.05 * 4 = 0.2; u1 = 2 * sqrt(1e-7) / sqrt(0.2 + 1e-7)
+    #   = 2 * 3.16227766e-4 / 0.447213707 = 1.41421321e-3; p1 = 0.5 - u1 = 0.498585787;
+    #   d1 = 0.05 * u1^2 = 9.99999500e-8.
+    (2.0 * p).sum().backward()
+    opt.step()
+    u1 = 2 * math.sqrt(1e-7) / math.sqrt(0.2 + 1e-7)
+    assert u1 == pytest.approx(1.41421321e-3, rel=1e-8)
+    assert p.item() == pytest.approx(0.5 - u1, rel=1e-12)
+    assert p.item() == pytest.approx(0.498585787, rel=1e-8)
+    d1 = 0.05 * u1 ** 2
+
+    # Step 2, g = -1: a2 = 0.95 * 0.2 + 0.05 * 1 = 0.24;
+    #   u2 = -1 * sqrt(d1 + 1e-7) / sqrt(0.24 + 1e-7) = -sqrt(1.99999950e-7) / 0.489898051
+    #      = -9.12870625e-4; p2 = p1 - u2 = 0.499498657.
+    opt.zero_grad()
+    (-1.0 * p).sum().backward()
+    opt.step()
+    u2 = -1 * math.sqrt(d1 + 1e-7) / math.sqrt(0.24 + 1e-7)
+    assert u2 == pytest.approx(-9.12870625e-4, rel=1e-8)
+    assert p.item() == pytest.approx(0.5 - u1 - u2, rel=1e-12)
+    assert p.item() == pytest.approx(0.499498657, rel=1e-8)
+    state = opt.state[p]
+    assert state["square_avg"].item() == pytest.approx(0.24, rel=1e-12)
+    assert state["acc_delta"].item() == pytest.approx(0.95 * d1 + 0.05 * u2 ** 2, rel=1e-12)
+
+
 # --- one description: a name and its complete Keras-named arguments, Adadelta included ------
 
 def test_adadelta_is_described_like_any_other_optimizer():
@@ -119,7 +160,7 @@ def test_label_of_describes_stored_settings_of_either_key_version():
                      "lr": 1.0}).startswith("SGD(learning_rate=0.1, momentum=0.0")
 
 
-# --- --lr and the method note of an SGD study (the two bugs of issue 13) --------------------
+# --- --lr and the method note of an SGD study -------------------------------------------------
 
 def _study(folder: Path, learning_rate: float) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

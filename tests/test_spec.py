@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import spec_dict
 
 from cnnbench.model.layers import KINDS
 from cnnbench.model.spec import (
@@ -293,3 +294,11 @@ def test_a_spec_has_at_most_a_thousand_layers():
     with pytest.raises(SpecError, match="'layers' has 1,001 layers; a spec has at most 1,000"):
         spec_of(*layers)
     assert len(spec_of(*layers[1:]).layers) == 1_000
+
+
+def test_a_description_is_a_bounded_string():
+    with pytest.raises(SpecError, match="'description' must be a string of at most 10,000"):
+        build_spec(spec_dict("d", description={"nested": [1, 2]}), source="d.yaml")
+    with pytest.raises(SpecError, match="Got 10,001 characters"):
+        build_spec(spec_dict("d", description="x" * 10_001), source="d.yaml")
+    assert build_spec(spec_dict("d", description="a short note")).name == "d"

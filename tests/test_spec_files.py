@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import cnnbench_main
 
 from cnnbench.model.spec import SpecError, check_classes, check_input_shape, get_spec, load_spec
 
@@ -141,3 +142,13 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
     spec = load_spec(write(tmp_path, GOOD.replace("  - Flatten\n",
                                                   "  - Flatten\n  - Dropout: {rate: 5e-1}\n")))
     assert spec.dropout_rates == [0.5]
+
+
+def test_a_nul_byte_in_a_spec_is_one_line(tmp_path):
+    path = tmp_path / "nul.yaml"
+    path.write_text("name: x\x00\nlayers: []\n")
+    code, out, err = cnnbench_main("summary", path)
+    assert code == 2
+    assert err == (f"cnnbench summary: error: {path}: not valid YAML: unacceptable character "
+                   f"#x0000: special characters are not allowed in \"<unicode string>\", "
+                   f"position 7\n")

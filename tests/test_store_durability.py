@@ -1,6 +1,6 @@
-"""Issue 12, the store's half: nothing finished is lost, nothing is left "running", nothing
-answers with a traceback. Real processes, real kills (SIGKILL from an audit hook at an exact
-file operation), real SQLite; each test reproduces its item first."""
+"""The run store survives kills, crashes and damage: nothing finished is lost, nothing is left
+"running", nothing answers with a traceback, and nothing it holds is trusted unchecked. Real
+processes, real kills (SIGKILL from an audit hook at an exact file operation), real SQLite."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ class RaiseAtEpoch(Callback):
             raise self.exc
 
 
-# --- 1. --force keeps the finished run until the retrain finishes -------------------------------
+# --- --force keeps the finished run until the retrain finishes --------------------------------
 
 def test_an_interrupted_force_retrain_leaves_the_finished_run_whole_and_served(
         specs, mnist, finished, tmp_path):
@@ -146,7 +146,7 @@ def test_an_interrupted_force_retrain_leaves_the_finished_run_whole_and_served(
     assert not s.attempt_folder(before.id).exists() and s.verify() == []
 
 
-# --- 2. rm holds the run's lock while it deletes ----------------------------------------------
+# --- rm holds the run's lock while it deletes -------------------------------------------------
 
 def test_rm_holds_the_run_lock_until_its_folder_is_gone(finished, tmp_path):
     root, s = copy_of(finished, tmp_path)
@@ -196,7 +196,7 @@ def test_rm_of_a_run_being_trained_is_refused(finished, tmp_path):
     assert s.get(rid) is not None and (s.folder(rid) / "weights.safetensors").exists()
 
 
-# --- 3. export never writes into the store ----------------------------------------------------
+# --- export never writes into the store -------------------------------------------------------
 
 def test_export_out_inside_the_store_is_refused_and_the_weights_stay(finished, tmp_path,
                                                                      capsys, monkeypatch):
@@ -220,7 +220,7 @@ def test_export_out_inside_the_store_is_refused_and_the_weights_stay(finished, t
         "probabilities.npy", "weights.safetensors"]
 
 
-# --- 4. files written as a set are all old or all new after a kill --------------------------
+# --- files written as a set are all old or all new after a kill -------------------------------
 
 def test_a_kill_between_results_json_and_history_csv_leaves_them_consistent(specs, finished,
                                                                              tmp_path):
@@ -262,7 +262,7 @@ def test_a_kill_while_a_finished_run_is_written_is_completed_not_retrained(specs
     assert s.runs()[0].status == "finished" and s.verify() == []
 
 
-# --- 5. temporary files a kill left are swept when the run is opened again -------------------
+# --- temporary files a kill left are swept when the run is opened again -----------------------
 
 def test_a_checkpoint_temp_left_by_sigkill_is_removed_when_the_run_is_next_opened(specs,
                                                                                    tmp_path):
@@ -276,7 +276,7 @@ def test_a_checkpoint_temp_left_by_sigkill_is_removed_when_the_run_is_next_opene
     assert list(folder.glob("*.tmp")) == [] and RunStore(store, create=False).verify() == []
 
 
-# --- 13. a damaged index: one line, no traceback, no leaked connection -----------------------
+# --- a damaged index: one line, no traceback, no leaked connection ----------------------------
 
 @pytest.mark.parametrize("command", ["runs", "run"])
 def test_a_corrupt_index_is_one_line_and_a_non_zero_exit(specs, tmp_path, command):
@@ -301,7 +301,7 @@ def test_a_corrupt_index_leaks_no_connection(tmp_path):
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
-# --- 14. any exception in training leaves the run interrupted, the study going on -------------
+# --- any exception in training leaves the run interrupted, the study going on -----------------
 
 def test_any_exception_in_training_marks_the_run_interrupted_and_the_study_goes_on(
         specs, mnist, tmp_path):
@@ -326,7 +326,7 @@ def test_an_exception_past_the_executor_leaves_no_run_running(specs, mnist, tmp_
     assert (row.status, row.epochs_done) == ("interrupted", 1)
 
 
-# --- 15. --jobs: a dead worker fails its own run; the others go on -----------------------------
+# --- --jobs: a dead worker fails its own run; the others go on --------------------------------
 
 def _pool_workers(pid: int) -> list[int]:
     out = []
@@ -371,7 +371,7 @@ def test_a_killed_worker_fails_its_run_cleanly_and_the_other_runs_finish(specs, 
     assert {r.status for r in s.runs()} == {"finished"} and s.verify() == []
 
 
-# --- 16. worker output is checked before it enters the store --------------------------------
+# --- worker output is checked before it enters the store --------------------------------------
 
 def _tampered(kind: str):
     from cnnbench.study.executors import LocalExecutor
@@ -413,13 +413,7 @@ def test_a_job_output_that_does_not_fit_its_job_never_becomes_a_finished_run(
     assert not (s.folder(row.id) / "weights.safetensors").exists()
 
 
-# --- also: repeated seeds, another dataset's report, read-only reads ---------------------------
-
-def test_repeated_seeds_are_refused(specs, capsys):
-    assert main(["run", "--models", specs["TINY_A"], "--seeds", "1", "1", "--epochs", "1"]) == 2
-    err = capsys.readouterr().err
-    assert "--seeds 1 1: seed(s) 1 given more than once; expected distinct seeds" in err, err
-
+# --- another dataset's report, reads beside a writer, read-only stores ------------------------
 
 def test_a_report_against_other_data_than_the_runs_is_refused(finished, tmp_path, capsys):
     rng = np.random.default_rng(0)
@@ -469,7 +463,7 @@ def test_a_read_only_store_is_still_listed_and_shown(finished, tmp_path):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
-# --- 16. Ray: a lost journal actor or a lost cluster is an executor error ---------------------
+# --- Ray: a lost journal actor or a lost cluster is an executor error -------------------------
 
 RAY_CHILD = """
 import sys

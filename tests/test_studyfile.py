@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import cnnbench_main, error_line
 
 from cnnbench.model.spec import SpecError
 from cnnbench.study.studyfile import load_study
@@ -161,3 +162,11 @@ def test_a_study_whose_ablations_make_too_many_variants_is_refused_before_buildi
     assert error_of(path) == (f"{path}: ablations[5]: its 256 variants take the study past 1,024 "
                    "variants in all (cnnbench.study.variants.MAX_STUDY_VARIANTS): split the "
                    "ablations into several studies.")
+
+
+def test_a_study_seed_beyond_64_bits_is_refused(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("models: [CNN_MNIST_1]\ntraining: {seeds: [1, 18446744073709551616]}\n")
+    code, out, err = cnnbench_main("run", study, "--out", tmp_path / "o")
+    assert code == 2
+    assert "s.yaml: training.seeds: 18446744073709551616 is out of range" in error_line(err, "run")

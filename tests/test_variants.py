@@ -369,7 +369,7 @@ def test_a_study_stores_each_model_once_under_its_one_name(tmp_path, capsys):
     under its one name; the base model under its own."""
     import json
 
-    from test_hostile_tracebacks import tiny_data
+    from conftest import tiny_data
 
     from cnnbench.cli import main
     from cnnbench.store.run_store import RunStore
