@@ -169,3 +169,49 @@ def unique_names(names: Sequence[str], where: str) -> None:
     if dupes:
         raise ConstraintError(f"{where}: the model name(s) {dupes} appear twice; results are "
                               f"keyed by model name, give each spec its own 'name'.")
+
+
+@dataclass(frozen=True)
+class AutoSeeds:
+    """``seeds: {auto: true, min: M, max: N}`` / ``--seeds auto``: seeds trained in rounds of
+    ``round``, from ``min`` to at most ``max`` per model, only while a comparison is open
+    (analysis/sequential.py). ``smallest_effect``: points; the difference worth finding."""
+
+    min: int = 3
+    max: int = 10
+    round: int = 2
+    smallest_effect: float | None = None
+
+
+AUTO_FIELDS = ("auto", "min", "max", "round", "smallest_effect")
+
+
+def auto_seeds_of(value: Mapping[str, Any], where: str) -> AutoSeeds:
+    """A study file's ``seeds: {auto: true, min: 3, max: 10}``, checked.
+
+    >>> auto_seeds_of({"auto": True, "max": 6}, "study.yaml: training.seeds")
+    AutoSeeds(min=3, max=6, round=2, smallest_effect=None)
+    """
+    unknown = sorted(str(k) for k in value if k not in AUTO_FIELDS)
+    if unknown:
+        raise ConstraintError(f"{where}: unknown field(s) {', '.join(unknown)}; expected "
+                              f"{', '.join(AUTO_FIELDS)}.")
+    if value.get("auto") is not True:
+        raise ConstraintError(f"{where}: a mapping of seeds needs 'auto: true'. Got "
+                              f"auto: {value.get('auto')!r}.")
+    d = AutoSeeds()
+    got = {k: value.get(k, getattr(d, k)) for k in ("min", "max", "round")}
+    for key, n in got.items():
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SEEDS:
+            raise ConstraintError(f"{where}.{key} must be an integer from 1 to {MAX_SEEDS}. "
+                                  f"Got {n!r}.")
+    if not 2 <= got["min"] <= got["max"]:
+        raise ConstraintError(f"{where}: min {got['min']} and max {got['max']}; expected "
+                              f"2 <= min <= max (Welch's test needs two seeds a model).")
+    effect = value.get("smallest_effect")
+    if effect is not None and (isinstance(effect, bool) or not isinstance(effect, int | float)
+                               or not 0 < effect <= 100):
+        raise ConstraintError(f"{where}.smallest_effect must be a number of accuracy points "
+                              f"in (0, 100]. Got {effect!r}.")
+    return AutoSeeds(got["min"], got["max"], got["round"],
+                     None if effect is None else float(effect))

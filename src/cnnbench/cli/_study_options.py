@@ -9,8 +9,23 @@ from pathlib import Path
 
 from cnnbench.cli._common import store_parent, typed
 from cnnbench.constraints import POSITIVE_INT, interval
-from cnnbench.settings import MAX_SEEDS, SEED, SETTINGS, first_seeds
+from cnnbench.errors import UsageError
+from cnnbench.settings import MAX_SEEDS, SEED, SETTINGS, AutoSeeds, auto_seeds_of, first_seeds
 from cnnbench.study.plan import ExecutorSettings, Overrides
+
+
+def _seed_or_auto(text: str) -> int | str:
+    return "auto" if text == "auto" else typed(SEED)(text)
+
+
+def _auto(values: list[int | str]) -> AutoSeeds:
+    """``--seeds auto``, ``--seeds auto MAX``, ``--seeds auto MIN MAX``."""
+    where = f"--seeds {' '.join(map(str, values))}"
+    rest = values[1:]
+    if len(rest) > 2 or "auto" in rest:
+        raise UsageError(f"{where}: expected 'auto', 'auto MAX' or 'auto MIN MAX'")
+    field = dict(zip(("min", "max") if len(rest) == 2 else ("max",), rest, strict=False))
+    return auto_seeds_of({"auto": True, **field}, where)
 
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
@@ -28,10 +43,13 @@ def study_options() -> argparse.ArgumentParser:
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=typed(SEED), help="seed of the weights, dropout and "
                                                         "shuffling (default 0)")
-    seeds.add_argument("--seeds", nargs="+", type=typed(SEED), metavar="K|S",
+    seeds.add_argument("--seeds", nargs="+", type=_seed_or_auto, metavar="K|S|auto",
                        help=f"one number K: seeds 0..K-1 (at most {MAX_SEEDS}); several: "
                             f"those seeds (each model is trained once per seed; the report "
-                            f"gives statistics over them)")
+                            f"gives statistics over them); 'auto [MIN] MAX': seeds in rounds "
+                            f"of 2, from MIN (default 3) to MAX (default 10) a model, only "
+                            f"while a comparison is still open (group-sequential, see the "
+                            f"report's method)")
     p.add_argument("--out", type=Path, default=Path("cnnbench-results"),
                    help="folder for results.json, history.csv and plots "
                         "(default ./cnnbench-results)")
@@ -80,8 +98,10 @@ def _add_execution(p: argparse.ArgumentParser) -> None:
 def overrides(args: argparse.Namespace, models: tuple[str, ...] = (),
               model_files: tuple[Path, ...] = ()) -> Overrides:
     """What the command line gave, for study.plan.build_plan."""
-    seeds = None
-    if args.seeds:  # one number K: seeds 0..K-1; several: exactly those
+    seeds, auto = None, None
+    if args.seeds and args.seeds[0] == "auto":
+        auto = _auto(list(args.seeds))
+    elif args.seeds:  # one number K: seeds 0..K-1; several: exactly those
         from cnnbench.settings import seeds_of
         seeds = (first_seeds(args.seeds[0], f"--seeds {args.seeds[0]}")
                  if len(args.seeds) == 1 else
@@ -92,6 +112,7 @@ def overrides(args: argparse.Namespace, models: tuple[str, ...] = (),
                 if s.flag and getattr(args, s.name) is not None}
     return Overrides(
         models=models, model_files=model_files, training=training, seeds=seeds,
+        auto_seeds=auto,
         learning_rate=args.lr, out=args.out, dataset=args.dataset, data_dir=args.data_dir,
         class_names=args.class_names, store=args.store, force=args.force,
         loggers=tuple(args.log), device=args.device, precision=args.precision,

@@ -16,13 +16,13 @@ class ReportError(UsageError, ValueError):
 
 
 def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset,
-                       out: Path, ablation: tuple[Any, Any, Any] | None = None
-                       ) -> tuple[dict[str, Path], list[str]]:
+                       out: Path, ablation: tuple[Any, Any, Any] | None = None,
+                       sequential: Sequence[str] = ()) -> tuple[dict[str, Path], list[str]]:
     """report.html and report.md in ``out`` for these runs (finished or diverged ones; each
     once, however often it is named); returns their paths and the report's conclusions and
     diagnosis, for the terminal. ``ablation``: (ablations, claims, run ids by (ablation,
     variant, seed)) adds the "what matters" section; without it, the section is rebuilt from
-    the studies the runs' config.json keep."""
+    the studies the runs' config.json keep. ``sequential``: the Sequential seeds section."""
     from cnnbench.report.content import collect
     from cnnbench.report.html import write_report
 
@@ -51,6 +51,7 @@ def write_study_report(store: RunStore, run_ids: Sequence[str], dataset: Dataset
     content.notebook_rows = notebook_rows(content.stats, reference, scope.shipped)
     content.notes += scope.notes(content.stats)
     extra = _what_matters(content, records, configs, ablation, dataset)
+    content.sequential = list(sequential)
     paths = write_report(records, dataset.y_test, dataset.x_test, out, dataset=info,
                          reference=reference, title=f"cnnbench report: {dataset.info.name}",
                          content=content)

@@ -53,6 +53,8 @@ class ReportContent:
     setting_groups: list[SettingGroup] = field(default_factory=list)
     run_rows: list[dict[str, str]] = field(default_factory=list)  # every run covered, by id
     notes: list[str] = field(default_factory=list)  # what the report could not do, and why
+    # --seeds auto: the design, then each comparison's looks and why it stopped
+    sequential: list[str] = field(default_factory=list)
 
 
 def fmt_flops(f: float) -> str:

@@ -219,6 +219,9 @@ def _runs_and_method(c: ReportContent) -> list[str]:
     return ["<h2 id=runs>Runs</h2>",
             f"<p class=muted>The {len(c.records)} run(s) this report covers, each once; "
             f"<code>cnnbench show ID</code> prints one.</p>", _table(c.run_rows),
+            *(["<h2>Sequential seeds</h2><p>" + escape(c.sequential[0]) + "</p><ul>"
+               + "".join(f"<li>{escape(s)}</li>" for s in c.sequential[1:]) + "</ul>"]
+              if c.sequential else []),
             "<h2>Method</h2><dl class=method>" + "".join(
                 f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in c.method)
             + "</dl>"]

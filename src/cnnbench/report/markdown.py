@@ -48,6 +48,9 @@ def render_markdown(c: ReportContent, title: str = "cnnbench report") -> str:
         lines += _table(pairwise_rows(c.comparisons))
     lines += ["", "## Runs", "", f"The {len(c.run_rows)} run(s) this report covers, each "
               f"once; `cnnbench show ID` prints one.", ""] + _table(c.run_rows)
+    if c.sequential:
+        lines += ["", "## Sequential seeds", "", c.sequential[0], ""]
+        lines += [f"- {s}" for s in c.sequential[1:]]
     lines += ["", "## Method", ""]
     lines += [f"- **{label}.** {text}" for label, text in c.method]
     return _RAW_HTML.sub("&lt;", "\n".join(lines)) + "\n"

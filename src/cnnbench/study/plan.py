@@ -24,6 +24,7 @@ from cnnbench.settings import (
     DEFAULT_OPTIMIZER,
     DEFAULTS,
     SETTING,
+    AutoSeeds,
     check_holdout,
     unique_names,
 )
@@ -82,6 +83,7 @@ class StudyPlan:
     # Where each resolved setting came from: a flag ('--epochs'), the study file ('study
     # file'), or a default ('default', 'default for ablations'); printed at the start.
     origin: Mapping[str, str] = field(default_factory=dict)
+    auto: AutoSeeds | None = None  # seeds in rounds while a comparison is open; seeds: a round
 
     @property
     def specs(self) -> list[ModelSpec]:
@@ -118,7 +120,7 @@ class StudyPlan:
     def out_for(self, group: PlanGroup, seed: int) -> Path:
         """Where one seed's results.json, history.csv and plots of ``group`` go."""
         out = self.out / "runs" / group.label if group.label else self.out
-        return out if len(self.seeds) == 1 else out / f"seed-{seed}"
+        return out if len(self.seeds) == 1 and self.auto is None else out / f"seed-{seed}"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Overrides:
     model_files: tuple[Path, ...] = ()
     training: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
+    auto_seeds: AutoSeeds | None = None  # --seeds auto
     learning_rate: float | None = None
     out: Path = Path("cnnbench-results")
     dataset: str | None = None
@@ -209,7 +212,11 @@ def build_plan(study: StudyFile | None, o: Overrides) -> StudyPlan:
     ablations = study.ablations if study and not (o.models or o.model_files) else ()
     config, origin = _training(study, o, bool(ablations))
     seeds = o.seeds or (study.seeds if study else (DEFAULTS["seed"],))
-    origin["seeds"] = "--seed(s)" if o.seeds else "study file" if study else "default"
+    origin["seeds"] = "--seed(s)" if o.seeds or o.auto_seeds else \
+        "study file" if study else "default"
+    auto = _auto_seeds(study, o)
+    if auto is not None:
+        seeds = tuple(range(auto.min))  # the first round; the rest as comparisons stay open
     if ablations:  # the variants, each once, grouped by their training settings
         from cnnbench.study.ablation import groups
         plan_groups = [PlanGroup(g.label, tuple(v.spec for v in g.variants), g.config)
@@ -223,7 +230,21 @@ def build_plan(study: StudyFile | None, o: Overrides) -> StudyPlan:
         class_names=o.class_names, store=o.store, force=o.force, loggers=o.loggers,
         executor=o.executor, device=o.device, precision=o.precision,
         ablations=tuple(ablations), claims=tuple(study.claims) if ablations and study else (),
-        study=study, origin=origin | ({"precision": "--precision"} if o.precision else {}))
+        study=study, origin=origin | ({"precision": "--precision"} if o.precision else {}),
+        auto=auto)
+
+
+def _auto_seeds(study: StudyFile | None, o: Overrides) -> AutoSeeds | None:
+    """``--seeds auto`` (its min and max, else the study file's, else the defaults); a study
+    file's ``seeds: {auto: true}`` unless the command line names the seeds."""
+    if o.seeds:
+        return None
+    from_file = study.auto_seeds if study else None
+    if o.auto_seeds is None:
+        return from_file
+    if from_file is not None and o.auto_seeds == AutoSeeds():
+        return from_file  # a bare --seeds auto keeps the file's min, max and smallest effect
+    return o.auto_seeds
 
 
 def ablation_study(base: str, vary: Sequence[str], design: str) -> StudyFile:

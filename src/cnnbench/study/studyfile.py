@@ -45,6 +45,7 @@ from cnnbench.settings import (
     SEED_MIN,
     SETTINGS,
     STUDY_FIELDS,
+    auto_seeds_of,
     check_holdout,
     seeds_of,
     unique_names,
@@ -71,6 +72,7 @@ class StudyFile:
     batch_size: int = DEFAULTS["batch_size"]
     epochs: int = DEFAULTS["epochs"]
     seeds: tuple[int, ...] = (DEFAULTS["seed"],)
+    auto_seeds: Any = None  # settings.AutoSeeds: seeds in rounds while a comparison is open
     train_limit: int | None = DEFAULTS["train_limit"]
     holdout: dict[str, Any] = field(default_factory=dict)  # validation_split, early_stopping...
     ablations: tuple[Any, ...] = ()  # variants.Ablation
@@ -166,7 +168,7 @@ def build_study(data: Any, source: str, base: Path) -> StudyFile:
     ablations = _ablations(data.get("ablations"), source, base)
     claims = _claims(data.get("claims"), ablations, source)
     settings = {k: values[k] for k in ("optimizer", "optimizer_args", "loss", "batch_size",
-                                       "epochs", "seeds", "train_limit")}
+                                       "epochs", "seeds", "auto_seeds", "train_limit")}
     study = StudyFile(name=name, source=source, specs=specs, dataset=dataset,
                       data_dir=data_dir, **settings,
                       holdout=_holdout(training, values, source, bool(ablations)),
@@ -250,13 +252,18 @@ def _training(training: Any, source: str) -> tuple[dict[str, Any], dict[str, Any
               for s in SETTINGS if s.study and s.name not in ("optimizer", "seed")}
     if "seed" in training and "seeds" in training:
         raise SpecError(f"{where}: give 'seed' or 'seeds', not both.")
+    auto = None
     try:
-        seeds = seeds_of(training.get("seeds", training.get("seed", DEFAULTS["seed"])),
-                         f"{where}.seeds")
+        if isinstance(training.get("seeds"), dict):  # seeds: {auto: true, min: 3, max: 10}
+            auto = auto_seeds_of(training["seeds"], f"{where}.seeds")
+            seeds = tuple(range(auto.min))
+        else:
+            seeds = seeds_of(training.get("seeds", training.get("seed", DEFAULTS["seed"])),
+                             f"{where}.seeds")
     except ConstraintError as e:
         raise SpecError(str(e)) from None
     return training, values | {"optimizer": opt_name, "optimizer_args": opt_args,
-                               "loss": loss, "seeds": seeds}
+                               "loss": loss, "seeds": seeds, "auto_seeds": auto}
 
 
 def _claims(value: Any, ablations: tuple[Any, ...], source: str) -> tuple[Any, ...]:

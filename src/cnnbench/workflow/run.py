@@ -242,21 +242,72 @@ def run_study(plan: StudyPlan, view: RunView) -> StudyDone:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     run_ids: list[str] = []
     try:
+        if plan.auto is not None:
+            ready, run_ids, sequential = _auto_rounds(ready, view)
+            return _report(ready, run_ids, sequential)
         for group in ready.plan.groups:
-            for config, outcomes in _seeds(ready, group, view):
-                view.seed_done(group, _seed_files(ready, group, config, outcomes), store)
-                run_ids += [o.run_id for o in outcomes]
+            run_ids += _train(ready, group, view)
     finally:
         ready.executor.close()
     return _report(ready, run_ids)
 
 
-def _report(ready: _Ready, run_ids: Sequence[str]) -> StudyDone:
+def _train(ready: _Ready, group: PlanGroup, view: RunView) -> list[str]:
+    """Every seed of the plan for ``group``: its runs through the store, its files written."""
+    run_ids = []
+    for config, outcomes in _seeds(ready, group, view):
+        view.seed_done(group, _seed_files(ready, group, config, outcomes), ready.store)
+        run_ids += [o.run_id for o in outcomes]
+    return run_ids
+
+
+def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[str]]:
+    """``--seeds auto``: a round of seeds for the models of every open comparison, then a
+    look, until each comparison is decided. Rounds are ordinary runs in the store, so a study
+    run again reuses every finished seed and goes on from there."""
+    import math
+
+    from cnnbench.study.autoseeds import design_of, lines, next_round, pairs, states
+    plan = ready.plan
+    assert plan.auto is not None
+    design = design_of(plan.auto)
+    comparisons = pairs([s.name for s in plan.specs], plan.ablations, plan.training)
+    accuracy: dict[str, dict[int, float]] = {}
+    run_ids: list[str] = []
+    seeds, models, done = tuple(range(plan.auto.min)), {s.name for s in plan.specs}, 0
+    while seeds:
+        view.note(f"Seeds {seeds[0]}..{seeds[-1]} for {len(models)} model(s) "
+                  f"(sequential seeds: {len(comparisons)} comparison(s))")
+        ready = replace(ready, plan=replace(plan, seeds=seeds))
+        for group in plan.groups:
+            chosen = tuple(s for s in group.specs if s.name in models)
+            if not chosen:
+                continue
+            for config, outcomes in _seeds(ready, replace(group, specs=chosen), view):
+                view.seed_done(group, _seed_files(ready, group, config, outcomes),
+                               ready.store)
+                run_ids += [o.run_id for o in outcomes]
+                for o in outcomes:
+                    acc = o.record.test_accuracy
+                    accuracy.setdefault(o.record.spec.name, {})[config.seed] = (
+                        100 * acc if acc is not None else math.nan)
+        done = seeds[-1] + 1
+        now = states(comparisons, accuracy, design)
+        seeds, models = next_round(now, design, done)
+    ready = replace(ready, plan=replace(plan, seeds=tuple(range(done))))
+    account = lines(now, design)
+    for line in account:
+        view.note(line)
+    return ready, run_ids, account
+
+
+def _report(ready: _Ready, run_ids: Sequence[str],
+            sequential: Sequence[str] = ()) -> StudyDone:
     from cnnbench.report.build import write_study_report
     plan = ready.plan
     ablation = _ablation(ready) if plan.ablations else None
     paths, lines = write_study_report(ready.store, run_ids, ready.dataset, plan.out,
-                                      ablation=ablation)
+                                      ablation=ablation, sequential=sequential)
     return StudyDone(list(run_ids), paths, lines)
 
 

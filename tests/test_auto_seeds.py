@@ -1,0 +1,83 @@
+"""``--seeds auto``: seeds in rounds while a comparison is open, as a plan, a study file and a
+real study on tiny data that is stopped and continued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import cnnbench_main, error_line, run_args, write_spec
+
+from cnnbench.cli import main
+from cnnbench.model.spec import SpecError
+from cnnbench.settings import AutoSeeds
+from cnnbench.store.run_store import RunStore
+from cnnbench.study.autoseeds import Pair, design_of, pairs
+from cnnbench.study.plan import Overrides, build_plan
+from cnnbench.study.studyfile import build_study
+
+
+def _study(seeds: object, base: Path) -> object:
+    return build_study({"name": "s", "models": ["CNN_MNIST_1", "CNN_MNIST_2"],
+                        "training": {"seeds": seeds}}, "s.yaml", base)
+
+
+def test_a_study_file_asks_for_seeds_in_rounds_and_the_plan_starts_with_the_first(tmp_path):
+    plan = build_plan(_study({"auto": True, "min": 2, "max": 5, "smallest_effect": 0.2},
+                             tmp_path), Overrides())
+    assert plan.auto == AutoSeeds(min=2, max=5, round=2, smallest_effect=0.2)
+    assert plan.seeds == (0, 1)
+    assert design_of(plan.auto).looks == (2, 4, 5)
+    # Seeds named on the command line win over the file's rounds.
+    fixed = build_plan(_study({"auto": True}, tmp_path), Overrides(seeds=(0, 1, 2)))
+    assert fixed.auto is None and fixed.seeds == (0, 1, 2)
+
+
+def test_a_seeds_mapping_without_auto_is_refused_with_the_field(tmp_path):
+    with pytest.raises(SpecError, match=r"s.yaml: training.seeds: a mapping of seeds needs "
+                                        r"'auto: true'. Got auto: None"):
+        _study({"min": 2}, tmp_path)
+    with pytest.raises(SpecError, match=r"training.seeds: min 6 and max 4; expected"):
+        _study({"auto": True, "min": 6, "max": 4}, tmp_path)
+
+
+def test_seeds_auto_with_too_many_numbers_is_a_usage_error(tmp_path):
+    rc, _, err = cnnbench_main(*run_args(tmp_path, write_spec(tmp_path / "a.yaml", "a")),
+                               "--seeds", "auto", "2", "4", "6")
+    assert rc == 2
+    assert "--seeds auto 2 4 6: expected 'auto', 'auto MAX' or 'auto MIN MAX'" in \
+        error_line(err, "run")
+
+
+def test_the_comparisons_are_the_model_pairs_or_each_variant_against_its_base(tmp_path):
+    assert pairs(["a", "b", "c"]) == [Pair("", "a", "b"), Pair("", "a", "c"),
+                                      Pair("", "b", "c")]
+    study = build_study({"name": "s", "ablations": [{
+        "name": "act", "base": "CNN_MNIST_2", "design": "ofat", "factors": {
+            "activation": {"set": "activation", "layers": "hidden",
+                           "levels": ["relu", "tanh", "sigmoid"]}}}]}, "s.yaml", tmp_path)
+    got = pairs([], study.ablations, {})
+    # The base level is the factor's first, relu; sigmoid is CNN_MNIST_2's own: its name.
+    assert [(p.family, p.b) for p in got] == [("act", "CNN_MNIST_2[activation=relu]")] * 2
+    assert sorted(p.a for p in got) == ["CNN_MNIST_2", "CNN_MNIST_2[activation=tanh]"]
+
+
+def test_a_stopped_auto_seed_study_continues_where_it_stopped_and_retrains_nothing(tmp_path):
+    # Two models that learn identically: every seed gives both the same accuracy, so the
+    # comparison never separates; it runs to its maximum, or gives up for futility.
+    a, b = write_spec(tmp_path / "a.yaml", "a"), write_spec(tmp_path / "b.yaml", "b")
+    args = [str(x) for x in run_args(tmp_path, a)] + ["--model-file", str(b)]
+    store, md = RunStore(tmp_path / "store"), tmp_path / "out" / "report.md"
+    assert main([*args, "--seeds", "auto", "4"]) == 0  # looks at 3 and 4 seeds
+    assert len(store.runs()) == 8
+    first = md.read_text()
+    assert "## Sequential seeds" in first and "O'Brien-Fleming" in first
+    assert "a vs b: max reached (4 seeds, 2 look(s)" in first
+    assert (tmp_path / "out" / "seed-3" / "results.json").is_file()
+    # A larger maximum: looks at 3, 5, 7, 8; seeds 0-3 come from the store, seed 4 trains,
+    # and at 5 seeds the comparison is futile (no spread at all: no seeds could separate it).
+    rc, printed, _ = cnnbench_main(*args, "--seeds", "auto", "8")
+    assert rc == 0
+    assert printed.count("reused run") == 8
+    assert len(store.runs()) == 10
+    assert "a vs b: futile (5 seeds, 2 look(s)" in md.read_text()
