@@ -3,38 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import cnnbench_cli
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 HISTORY_KEYS = {"loss", "acc", "val_loss", "val_acc", "seconds"}
 
 
-def cnnbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    env.pop("CNNBENCH_DATA_DIR", None)
-    return subprocess.run([sys.executable, "-m", "cnnbench", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
-
-
 def test_help_lists_the_commands():
-    r = cnnbench("--help")
+    r = cnnbench_cli("--help")
     assert r.returncode == 0, r.stderr
     for command in ("run", "models", "summary"):
         assert command in r.stdout
-    r = cnnbench("run", "--help")
+    r = cnnbench_cli("run", "--help")
     assert r.returncode == 0
     for option in ("--models", "--epochs", "--train-limit", "--seed", "--out", "--data-dir"):
         assert option in r.stdout
 
 
 def test_models_lists_the_four_with_their_parameters():
-    r = cnnbench("models")
+    r = cnnbench_cli("models")
     assert r.returncode == 0, r.stderr
     lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith("CNN_")}
     assert sorted(lines) == ["CNN_MNIST_1", "CNN_MNIST_2", "CNN_MNIST_3", "CNN_MNIST_4"]
@@ -46,13 +34,13 @@ def test_models_lists_the_four_with_their_parameters():
 
 
 def test_summary_shows_keras_totals():
-    r = cnnbench("summary", "CNN_MNIST_1")
+    r = cnnbench_cli("summary", "CNN_MNIST_1")
     assert r.returncode == 0, r.stderr
     assert "Total params: 3,274,634" in r.stdout
     assert "Trainable params: 3,274,634" in r.stdout
     assert "Non-trainable params: 0" in r.stdout
     assert "(None, 7, 7, 64)" in r.stdout
-    r = cnnbench("summary", "CNN_MNIST_4")
+    r = cnnbench_cli("summary", "CNN_MNIST_4")
     assert "Total params: 5,368,078" in r.stdout and "Non-trainable params: 256" in r.stdout
 
 
@@ -60,7 +48,7 @@ def test_summary_of_a_spec_file(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\ninput_shape: [28, 28, 1]\nlayers:\n  - Flatten\n"
                     "  - Dense: {units: 10, activation: softmax}\n")
-    r = cnnbench("summary", str(path))
+    r = cnnbench_cli("summary", str(path))
     assert r.returncode == 0, r.stderr
     assert "Total params: 7,850" in r.stdout
 
@@ -71,8 +59,8 @@ def test_run_writes_results_history_and_plot(tmp_path, mnist):
     import matplotlib.image as mpimg
 
     out = tmp_path / "out"
-    r = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "512",
-                 "--out", str(out))
+    r = cnnbench_cli("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "512",
+                     "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "Train on 512 samples, validate on 10000 samples" in r.stdout
     assert "Epoch 1/1 - 4/4 - " in r.stdout  # 512 / 128 = 4 steps
@@ -105,19 +93,19 @@ def test_run_writes_results_history_and_plot(tmp_path, mnist):
 
 
 def test_unknown_model_name_fails_listing_the_known_ones(tmp_path):
-    r = cnnbench("run", "--models", "CNN_MNIST_9", "--out", str(tmp_path / "o"))
+    r = cnnbench_cli("run", "--models", "CNN_MNIST_9", "--out", str(tmp_path / "o"))
     assert r.returncode != 0
     assert "unknown model 'CNN_MNIST_9'" in r.stderr
     assert "Known models: CNN_MNIST_1, CNN_MNIST_2, CNN_MNIST_3, CNN_MNIST_4" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()  # refused before anything was done
-    r = cnnbench("summary", "CNN_MNST_2")
+    r = cnnbench_cli("summary", "CNN_MNST_2")
     assert r.returncode != 0 and "Did you mean CNN_MNIST_2" in r.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "two"])
 def test_epochs_must_be_a_positive_integer(value, tmp_path):
-    r = cnnbench("run", "--epochs", value, "--out", str(tmp_path / "o"))
+    r = cnnbench_cli("run", "--epochs", value, "--out", str(tmp_path / "o"))
     assert r.returncode != 0
     assert "--epochs" in r.stderr and "expected a positive integer" in r.stderr
     assert "Traceback" not in r.stderr
@@ -126,8 +114,8 @@ def test_epochs_must_be_a_positive_integer(value, tmp_path):
 @pytest.mark.slow
 def test_missing_data_dir_fails_clearly(tmp_path):
     missing = tmp_path / "no-such-folder"
-    r = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--data-dir", str(missing),
-                 "--out", str(tmp_path / "o"))
+    r = cnnbench_cli("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--data-dir", str(missing),
+                     "--out", str(tmp_path / "o"))
     assert r.returncode != 0
     assert f"{missing} is not a readable folder" in r.stderr
     assert "Traceback" not in r.stderr
@@ -138,20 +126,20 @@ def test_data_dir_without_usable_files_fails_clearly(tmp_path):
     folder = tmp_path / "junk"
     folder.mkdir()
     (folder / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03not really")
-    r = cnnbench("run", "--models", "CNN_MNIST_1", "--data-dir", str(folder),
-                 "--out", str(tmp_path / "o"))
+    r = cnnbench_cli("run", "--models", "CNN_MNIST_1", "--data-dir", str(folder),
+                     "--out", str(tmp_path / "o"))
     assert r.returncode != 0
     assert "holds neither the four idx files" in r.stderr
     # A file, not a folder, given as --data-dir.
-    r = cnnbench("run", "--models", "CNN_MNIST_1", "--data-dir",
-                 str(folder / "train-images-idx3-ubyte"), "--out", str(tmp_path / "o"))
+    r = cnnbench_cli("run", "--models", "CNN_MNIST_1", "--data-dir",
+                     str(folder / "train-images-idx3-ubyte"), "--out", str(tmp_path / "o"))
     assert r.returncode != 0 and "is not a readable folder" in r.stderr
 
 
 def test_unwritable_out_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    r = cnnbench("run", "--models", "CNN_MNIST_1", "--out", str(blocker / "sub"))
+    r = cnnbench_cli("run", "--models", "CNN_MNIST_1", "--out", str(blocker / "sub"))
     assert r.returncode != 0
     assert f"cannot write results to {blocker / 'sub'}" in r.stderr
     assert "Train on" not in r.stdout
@@ -160,8 +148,8 @@ def test_unwritable_out_fails_before_training(tmp_path):
 @pytest.mark.slow
 def test_seeds_train_each_model_per_seed_and_report_regenerates_from_the_store(tmp_path):
     out, store = tmp_path / "o", tmp_path / "store"
-    r = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "256",
-                 "--seeds", "2", "--out", str(out), "--store", str(store))
+    r = cnnbench_cli("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "256",
+                     "--seeds", "2", "--out", str(out), "--store", str(store))
     assert r.returncode == 0, r.stderr
     for seed in (0, 1):
         doc = json.loads((out / f"seed-{seed}" / "results.json").read_text())
@@ -170,12 +158,12 @@ def test_seeds_train_each_model_per_seed_and_report_regenerates_from_the_store(t
     assert "Mean test accuracy over 2 seeds" in html and "CNN_MNIST_1" in html
     assert "Mean test accuracy over 2 seeds" in r.stdout  # the conclusions, in the terminal too
     # The same command again trains nothing: both runs come back from the store.
-    again = cnnbench("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "256",
-                     "--seeds", "2", "--out", str(out), "--store", str(store))
+    again = cnnbench_cli("run", "--models", "CNN_MNIST_1", "--epochs", "1", "--train-limit", "256",
+                         "--seeds", "2", "--out", str(out), "--store", str(store))
     assert again.returncode == 0 and again.stdout.count("Reused from") == 2
     assert "Epoch 1/1" not in again.stdout
     # report rebuilds report.html from the store alone, into another folder.
-    rep = cnnbench("report", "--store", str(store), "--out", str(tmp_path / "r"))
+    rep = cnnbench_cli("report", "--store", str(store), "--out", str(tmp_path / "r"))
     assert rep.returncode == 0, rep.stderr
     assert (tmp_path / "r" / "report.html").read_text().count("CNN_MNIST_1") >= 1
     assert "Report of 2 run(s)" in rep.stdout

@@ -188,7 +188,7 @@ def test_resuming_mid_run_stops_at_the_same_epoch_with_the_same_weights():
 
 def test_the_seed_models_run_ids_are_pinned_under_key_version_2():
     """Another hashing of the same settings would orphan every run in a store. KEY_VERSION 2
-    (issue 13: one optimizer description) changed every id once; version 1's ids (main from
+    (one optimizer description) changed every id once; version 1's ids (main from
     0cf9873 to 28d908a) are never given again."""
     version_1 = {"CNN_MNIST_1": ("852f055398d7", "c881e54b5f60"),
                  "CNN_MNIST_2": ("51a4334f4ecd", "e4a81cf6ec5f"),

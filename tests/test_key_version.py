@@ -1,5 +1,5 @@
 """KEY_VERSION in the run key: a store made before version 2 stays readable and is never
-reused for a new key (issue 13)."""
+reused for a new key."""
 
 from __future__ import annotations
 

@@ -8,20 +8,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import cnnbench_cli
 
 from cnnbench.store.pack import MANIFEST, PackError, pack, read_pack, unpack
 from cnnbench.store.run_store import IMPORTED, RunStore, StoreError
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = """name: {name}
 input_shape: [28, 28, 1]
 layers:
@@ -35,12 +32,6 @@ KEPT = ("config.json", "history.csv", "predictions.npy", "weights.safetensors",
         "probabilities.npy")
 
 
-def cnnbench(*args: str, store: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(SRC), CNNBENCH_STORE=str(store))
-    return subprocess.run([sys.executable, "-m", "cnnbench", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """A store with two tiny models trained for real (2 epochs on 512 MNIST images)."""
@@ -51,7 +42,7 @@ def trained(tmp_path_factory) -> dict:
         specs.append(str(d / f"{name}.yaml"))
     args = ("run", "--models", *specs, "--epochs", "2", "--train-limit", "512",
             "--out", str(d / "out"))
-    p = cnnbench(*args, store=d / "store")
+    p = cnnbench_cli(*args, store=d / "store")
     assert p.returncode == 0, p.stdout + p.stderr
     return {"store": d / "store", "args": args, "dir": d}
 
@@ -107,16 +98,16 @@ def test_a_pack_lands_every_file_and_row_as_trained(trained, tmp_path):
 
 
 def test_the_same_command_reuses_unpacked_runs_and_trains_nothing(trained, tmp_path):
-    p = cnnbench("pack", "--out", str(tmp_path / "r.tar.gz"), store=trained["store"])
+    p = cnnbench_cli("pack", "--out", str(tmp_path / "r.tar.gz"), store=trained["store"])
     assert p.returncode == 0, p.stderr
     assert "Packed 2 run(s) with their weights" in p.stdout
     other = tmp_path / "other"
-    p = cnnbench("unpack", str(tmp_path / "r.tar.gz"), store=other)
+    p = cnnbench_cli("unpack", str(tmp_path / "r.tar.gz"), store=other)
     assert p.returncode == 0, p.stderr
     assert "2 of 2 run(s) added" in p.stdout
     args = [a if a != str(trained["dir"] / "out") else str(tmp_path / "out")
             for a in trained["args"]]
-    p = cnnbench(*args, store=other)
+    p = cnnbench_cli(*args, store=other)
     assert p.returncode == 0, p.stderr
     log = p.stdout + p.stderr
     assert log.count("reused run") == 2 and "epoch 1/2" not in log.lower(), log
@@ -139,11 +130,11 @@ def test_without_weights_runs_are_reported_but_predict_says_why_it_cannot(traine
     rid = dst.done_ids()[0]
     assert dst.final_files_complete(dst.get(rid)) and dst.weights_left_out(rid)
     assert not (dst.folder(rid) / "weights.safetensors").exists()
-    p = cnnbench("predict", rid, str(tmp_path / "any.png"), store=other)
+    p = cnnbench_cli("predict", rid, str(tmp_path / "any.png"), store=other)
     assert p.returncode == 2 and "without its weights" in p.stderr, p.stderr
-    p = cnnbench("show", rid, store=other)
+    p = cnnbench_cli("show", rid, store=other)
     assert p.returncode == 0 and "weights were not packed" in p.stdout, p.stdout
-    p = cnnbench("report", "--out", str(tmp_path / "rep"), store=other)
+    p = cnnbench_cli("report", "--out", str(tmp_path / "rep"), store=other)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "rep" / "report.html").stat().st_size > 0
     # packed again from there: still without weights, and says so
@@ -160,8 +151,8 @@ def test_a_forced_retrain_of_an_unpacked_run_makes_it_this_stores_own(trained, t
     other = tmp_path / "other"
     unpack(RunStore(other), light)
     spec = next(a for a in trained["args"] if a.endswith(f"{src.get(rid).model}.yaml"))
-    p = cnnbench("run", "--models", spec, "--epochs", "2", "--train-limit", "512", "--force",
-                 "--out", str(tmp_path / "out"), store=other)
+    p = cnnbench_cli("run", "--models", spec, "--epochs", "2", "--train-limit", "512", "--force",
+                     "--out", str(tmp_path / "out"), store=other)
     assert p.returncode == 0, p.stderr
     dst = RunStore(other, create=False)
     assert dst.imported(rid) is None and not dst.weights_left_out(rid)
@@ -277,7 +268,7 @@ def test_a_damaged_or_altered_pack_writes_nothing_and_says_where(good_pack, tmp_
                 members[MANIFEST] = json.dumps(m).encode()
         rewrite(good_pack, bad, change)
     store_dir = tmp_path / "target"
-    p = cnnbench("unpack", str(good_pack), str(bad), store=store_dir)
+    p = cnnbench_cli("unpack", str(good_pack), str(bad), store=store_dir)
     assert p.returncode == 2, p.stdout + p.stderr
     assert match in p.stderr and str(bad) in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1  # one line, no traceback
@@ -307,9 +298,9 @@ def test_only_finished_runs_are_packed(trained, tmp_path):
     with pytest.raises(StoreError, match=f"run {rid} .* is interrupted, not finished"):
         pack(store, [rid], tmp_path / "x.tar.gz")
     assert not (tmp_path / "x.tar.gz").exists()
-    p = cnnbench("pack", "zzz", "--out", str(tmp_path / "x.tar.gz"), store=store_dir)
+    p = cnnbench_cli("pack", "zzz", "--out", str(tmp_path / "x.tar.gz"), store=store_dir)
     assert p.returncode == 2 and "zzz" in p.stderr, p.stderr
-    p = cnnbench("pack", "--out", str(store_dir / "inside.tar.gz"), store=store_dir)
+    p = cnnbench_cli("pack", "--out", str(store_dir / "inside.tar.gz"), store=store_dir)
     assert p.returncode == 2 and "inside the run store" in p.stderr, p.stderr
 
 
@@ -365,7 +356,7 @@ def test_a_pack_whose_second_run_overflows_the_index_writes_nothing(good_pack, t
                                         r"9223372036854775807\]. Got 100000000000000000000000"):
         unpack(store, bad)
     assert store.runs() == [] and list(store.runs_dir.iterdir()) == []
-    p = cnnbench("unpack", str(bad), store=tmp_path / "fresh")
+    p = cnnbench_cli("unpack", str(bad), store=tmp_path / "fresh")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and str(bad) in p.stderr, p.stderr
     assert not (tmp_path / "fresh").exists()  # not even an empty store
 
@@ -461,7 +452,7 @@ def test_a_pack_with_valid_checksums_and_hostile_contents_writes_nothing(good_pa
 def test_a_hostile_pack_is_one_line_on_the_command_line(good_pack, tmp_path):
     bad = tmp_path / "hostile.tar.gz"
     rewrite(good_pack, bad, _hostile("predictions out of class range"))
-    p = cnnbench("unpack", str(bad), store=tmp_path / "target")
+    p = cnnbench_cli("unpack", str(bad), store=tmp_path / "target")
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     (line,) = p.stderr.strip().splitlines()
     assert str(bad) in line and "predictions.npy must hold" in line, line
