@@ -3,6 +3,7 @@ real study on tiny data that is stopped and continued."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from cnnbench.cli import main
 from cnnbench.model.spec import SpecError
 from cnnbench.settings import AutoSeeds
 from cnnbench.store.run_store import RunStore
-from cnnbench.study.autoseeds import Pair, design_of, pairs
+from cnnbench.study.autoseeds import Pair, design_of, next_round, pairs, states
 from cnnbench.study.plan import Overrides, build_plan
 from cnnbench.study.studyfile import build_study
 
@@ -81,3 +82,36 @@ def test_a_stopped_auto_seed_study_continues_where_it_stopped_and_retrains_nothi
     assert printed.count("reused run") == 8
     assert len(store.runs()) == 10
     assert "a vs b: futile (5 seeds, 2 look(s)" in md.read_text()
+
+
+def test_the_next_round_trains_only_the_models_of_comparisons_still_open():
+    design = design_of(AutoSeeds(min=3, max=10, round=2))
+    apart = {0: 99.1, 1: 99.0, 2: 99.2}
+    accuracy = {"good": apart, "stuck": {0: 11.3, 1: 11.2, 2: 11.4},
+                "twin": {0: 99.0, 1: 99.2, 2: 99.1}}
+    comparisons = [Pair("", "good", "stuck"), Pair("", "good", "twin")]
+    now = states(comparisons, accuracy, design)
+    assert now[comparisons[0]].status == "separated" and now[comparisons[1]].status == "open"
+    seeds, models = next_round(now, design, 3)
+    assert seeds == (3, 4) and models == {"good", "twin"}  # 'stuck' is done at 3 seeds
+    assert next_round({p: replace(s, status="futile") for p, s in now.items()}, design, 5) \
+        == ((), set())
+
+
+@pytest.mark.slow
+def test_an_ablation_study_with_auto_seeds_tests_each_variant_against_its_base(tmp_path):
+    from test_ablation_cli import STUDY, _setup
+    study = _setup(tmp_path)
+    study.write_text(STUDY.replace("seeds: [0, 1]", "seeds: {auto: true, min: 2, max: 2}"))
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--store", str(tmp_path / "store"), "--out",
+                 str(out)]) == 0
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Sequential seeds"):md.index("## Method")]
+    assert "1 look at 2 seeds per model" in section
+    for line in ("[act-lr] net[lr=0.001] vs net:", "[act-lr] net[activation=tanh] vs net:",
+                 "[act-lr] net[activation=tanh,lr=0.001] vs net:",
+                 "[act-only] net[activation=tanh] vs net:"):
+        assert line in section
+    assert "## What matters" in md
+    assert len(RunStore(tmp_path / "store").runs()) == 8  # 4 distinct variants x 2 seeds

@@ -147,3 +147,28 @@ def test_holm_keeps_only_crossed_comparisons_and_adjusts_their_stagewise_p():
 def test_a_design_with_min_above_max_is_refused():
     with pytest.raises(ValueError, match="min 5 and max 4"):
         Design(min_seeds=5, max_seeds=4)
+
+
+def _welch_p(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Welch's two-sided p for each row (the same formula as welch(), vectorised)."""
+    n = a.shape[1]
+    va, vb = a.var(axis=1, ddof=1) / n, b.var(axis=1, ddof=1) / n
+    t = (a.mean(axis=1) - b.mean(axis=1)) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (n - 1))
+    return 2 * stats.t.sf(np.abs(t), df)
+
+
+@pytest.mark.parametrize("design", [Design(), Design(round_size=1), Design(max_seeds=4),
+                                    Design(min_seeds=2, max_seeds=3, round_size=1)],
+                         ids=["3-10 by 2", "3-10 by 1", "3-4", "2-3"])
+def test_the_welch_levels_spend_about_alpha_over_100000_null_studies(design):
+    # Welch's statistic with 2-10 seeds is not normal: its nominal levels are checked here on
+    # 100,000 simulated studies (sd of the rate: 0.07 %). Measured: 4.99 %, 5.08 %, 4.10 %,
+    # 3.44 % (the first looks are conservative, the later ones a little over their share).
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(100_000, design.max_seeds))
+    b = rng.normal(size=(100_000, design.max_seeds))
+    crossed = np.zeros(len(a), dtype=bool)
+    for n, level in zip(design.looks, design.levels, strict=True):
+        crossed |= _welch_p(a[:, :n], b[:, :n]) <= level
+    assert crossed.mean() <= 0.0515

@@ -164,8 +164,9 @@ class Design:
         return self.looks.index(n) if n in self.looks else None
 
     def describe(self) -> str:
+        k = len(self.looks)
         return (f"group-sequential, Lan-DeMets O'Brien-Fleming alpha spending, two-sided "
-                f"alpha {self.alpha:g}, {len(self.looks)} looks at "
+                f"alpha {self.alpha:g}, {k} look{'s' if k > 1 else ''} at "
                 f"{', '.join(map(str, self.looks))} seeds per model, Welch's test at each look; "
                 f"futility below {self.futility_power:.0%} conditional power"
                 + (f" for a {self.smallest_effect:g}-point effect"

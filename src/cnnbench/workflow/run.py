@@ -276,8 +276,9 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
     run_ids: list[str] = []
     seeds, models, done = tuple(range(plan.auto.min)), {s.name for s in plan.specs}, 0
     while seeds:
-        view.note(f"Seeds {seeds[0]}..{seeds[-1]} for {len(models)} model(s) "
-                  f"(sequential seeds: {len(comparisons)} comparison(s))")
+        which = f"Seed {seeds[0]}" if len(seeds) == 1 else f"Seeds {seeds[0]}-{seeds[-1]}"
+        view.note(f"{which} for {len(models)} model(s), {len(comparisons)} comparison(s) "
+                  f"(seeds auto: a round, then a look)")
         ready = replace(ready, plan=replace(plan, seeds=seeds))
         for group in plan.groups:
             chosen = tuple(s for s in group.specs if s.name in models)
