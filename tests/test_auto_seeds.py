@@ -82,6 +82,7 @@ def test_a_stopped_auto_seed_study_continues_where_it_stopped_and_retrains_nothi
     assert printed.count("reused run") == 8
     assert len(store.runs()) == 10
     assert "a vs b: futile (5 seeds, 2 look(s)" in md.read_text()
+    assert "Runs used: 10 over 2 model(s); a fixed design of 8 seeds: 16." in md.read_text()
 
 
 def test_the_next_round_trains_only_the_models_of_comparisons_still_open():

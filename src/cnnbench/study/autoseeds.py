@@ -70,14 +70,14 @@ def _series(acc: Mapping[int, float]) -> list[float]:
 
 
 def states(comparisons: Sequence[Pair], accuracy: Mapping[str, Mapping[int, float]],
-           design: Design) -> dict[Pair, State]:
+           design: Design, final: bool = False) -> dict[Pair, State]:
     """Each comparison after the looks its seeds allow; Holm within each family once every
-    comparison of that family is decided."""
+    comparison of that family is decided (``final``: at the end, whatever is left open)."""
     now = {p: evaluate(_series(accuracy.get(p.a, {})), _series(accuracy.get(p.b, {})), design)
            for p in comparisons}
     for family in dict.fromkeys(p.family for p in comparisons):
         members = [p for p in comparisons if p.family == family]
-        if all(now[p].decided for p in members):
+        if final or all(now[p].decided for p in members):
             adjusted = holm_family({p.label: now[p] for p in members}, design.alpha)
             now.update({p: adjusted[p.label] for p in members})
     return now
@@ -98,7 +98,8 @@ def lines(now: Mapping[Pair, State], design: Design) -> list[str]:
     """The report's account: the design, then each comparison's looks and why it stopped."""
     out = [f"Seeds chosen as the study went: {design.describe()}; Holm over the comparisons "
            f"of each family on their stage-wise p values. Looks spend alpha "
-           + ", ".join(f"{a:.4f}" for a in _spent(design)) + " (cumulative)."]
+           + ", ".join(f"{a:.4f}" for a in _spent(design)) + " (cumulative). "
+           + _runs_line(now, design)]
     for p, s in now.items():
         where = f"[{p.family}] " if p.family else ""
         last = s.looks[-1] if s.looks else None
@@ -110,6 +111,17 @@ def lines(now: Mapping[Pair, State], design: Design) -> list[str]:
                 if s.seeds_needed and s.status != "separated" else "")
         out.append(f"{where}{p.label}: {verdict} ({seen}); {s.reason or 'still open'}{need}")
     return out
+
+
+def _runs_line(now: Mapping[Pair, State], design: Design) -> str:
+    """Seeds each model took, against a fixed design of the maximum for every model."""
+    took: dict[str, int] = {}
+    for p, s in now.items():
+        n = s.looks[-1].seeds if s.looks else 0
+        for m in (p.a, p.b):
+            took[m] = max(took.get(m, 0), n)
+    return (f"Runs used: {sum(took.values())} over {len(took)} model(s); a fixed design of "
+            f"{design.max_seeds} seeds: {design.max_seeds * len(took)}.") if took else ""
 
 
 def _spent(design: Design) -> list[float]:

@@ -296,7 +296,7 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
         now = states(comparisons, accuracy, design)
         seeds, models = next_round(now, design, done)
     ready = replace(ready, plan=replace(plan, seeds=tuple(range(done))))
-    account = lines(now, design)
+    account = lines(states(comparisons, accuracy, design, final=True), design)
     for line in account:
         view.note(line)
     return ready, run_ids, account
