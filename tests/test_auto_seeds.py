@@ -100,13 +100,15 @@ def test_the_next_round_trains_only_the_models_of_comparisons_still_open():
 
 
 @pytest.mark.slow
-def test_an_ablation_study_with_auto_seeds_tests_each_variant_against_its_base(tmp_path):
+def test_an_ablation_study_with_auto_seeds_tests_each_variant_against_its_base(tmp_path,
+                                                                              capsys):
     from test_ablation_cli import STUDY, _setup
     study = _setup(tmp_path)
     study.write_text(STUDY.replace("seeds: [0, 1]", "seeds: {auto: true, min: 2, max: 2}"))
     out = tmp_path / "out"
     assert main(["run", str(study), "--store", str(tmp_path / "store"), "--out",
                  str(out)]) == 0
+    assert "4 distinct variants x 2 to 2 seeds (seeds auto)" in capsys.readouterr().out
     md = (out / "report.md").read_text()
     section = md[md.index("## Sequential seeds"):md.index("## Method")]
     assert "1 look at 2 seeds per model" in section

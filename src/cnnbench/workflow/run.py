@@ -175,7 +175,11 @@ def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
     else:
         view.note(f"Train on {n_train} samples, validate on {len(dataset.x_test)} samples "
                   f"({what})")
-    if plan.ablations:
+    if plan.ablations and plan.auto:
+        view.note(f"Ablations: {', '.join(a.name for a in plan.ablations)}: "
+                  f"{len(plan.specs)} distinct variants x {plan.auto.min} to {plan.auto.max} "
+                  f"seeds (seeds auto)")
+    elif plan.ablations:
         view.note(f"Ablations: {', '.join(a.name for a in plan.ablations)}: "
                   f"{len(plan.specs)} distinct variants x {len(plan.seeds)} seed(s) = "
                   f"{len(plan.specs) * len(plan.seeds)} runs")
