@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cnnbench_cli
 
 from cnnbench.store.run_store import RunStore
 
@@ -52,8 +53,8 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def cnnbench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "cnnbench", "run", *args], capture_output=True,
-                       text=True, env=env(), timeout=timeout)
+    """``cnnbench run ARGS`` in a child process that shares the cluster's token; it must pass."""
+    p = cnnbench_cli("run", *args, env=env(), timeout=timeout)
     assert p.returncode == 0, p.stdout + p.stderr
     return p
 
