@@ -47,6 +47,15 @@ def store_parent() -> argparse.ArgumentParser:
     return p
 
 
+def weights_parent() -> argparse.ArgumentParser:
+    """``RUN|WEIGHTS`` and ``--store``: trained weights by run id or by file."""
+    p = argparse.ArgumentParser(add_help=False, parents=[store_parent()])
+    p.add_argument("weights", metavar="RUN|WEIGHTS",
+                   help="a run id from 'cnnbench runs' (or its start), or a .safetensors file "
+                        "written by cnnbench")
+    return p
+
+
 def weights_path(ref: str, store_root: Path | None) -> Path:
     """A weights file as given, else the final weights of the run it names in the store."""
     if Path(ref).is_file():

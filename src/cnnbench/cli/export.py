@@ -6,17 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnnbench.cli._common import console, store_parent, weights_path
+from cnnbench.cli._common import console, weights_parent, weights_path
 
 
 def PARENTS() -> list[argparse.ArgumentParser]:
-    return [store_parent()]
+    return [weights_parent()]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("weights", metavar="RUN|WEIGHTS",
-                   help="a run id from 'cnnbench runs' (or its start), or a .safetensors file "
-                        "written by cnnbench")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"),
                    help="onnx needs the export extra: pip install 'cnnbench[export]'")
     p.add_argument("--out", type=Path, metavar="PATH",

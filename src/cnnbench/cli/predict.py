@@ -7,19 +7,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnbench.cli._common import console, store_parent, typed, weights_path
+from cnnbench.cli._common import console, typed, weights_parent, weights_path
 from cnnbench.constraints import POSITIVE_INT
 from cnnbench.errors import EXIT_USAGE, UsageError
 
 
 def PARENTS() -> list[argparse.ArgumentParser]:
-    return [store_parent()]
+    return [weights_parent()]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("weights", metavar="RUN|WEIGHTS",
-                   help="a run id from 'cnnbench runs' (or its start), or a .safetensors file "
-                        "written by cnnbench")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=typed(POSITIVE_INT), default=3,
                    help="classes shown (default 3)")
