@@ -63,3 +63,20 @@ def test_the_model_list_keeps_long_names_whole_at_80_columns():
         elif cell:
             names[-1] += cell
     assert names == list(NAMES)
+
+
+def test_a_studys_variants_say_the_one_name_each_is_stored_under():
+    """Several variants of several ablations are one run: the base variant is stored as the
+    base model itself, and a variant whose name says more than it changes, under less."""
+    from cnnbench.report.table import variants_table
+    from cnnbench.study.summary import summary_target
+    spec, (study, rows) = summary_target("notebook-claims")
+    assert spec is None and study == "notebook-claims"
+    stored = {(a, v): s for a, v, s, *_ in rows}
+    assert stored[("depth-activation", "CNN_MNIST_2[depth=conv4,activation=sigmoid]")] == \
+        "CNN_MNIST_2"
+    assert stored[("depth-activation", "CNN_MNIST_2[depth=conv4,activation=relu]")] == \
+        "CNN_MNIST_2[activation=relu]"
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(variants_table(study, rows))
+    assert "Stored as" in console.export_text()

@@ -84,12 +84,16 @@ def models_table(specs: Sequence[ModelSpec]) -> Table:
     return t
 
 
-def variants_table(study: str, rows: Sequence[tuple[str, str, int, str, str]]) -> Table:
-    """A study's variants: ablation, variant, parameters, training edits, layers."""
+def variants_table(study: str, rows: Sequence[tuple[str, str, str, int, str, str]]) -> Table:
+    """A study's variants: ablation, variant, the one name its model and settings are stored
+    under (several variants of several ablations can be one run), parameters, training edits,
+    layers."""
     table = Table(title=f"{study}: variants")
-    for col in ("Ablation", "Variant", "Params", "Training", "Layers"):
+    for col in ("Ablation", "Variant", "Stored as", "Params", "Training", "Layers"):
         table.add_column(col, justify="right" if col == "Params" else "left",
-                         overflow="fold", min_width=12 if col == "Variant" else None)
-    for ablation, variant, params, training, layers in rows:
-        table.add_row(ablation, variant, f"{params:,}", training, layers)
+                         overflow="fold", min_width=12 if col in ("Variant", "Stored as")
+                         else None)
+    for ablation, variant, stored, params, training, layers in rows:
+        table.add_row(Text(ablation), Text(variant), Text("same" if stored == variant else stored),
+                      f"{params:,}", training, layers)
     return table

@@ -14,7 +14,8 @@ def summary_target(name: str, vary: Sequence[str] = (), variant: str | None = No
                    ) -> tuple[ModelSpec | None, Any]:
     """What ``cnnbench summary`` shows: a model, one of its variants (``--vary``), or a
     study's variants (a study name or file: its name and a row a variant: ablation, variant,
-    parameters, training edits, layers) and one of them (``--variant``)."""
+    the name its runs are stored under, parameters, training edits, layers) and one of them
+    (``--variant``)."""
     path = find_study(name)
     if path.is_file() and not is_model_spec(path):
         study = load_study(path)
@@ -30,7 +31,9 @@ def summary_target(name: str, vary: Sequence[str] = (), variant: str | None = No
                                 + (f" Did you mean {', '.join(close)}?" if close else "")
                                 + f" Its variants: {', '.join(variants)}.")
             return variants[variant].spec, None
-        rows = [(a.name, v.name, v.spec.params,
+        from cnnbench.study.ablation import canonical_names
+        stored = canonical_names(study.ablations, study.train_config_kwargs())
+        rows = [(a.name, v.name, stored[(a.name, v.name)], v.spec.params,
                  ", ".join(f"{k}={x}" for k, x in v.training.items()) or "—",
                  v.spec.shorthand()) for a in study.ablations for v in a.variants]
         return None, (study.name, rows)
