@@ -256,7 +256,7 @@ def _eager_step(optimizer: torch.optim.Optimizer,
 
 
 def _adadelta_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, Any]:
-    state = optimizer.state[p]
+    state: dict[str, Any] = optimizer.state[p]
     if not state:  # as torch.optim.Adadelta initialises it
         state["step"] = torch.tensor(0.0)
         state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
