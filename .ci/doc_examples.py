@@ -13,9 +13,10 @@ What counts as an example (README.md, Development, says the same to writers):
 
 The one scaling mechanism: every ``cnnbench run`` and ``cnnbench ablate`` example trains
 ``--epochs 1 --train-limit 256`` (replacing the values it gives) and only the first seed of a
-``--seeds`` option (``--seeds 5`` -> ``--seeds 1``; ``--seeds 3 4`` -> ``--seed 3``); a study
-file's own seeds stay. Two seeds everywhere took the examples past 5 minutes on 2 cores;
-statistics over seeds are still exercised, as the committed result packs hold several.
+``--seeds`` option (``--seeds 5`` and ``--seeds auto 3 10`` -> ``--seeds 1``; ``--seeds 3 4``
+-> ``--seed 3``); a study file's own seeds stay. Two seeds everywhere took the examples past
+5 minutes on 2 cores; statistics over seeds are still exercised, as the committed result
+packs hold several.
 
 Markers, a trailing comment on the line: ``# needs cnnbench[NAME]`` and ``# needs a GPU``
 skip the example with the reason printed; ``# exits N`` expects exit status N instead of 0.
@@ -164,11 +165,13 @@ def scaled(argv: list[str]) -> list[str]:
             i += 1 if "=" in tok else 2
             continue
         if opt == "--seeds":
-            values = [tok.split("=", 1)[1]] if "=" in tok else _seed_values(argv, i)
-            i += 1 if "=" in tok else 1 + len(values)
-            # One number is a count (--seeds K: 0..K-1); several are the seeds themselves, and
-            # one seed of a list is --seed S (--seeds S alone would mean S seeds).
-            out += ["--seeds", "1"] if len(values) == 1 else ["--seed", values[0]]
+            auto = "=" not in tok and i + 1 < len(argv) and argv[i + 1] == "auto"
+            values = [tok.split("=", 1)[1]] if "=" in tok else _seed_values(argv, i + auto)
+            i += 1 if "=" in tok else 1 + auto + len(values)
+            # One number is a count (--seeds K: 0..K-1), and so is 'auto [MIN] MAX' here;
+            # several are the seeds themselves, and one seed of a list is --seed S (--seeds S
+            # alone would mean S seeds).
+            out += ["--seed", values[0]] if len(values) > 1 and not auto else ["--seeds", "1"]
             continue
         out.append(tok)
         i += 1

@@ -52,6 +52,8 @@ def test_run_and_ablate_examples_train_one_epoch_of_256_images_and_only_their_fi
         "cnnbench", "run", "--seeds", "1", "study.yaml", "--epochs", "1", "--train-limit", "256"]
     assert scaled(["cnnbench", "run", "--seeds", "3", "4"])[:4] == [
         "cnnbench", "run", "--seed", "3"]  # '--seeds 3' alone would be three seeds
+    assert scaled(["cnnbench", "run", "--seeds", "auto", "3", "10", "study.yaml"])[:5] == [
+        "cnnbench", "run", "--seeds", "1", "study.yaml"]
     assert scaled(["cnnbench", "ablate", "CNN_MNIST_2", "--vary", "activation=sigmoid,relu"]) \
         [-4:] == ["--epochs", "1", "--train-limit", "256"]
     assert scaled(["cnnbench", "summary", "CNN_MNIST_2"]) == ["cnnbench", "summary",
