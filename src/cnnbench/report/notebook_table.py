@@ -23,16 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.analysis.stats import ModelStats, clip_interval
+from cnnbench.settings import DEFAULTS
 from cnnbench.store.records import RunRecord
+from cnnbench.train.optim import resolve_optimizer
 
 NOTEBOOK_MODELS = ("CNN_MNIST_1", "CNN_MNIST_2", "CNN_MNIST_3", "CNN_MNIST_4")
 NOTEBOOK_DATASET = "mnist"
 NOTEBOOK_TRAIN_IMAGES = 60000
-# The notebook's training, as TrainConfig spells it; Adadelta() of Keras 2.2.
+# The notebook's training, as TrainConfig spells it: cnnbench's defaults (settings.py),
+# Adadelta() of Keras 2.2 with every argument.
 NOTEBOOK_SETTINGS: dict[str, Any] = {
-    "epochs": 12, "batch_size": 128, "optimizer": "Adadelta",
-    "optimizer_args": {"learning_rate": 1.0, "rho": 0.95, "epsilon": 1e-7},
-    "train_limit": None, "validation_split": 0.0, "validation_size": 0, "early_stopping": None,
+    **{k: DEFAULTS[k] for k in ("epochs", "batch_size", "optimizer", "train_limit",
+                                "validation_split", "validation_size", "early_stopping")},
+    "optimizer_args": resolve_optimizer(DEFAULTS["optimizer"], {}, ""),
 }
 SEEDS_FILE = "notebook_seeds.json"
 # How each committed pack's runs were trained (README; docs/performance.md).
@@ -75,12 +78,12 @@ def differences(run: RunRecord, dataset: str | None, n_train: int | None = None)
     t = run.config or {}
     epochs = min(int(t.get("epochs", run.epochs)), run.epochs)
     if epochs != NOTEBOOK_SETTINGS["epochs"]:
-        out.append(f"{epochs} epoch(s), not 12")
+        out.append(f"{epochs} epoch(s), not {NOTEBOOK_SETTINGS['epochs']}")
     images = min(x for x in (t.get("train_limit"), n_train, NOTEBOOK_TRAIN_IMAGES) if x)
     if images < NOTEBOOK_TRAIN_IMAGES:
         out.append(f"{images:,} training images, not 60,000")
-    if t.get("batch_size", 128) != NOTEBOOK_SETTINGS["batch_size"]:
-        out.append(f"batch {t.get('batch_size')}, not 128")
+    if t.get("batch_size", NOTEBOOK_SETTINGS["batch_size"]) != NOTEBOOK_SETTINGS["batch_size"]:
+        out.append(f"batch {t.get('batch_size')}, not {NOTEBOOK_SETTINGS['batch_size']}")
     name, args = _optimizer(t)
     if (name, args) != ("Adadelta", NOTEBOOK_SETTINGS["optimizer_args"]):
         out.append(f"{name}({', '.join(f'{k}={v:g}' for k, v in args.items())}), not "
