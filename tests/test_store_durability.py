@@ -669,3 +669,16 @@ def test_an_interrupted_run_with_a_damaged_config_is_trained_again(finished, spe
     assert [r.record.run_id for r in results] == [row.id]
     assert s.get(row.id).status == "finished" and s.verify() == []
     assert s.read_config(row.id)["model"]["name"] == "TINY_A"
+
+
+def test_import_keras_refuses_an_out_inside_the_store_and_writes_nothing(tmp_path, monkeypatch,
+                                                                        capsys):
+    from cnnbench.cli import main
+    store = tmp_path / "store"
+    monkeypatch.setenv("CNNBENCH_STORE", str(store))
+    source = tmp_path / "m.py"
+    source.write_text("from keras.models import Sequential\nfrom keras.layers import Dense\n"
+                      "model = Sequential()\nmodel.add(Dense(10, input_shape=(784,)))\n")
+    assert main(["import-keras", str(source), "--out", str(store / "runs")]) == 2
+    assert "is inside the run store" in capsys.readouterr().err
+    assert not store.exists()

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnbench.model.keras_import import import_keras, write_specs
+    from cnnbench.store.run_store import refuse_inside_store
+    refuse_inside_store(None, args.out, "--out")  # the default store: $CNNBENCH_STORE
     result = import_keras(args.file)
     out = console()
     written = {p.stem: p for p in write_specs(result, args.out)}
