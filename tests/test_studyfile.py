@@ -170,3 +170,21 @@ def test_a_study_seed_beyond_64_bits_is_refused(tmp_path):
     code, out, err = cnnbench_main("run", study, "--out", tmp_path / "o")
     assert code == 2
     assert "s.yaml: training.seeds: 18446744073709551616 is out of range" in error_line(err, "run")
+
+
+@pytest.mark.parametrize("levels", ["[[1], [2]]", "[{}, Flatten]", "[{Dropout: 0.5}, Flatten]",
+                                    "[3, Flatten]"])
+def test_an_insert_level_that_is_no_layer_is_one_line_naming_the_file_ablation_and_factor(
+        tmp_path, levels):
+    path = study(tmp_path, "ablations:\n  - base: CNN_MNIST_2\n    factors:\n"
+                           f"      ins: {{insert_after: 2, levels: {levels}}}\n")
+    msg = error_of(path)
+    assert msg.startswith(f"{path}: ablations[1]: factor 'ins': level ")
+    assert "a 'insert_after' level is a layer, e.g. Flatten" in msg and "\n" not in msg
+
+
+def test_an_unknown_ablation_base_names_the_file_and_the_field(tmp_path):
+    path = study(tmp_path, "ablations:\n  - base: cnn_mnist_2\n    factors:\n"
+                           "      act: {set: activation, levels: [relu, sigmoid]}\n")
+    assert error_of(path).startswith(f"{path}: ablations[1].base: unknown model 'cnn_mnist_2'. "
+                                     "Did you mean CNN_MNIST_2")

@@ -124,6 +124,9 @@ def parse_factor(name: str, data: Any, where: str, min_levels: int = 2) -> Facto
     elif kind == "scale":
         for label, v in levels:
             check(v, SCALE, "scale", "a factor", f"{where}: level {label!r}", SpecError)
+    elif kind in ("replace", "insert_after"):
+        for label, v in levels:
+            _check_layer_level(kind, v, f"{where}: level {label!r}")
     _distinct_values(levels, kind, target, where)
     return Factor(name, kind, target, levels, base, argument)
 
@@ -165,6 +168,18 @@ def _distinct_values(levels: Sequence[tuple[str, Any]], kind: str, target: Any,
             raise SpecError(f"{where}: levels {same!r} and {label!r} have the same value "
                             f"{shown(v)}; each level must be a different model or setting.")
         seen.append((label, value))
+
+
+def _check_layer_level(kind: str, value: Any, where: str) -> None:
+    """A ``replace`` or ``insert_after`` level: a layer as a spec writes it (``Flatten`` or
+    ``{Dropout: {rate: 0.5}}``), or none (remove the layer, insert nothing)."""
+    if value is None or (isinstance(value, str) and value):
+        return
+    if (isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value)), str)
+            and isinstance(next(iter(value.values())), dict | None)):
+        return
+    raise SpecError(f"{where}: a '{kind}' level is a layer, e.g. Flatten or "
+                    f"{{Dropout: {{rate: 0.5}}}}, or null. Got {shown(value)}.")
 
 
 def _check_training_level(target: str, value: Any, where: str) -> None:

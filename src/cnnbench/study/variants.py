@@ -260,7 +260,10 @@ def build_ablation(data: Any, where: str, base_dir: Any = None,
                         f"Got {base_name!r}.")
     if base_dir is not None and base_name.endswith((".yaml", ".yml")):
         base_name = str(base_dir / base_name)
-    base = get_spec(base_name)
+    try:
+        base = get_spec(base_name)
+    except SpecError as e:  # name the study file, the ablation and the field
+        raise SpecError(f"{where}.base: {e}") from None
     design = data.get("design", "factorial")
     if design not in DESIGNS:
         raise SpecError(f"{where}: design must be one of {', '.join(DESIGNS)}. Got {design!r}.")
