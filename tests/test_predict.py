@@ -206,3 +206,15 @@ def test_a_preview_that_cannot_be_written_whole_leaves_the_previous_one(tiny_wei
     assert preview.read_bytes() == b"the previous preview"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "seven.cnnbench.png", "seven.png", "tiny.safetensors"]
+
+
+def test_a_weights_path_that_does_not_exist_is_named_as_a_missing_file(tmp_path, capsys):
+    from cnnbench.cli import main
+    image = tmp_path / "seven.png"
+    image.write_bytes(b"")
+    missing = tmp_path / "nowhere" / "w.safetensors"
+    for argv in (["predict", str(missing), str(image)],
+                 ["export", str(missing), "--format", "safetensors"]):
+        assert main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{missing} does not exist; expected a .safetensors file" in line, line

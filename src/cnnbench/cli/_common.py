@@ -60,6 +60,10 @@ def weights_path(ref: str, store_root: Path | None) -> Path:
     """A weights file as given, else the final weights of the run it names in the store."""
     if Path(ref).is_file():
         return Path(ref)
+    if any(c in ref for c in "/.") or ref.startswith("~"):  # a path, never a run id
+        what = "is not a file" if Path(ref).exists() else "does not exist"
+        raise UsageError(f"{ref} {what}; expected a .safetensors file written by cnnbench, or "
+                         f"a run id (hex, or its start) from 'cnnbench runs'")
     from cnnbench.store.run_store import RunStore
     store = RunStore(store_root, create=False)
     rid = store.resolve(ref)
