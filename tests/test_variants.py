@@ -396,3 +396,22 @@ ablations:
     assert sorted(r.model for r in RunStore(tmp_path / "store").runs()) == sorted(names)
     (results,) = (tmp_path / "out").rglob("results.json")
     assert sorted(json.loads(results.read_text())["models"]) == sorted(names)
+
+
+def test_the_vary_form_the_help_shows_selector_dot_argument_builds_validly_named_variants():
+    from cnnbench.study.plan import ablation_study
+    study = ablation_study("CNN_MNIST_2", ["Dense#1.units=10,12"], "factorial")
+    (ablation,) = study.ablations
+    assert [v.name for v in ablation.variants] == ["CNN_MNIST_2[Dense_1.units=10]",
+                                                   "CNN_MNIST_2[Dense_1.units=12]"]
+    assert [v.spec.layers[7].args["units"] for v in ablation.variants] == [10, 12]
+    assert ablation.factors[0].name == "Dense#1.units"  # What matters shows what was typed
+
+
+def test_a_vary_error_carries_the_command_prefix_once():
+    from conftest import cnnbench_main, error_line
+    code, _, err = cnnbench_main("ablate", "CNN_MNIST_2", "--vary", "Dense#1.units=10,10.5")
+    line = error_line(err, "ablate")
+    assert code == 2 and line.count("cnnbench ablate") == 1
+    assert line.startswith("cnnbench ablate: error: --vary: ablations[1]: variant "
+                           "CNN_MNIST_2[Dense_1.units=10.5]: layer 8 (Dense): the 'units'")

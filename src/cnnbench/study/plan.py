@@ -256,4 +256,4 @@ def ablation_study(base: str, vary: Sequence[str], design: str) -> StudyFile:
     name = f"ablate-{spec.name}"
     return build_study({"name": name, "ablations": [{"name": name, "base": base,
                                                      "design": design, "factors": factors}]},
-                       "cnnbench ablate", Path.cwd())
+                       "--vary", Path.cwd())  # the command's name is the error's prefix

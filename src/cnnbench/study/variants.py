@@ -220,8 +220,11 @@ def _scalable(layers: Sequence[Any], chosen: set[int], selector: Any, where: str
 # --- designs ------------------------------------------------------------------------------
 
 def variant_name(base: str, levels: Mapping[str, str]) -> str:
-    """``CNN_MNIST_2[activation=relu,norm=none]``; ``CNN_MNIST_2[base]`` when none is named."""
-    inner = ",".join(f"{k}={v}" for k, v in levels.items()) or "base"
+    """``CNN_MNIST_2[activation=relu,norm=none]``; ``CNN_MNIST_2[base]`` when none is named.
+
+    A selector's ``#`` is written ``_`` (``Dense#1.units`` -> ``Dense_1.units``): the name
+    becomes file names, and its rule (model.spec.NAME_RULE) has no ``#``."""
+    inner = ",".join(f"{k.replace('#', '_')}={v}" for k, v in levels.items()) or "base"
     return f"{base}[{inner}]"
 
 
