@@ -288,3 +288,20 @@ def test_a_report_over_mixed_stored_runs_keeps_them_apart_and_counts_each_run_on
     one = (tmp_path / "one" / "report.md").read_text()
     assert one.count(f"| {ids[0]} |") == 1
     assert re.search(r"\| net \| No \| No \| 1 \| [\d.]+ \| n/a \|", one)  # 1 seed: no interval
+
+
+def test_a_report_of_runs_on_folder_data_without_data_dir_asks_for_data_dir(tmp_path):
+    make_dataset(tmp_path / "data")
+    (tmp_path / "net.yaml").write_text(SPEC.format(name="net", units=3))
+    store = tmp_path / "store"
+    assert main(["run", str(tmp_path / "net.yaml"), "--epochs", "1", "--data-dir",
+                 str(tmp_path / "data"), "--store", str(store), "--out", str(tmp_path / "o"),
+                 "--train-limit", "60"]) == 0
+    (rid,) = RunStore(store).done_ids()
+    from conftest import cnnbench_main, error_line
+    code, _, err = cnnbench_main("report", "--store", store, "--out", tmp_path / "r")
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert error_line(err, "report") == (
+        f"cnnbench report: error: run(s) {rid} were trained on 'data', a --data-dir dataset "
+        "that cnnbench cannot fetch (it fetches mnist, fashion-mnist, kmnist): give "
+        "--data-dir DIR with the folder of its idx files.")

@@ -32,3 +32,15 @@ def open_dataset(name: str | None, data_dir: Path | None, class_names: Path | No
     if name in (None, CUSTOM) and data_dir is not None:
         return load_folder(data_dir, class_names, log=log, custom=name == CUSTOM)
     return load_dataset(name or "mnist", data_dir=data_dir, log=log)
+
+
+def open_runs_dataset(name: str, data_dir: Path | None, runs: str,
+                      log: Callable[[str], None]) -> Dataset:
+    """The dataset stored runs were trained on: the files of ``data_dir`` when given, else
+    fetched by its name; ``runs`` (e.g. 'runs 1a2b3c, 4d5e6f') says whose data it is when
+    the name is a folder's own data, which cnnbench cannot fetch."""
+    if data_dir is None and name not in DATASETS:
+        raise UsageError(f"{runs} were trained on '{name}', a --data-dir dataset that "
+                         f"cnnbench cannot fetch (it fetches {', '.join(DATASETS)}): give "
+                         f"--data-dir DIR with the folder of its idx files.")
+    return open_dataset(None if data_dir else name, data_dir, None, log=log)

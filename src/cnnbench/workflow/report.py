@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cnnbench.data.datasets import Dataset
-from cnnbench.data.resolve import open_dataset
+from cnnbench.data.resolve import open_runs_dataset
 from cnnbench.errors import UsageError
 from cnnbench.store.run_store import RunStore
 
@@ -40,7 +40,8 @@ def report_runs(store_root: Path | None, refs: Sequence[str], out: Path,
     if len(datasets) != 1:
         raise UsageError(f"a report compares runs on one dataset; these runs are on "
                          f"{', '.join(datasets) or 'none'}: name the runs to report")
-    dataset = open_dataset(None if data_dir else datasets[0], data_dir, None, log=log)
+    shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    dataset = open_runs_dataset(datasets[0], data_dir, f"run(s) {shown}", log=log)
     check_same_data(store, ids, dataset, data_dir)
     paths, lines = write_study_report(store, ids, dataset, out)
     return ids, paths, lines
