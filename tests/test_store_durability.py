@@ -645,6 +645,24 @@ def test_an_out_inside_the_store_is_refused_and_the_runs_files_stay(finished, sp
     assert not (root / "runs" / "new").exists() and s.record(row.id).history
 
 
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_an_out_inside_another_store_than_the_one_given_is_refused(finished, specs, tmp_path,
+                                                                   capsys, command):
+    root, s = copy_of(finished, tmp_path)
+    row = row_of(s, "TINY_A")
+    folder = s.folder(row.id)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    other = tmp_path / "other-store"
+    for out in (folder, root, root / "runs" / "new"):
+        argv = (["run", "--models", specs["TINY_B"], "--epochs", "2", "--train-limit", "256"]
+                if command == "run" else ["report", row.id])
+        assert main([*argv, "--store", str(other), "--out", str(out)]) == 2
+        line = one_line(capsys)
+        assert f"--out {out} is inside the run store {root.resolve()}" in line, line
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert not (root / "runs" / "new").exists()
+
+
 def test_every_writing_command_shares_the_stores_refusal(tmp_path, monkeypatch):
     from cnnbench.errors import UsageError
     from cnnbench.store.run_store import refuse_inside_store

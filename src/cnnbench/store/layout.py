@@ -69,14 +69,29 @@ def is_inside(root: str | Path, path: str | Path) -> bool:
     return target == base or base in target.parents
 
 
+def store_holding(path: str | Path) -> Path | None:
+    """The run store (any store, not only the configured one) whose folder holds ``path`` or is
+    ``path``: the nearest folder with a store's index and ``runs/``; None if there is none."""
+    target = Path(path).resolve()
+    for folder in (target, *target.parents):
+        layout = StoreLayout(folder)
+        if layout.db_path.exists() and layout.runs_dir.is_dir():
+            return folder
+    return None
+
+
 def refuse_inside_store(root: str | Path | None, out: str | Path | None, option: str) -> None:
     """Refuse an output path (``option``, e.g. ``--out``) inside the run store at ``root``
-    (the default store when None): only the store writes its files, and a command's output
+    (the default store when None), or inside any other run store (:func:`store_holding`):
+    only the store writes its files, and a command's output
     there could overwrite a run's history, weights or config. Every command that writes
     calls this before it writes anything."""
     if out is None:
         return
     base = Path(root) if root is not None else default_root()
+    if not is_inside(base, out):
+        # Another store than the configured one is just as much the store's to write.
+        base = store_holding(out) or base
     if is_inside(base, out):
         raise UsageError(f"{option} {out} is inside the run store {base}, whose files only "
                          f"cnnbench writes (it could overwrite a run's files); give a path "
