@@ -416,6 +416,11 @@ def _hostile(case: str):
                 ("\n".join(lines) + "\n").encode()
         elif case == "runs an object":
             m["runs"] = {"a": 1}
+        elif case in ("status a list", "model a list", "seed null", "started an object"):
+            field, value = {"status a list": ("status", []), "model a list": ("model", ["x"]),
+                            "seed null": ("seed", None),
+                            "started an object": ("started", {})}[case]
+            row[field] = value
         members[MANIFEST] = json.dumps(m).encode()
         if member is not None:
             manifest_fixed(members, member)
@@ -438,6 +443,10 @@ def _hostile(case: str):
     ("infinite val_acc in history", "history.csv line 2: 'val_acc' must be a number in "
                                     "\\[0, 1\\]. Got inf"),
     ("runs an object", "'runs' must be a list of runs. Got dict"),
+    ("status a list", "its row's 'status' must be a run status .*Got \\[\\] instead"),
+    ("model a list", "its row's 'model' must be a string. Got \\['x'\\] instead"),
+    ("seed null", "its row's 'seed' must be an integer .*Got None instead"),
+    ("started an object", "its row's 'started' must be a string. Got \\{\\} instead"),
 ])
 def test_a_pack_with_valid_checksums_and_hostile_contents_writes_nothing(good_pack, tmp_path,
                                                                          case, match):

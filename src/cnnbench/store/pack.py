@@ -191,7 +191,7 @@ def _files(where: str, rid: str, entry: Mapping[str, Any],
             raise PackError(f"{where}: file {name!r} is not one a run keeps "
                             f"({', '.join(RESULT_FILES + WEIGHT_FILES)})")
         if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
-                and isinstance(meta.get("bytes"), int)):
+                and isinstance(meta.get("bytes"), int) and not isinstance(meta["bytes"], bool)):
             raise PackError(f"{where}: the entry of {name} must be an object with 'sha256' "
                             f"(text) and 'bytes' (an integer). Got {str(meta)[:80]!r} instead.")
         member = f"runs/{rid}/{name}"

@@ -78,7 +78,9 @@ ROW: dict[str, Constraint] = {
     "diverged_epoch": _optional(STEP), "diverged_step": _optional(STEP),
     "train_seconds": SECONDS, "started": TEXT, "finished": _optional(TEXT),
     "host": _optional(TEXT),
-    "status": Constraint(lambda v: v in {str(s) for s in RunStatus}, "a run status")}
+    # isinstance first: a list or an object is unhashable, and `in` a set would raise.
+    "status": Constraint(lambda v: isinstance(v, str) and v in {str(s) for s in RunStatus},
+                         "a run status (" + ", ".join(str(s) for s in RunStatus) + ")")}
 
 # config.json: what show, report and unpack read from it, by path.
 CONFIG: dict[tuple[str, ...], Constraint] = {
