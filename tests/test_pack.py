@@ -222,7 +222,7 @@ def flip_byte(member: str):
 def edit_config_seed(member: str):
     def change(members):
         config = json.loads(members[member])
-        config["key"]["seed"] += 1  # as if trained with another seed
+        config["key"]["training"]["batch_size"] += 1  # as if trained with other settings
         members[member] = json.dumps(config).encode()
         manifest_fixed(members, member)
     return change
@@ -339,6 +339,31 @@ def rekeyed(members: dict, rid: str, edit) -> str:
     for name in entry["files"]:
         manifest_fixed(members, f"runs/{new}/{name}")
     return new
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("key seed", "config.json's 'key.seed' is -1, its 'seed' 0: they must agree"),
+    ("key dataset", "config.json's 'key.dataset' is 'other', its 'dataset.fingerprint'"),
+    ("key epochs", "config.json's 'key.training.epochs' is 9, its 'training.epochs' 2"),
+])
+def test_a_run_key_that_disagrees_with_its_config_and_row_is_refused(good_pack, tmp_path, edit,
+                                                                     match):
+    def disagree(config, row):
+        if edit == "key seed":
+            config["key"]["seed"] = -1  # the row and config still say seed 0
+        elif edit == "key dataset":
+            config["key"]["dataset"] = "other"
+        else:
+            config["key"]["training"]["epochs"] = 9
+
+    def change(members):
+        rekeyed(members, json.loads(members[MANIFEST])["runs"][0]["id"], disagree)
+    bad = tmp_path / "disagrees.tar.gz"
+    rewrite(good_pack, bad, change)
+    store = RunStore(tmp_path / "target")
+    with pytest.raises(PackError, match=match):
+        unpack(store, bad)
+    assert store.runs() == [] and list(store.runs_dir.iterdir()) == []
 
 
 def test_a_pack_whose_second_run_overflows_the_index_writes_nothing(good_pack, tmp_path):

@@ -241,6 +241,24 @@ def parse_grad_norms(data: bytes, where: str) -> dict[str, float]:
     return doc
 
 
+def check_key(config: Mapping[str, Any], where: str) -> None:
+    """config.json's run key agrees with what the config (and so the row) says of the run:
+    seed, resolved spec, dataset fingerprint and epochs, where the key holds them."""
+    key = config["key"]
+    said = {"seed": ("seed", config["seed"]), "spec": ("model.spec", config["model"]["spec"]),
+            "dataset": ("dataset.fingerprint", config["dataset"]["fingerprint"])}
+    for field, (other, value) in said.items():
+        if field in key and key[field] != value:
+            raise RunDataError(f"{where}: config.json's 'key.{field}' is {_got(key[field])}, "
+                               f"its '{other}' {_got(value)}: they must agree")
+    training = key.get("training")
+    epochs = config["training"]["epochs"]
+    if isinstance(training, dict) and "epochs" in training and training["epochs"] != epochs:
+        raise RunDataError(f"{where}: config.json's 'key.training.epochs' is "
+                           f"{_got(training['epochs'])}, its 'training.epochs' {epochs}: they "
+                           f"must agree")
+
+
 @dataclass(frozen=True)
 class CheckedRun:
     """A finished or diverged run's files, parsed and checked (:func:`check_run`)."""
@@ -272,6 +290,7 @@ def check_run(row: Mapping[str, Any], files: Mapping[str, bytes], where: str) ->
         if row[field] != value:
             raise RunDataError(f"{where}: its row says {field} {row[field]!r}, its config.json "
                                f"{value!r}")
+    check_key(config, where)
     history = parse_history(files["history.csv"], where)
     epochs = len(history["loss"])
     if epochs != row["epochs_done"] or (status == RunStatus.FINISHED and not epochs):
