@@ -446,6 +446,18 @@ def _hostile(case: str):
                             "seed null": ("seed", None),
                             "started an object": ("started", {})}[case]
             row[field] = value
+        elif case in ("empty weights", "weights a zip", "weights header past its end"):
+            import zipfile
+            member = at + "weights.safetensors"
+            if case == "empty weights":
+                members[member] = b""
+            elif case == "weights a zip":
+                buf = io.BytesIO()
+                with zipfile.ZipFile(buf, "w") as z:
+                    z.writestr("data.pkl", b"x" * 64)
+                members[member] = buf.getvalue()
+            else:
+                members[member] = (1000).to_bytes(8, "little") + b"{}"
         members[MANIFEST] = json.dumps(m).encode()
         if member is not None:
             manifest_fixed(members, member)
@@ -472,6 +484,11 @@ def _hostile(case: str):
     ("model a list", "its row's 'model' must be a string. Got \\['x'\\] instead"),
     ("seed null", "its row's 'seed' must be an integer .*Got None instead"),
     ("started an object", "its row's 'started' must be a string. Got \\{\\} instead"),
+    ("empty weights", "weights.safetensors must be a safetensors file. Got 0 bytes"),
+    ("weights a zip", "weights.safetensors must be a safetensors file. Got .* bytes: header "
+                      "length .* is outside the file"),
+    ("weights header past its end", "weights.safetensors must be a safetensors file. Got 10 "
+                                    "bytes: header length 1000 is outside the file"),
 ])
 def test_a_pack_with_valid_checksums_and_hostile_contents_writes_nothing(good_pack, tmp_path,
                                                                          case, match):

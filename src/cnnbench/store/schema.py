@@ -259,6 +259,43 @@ def check_key(config: Mapping[str, Any], where: str) -> None:
                            f"must agree")
 
 
+def check_safetensors(data: bytes, where: str) -> None:
+    """weights.safetensors: an 8-byte little-endian header length, a JSON object header of
+    that length within the file, each tensor's data offsets within the data that follows.
+    No tensor is loaded."""
+    def bad(why: str) -> RunDataError:
+        return RunDataError(f"{where}: weights.safetensors must be a safetensors file. Got "
+                            f"{len(data)} bytes: {why}.")
+    if len(data) < 8:
+        raise bad("no 8-byte header length")
+    n = int.from_bytes(data[:8], "little")
+    if n < 2 or n > len(data) - 8:
+        raise bad(f"header length {n} is outside the file")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise bad("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    size = len(data) - 8 - n
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = t.get("data_offsets") if isinstance(t, dict) else None
+        if not (isinstance(t, dict) and isinstance(t.get("dtype"), str)
+                and isinstance(t.get("shape"), list)
+                and all(_is_count(d) for d in t["shape"])
+                and isinstance(offsets, list) and len(offsets) == 2
+                and all(_is_count(o) for o in offsets)
+                and offsets[0] <= offsets[1] <= size):
+            raise bad(f"tensor {_got(name)} is not a dtype, shape and data offsets within "
+                      f"the {size} data bytes")
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 @dataclass(frozen=True)
 class CheckedRun:
     """A finished or diverged run's files, parsed and checked (:func:`check_run`)."""
@@ -305,4 +342,6 @@ def check_run(row: Mapping[str, Any], files: Mapping[str, bytes], where: str) ->
         parse_probabilities(files["probabilities.npy"], where, n_test, n_classes)
     grads = (parse_grad_norms(files["grad_norms.json"], where)
              if "grad_norms.json" in files else None)
+    if "weights.safetensors" in files:
+        check_safetensors(files["weights.safetensors"], where)
     return CheckedRun(config, spec, history, preds, grads)
