@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(directory: Path) -> None:
@@ -78,7 +79,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 COMMIT_PREFIX = ".cnnbench-commit-"
 
 
-def write_together(folder: Path, files: dict[str, bytes], note: dict | None = None) -> None:
+def write_together(folder: Path, files: dict[str, bytes], note: dict[str, Any] | None = None
+                   ) -> None:
     """Write ``files`` (name -> bytes) into ``folder`` so that a reader, after any kill, finds
     either all of the old versions or, once :func:`roll_forward` ran, all of the new ones.
     ``note`` travels in the commit record (the run store puts the index update there)."""
@@ -113,11 +115,11 @@ def _apply(folder: Path, commit: Path, temps: dict[str, str]) -> None:
     fsync_dir(folder)
 
 
-def roll_forward(folder: Path) -> list[dict]:
+def roll_forward(folder: Path) -> list[dict[str, Any]]:
     """Complete every write_together in ``folder`` that a kill interrupted after its commit
     record; the notes of the ones completed, oldest first."""
     import json
-    notes = []
+    notes: list[dict[str, Any]] = []
     try:
         records = sorted(folder.glob(COMMIT_PREFIX + "*.json"), key=lambda p: p.stat().st_mtime)
     except OSError:

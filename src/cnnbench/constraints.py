@@ -69,8 +69,8 @@ def interval(low: float, high: float, closed: str = "left") -> Constraint:
     def test(v: Any) -> bool:
         if not _is_number(v):
             return False
-        above = v >= low if left == "[" else v > low
-        below = v <= high if right == "]" else v < high
+        above: bool = v >= low if left == "[" else v > low
+        below: bool = v <= high if right == "]" else v < high
         return above and below
     hi = "inf" if high == float("inf") else f"{high:g}"
     lo = "-inf" if low == float("-inf") else f"{low:g}"

@@ -114,15 +114,16 @@ def _values(obs: Sequence[Observation], metric: str) -> np.ndarray:
     return np.array([scale * getattr(o, metric) for o in obs], dtype=float)
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, tuple[float, float], float]:
+def welch(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+          ) -> tuple[float, tuple[float, float], float]:
     """Mean of a minus mean of b, its 95 % Welch interval, and Welch's two-sided p."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
+    if len(x) < 2 or len(y) < 2 or (x.std() == 0 and y.std() == 0):
         return diff, (math.nan, math.nan), math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # one side without spread
-        t = stats.ttest_ind(a, b, equal_var=False)
+        t = stats.ttest_ind(x, y, equal_var=False)
         ci = t.confidence_interval(0.95)
     return diff, (float(ci.low), float(ci.high)), float(t.pvalue)
 
@@ -180,7 +181,8 @@ def factorial_effects(obs: Sequence[Observation], base_levels: Mapping[str, str]
                 interactions.append(Interaction(fa, fb, metric, p))
     adjusted = holm([e.pvalue for e in effects] + [i.pvalue for i in interactions])
     family = tests_family(len(effects), len(interactions))
-    for item, p in zip([*effects, *interactions], adjusted, strict=True):
+    tested: list[Effect | Interaction] = [*effects, *interactions]
+    for item, p in zip(tested, adjusted, strict=True):
         item.p_holm = float(p)
     for e in effects:
         e.family = family

@@ -66,7 +66,8 @@ def _levels(fractions: tuple[float, ...], alpha: float) -> tuple[float, ...]:
 def _step(density: np.ndarray, grid: np.ndarray, new: np.ndarray, var: float) -> np.ndarray:
     """Density on ``new`` of score + N(0, var), from the surviving density on ``grid``."""
     w = np.gradient(grid) if len(grid) > 1 else np.ones(1)
-    kern = stats.norm.pdf((new[:, None] - grid[None, :]) / math.sqrt(var)) / math.sqrt(var)
+    sd = math.sqrt(var)
+    kern: np.ndarray = stats.norm.pdf((new[:, None] - grid[None, :]) / sd) / sd
     return kern @ (density * w)
 
 
@@ -260,14 +261,14 @@ def _futility(design: Design, k: int, w: Welch, sd: float) -> tuple[str, int | N
 def evaluate(a: Sequence[float], b: Sequence[float], design: Design) -> State:
     """The state of one comparison after the looks its seeds allow (the same number of
     seeds per model, the first ``n`` of each, in seed order)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    n_have = min(len(a), len(b))
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n_have = min(len(xa), len(xb))
     levels = design.levels
     looks: list[Look] = []
     for k, n in enumerate(design.looks):
         if n > n_have:
             break
-        w = welch(a[:n], b[:n])
+        w = welch(xa[:n], xb[:n])
         looks.append(Look(n, w.diff, w.p, levels[k], spent(design.fractions[k], design.alpha)))
         sd = w.se * math.sqrt(n / 2)  # the per-seed spread, pooled over the two models
         p_stage = stagewise_p(design.fractions, k, w.z, design.alpha)
@@ -291,6 +292,6 @@ def holm_family(states: Mapping[str, State], alpha: float = ALPHA) -> dict[str, 
     from dataclasses import replace
     names = list(states)
     ps = [s.p_stagewise if s.status == SEPARATED else 1.0 for s in states.values()]
-    adjusted = holm(ps) if names else []
+    adjusted: np.ndarray | list[float] = holm(ps) if names else []
     return {n: replace(s, holm_p=float(q), separated=s.status == SEPARATED and q <= alpha)
             for n, s, q in zip(names, states.values(), adjusted, strict=True)}

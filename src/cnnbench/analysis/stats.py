@@ -75,7 +75,8 @@ class ModelStats:
         return len(self.seeds) - self.n
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
+               ) -> tuple[float, float]:
     """Student-t confidence interval of the mean; (nan, nan) for fewer than two values."""
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
@@ -217,7 +218,8 @@ class Comparison:
 def _correct(run: RunRecord, y_test: np.ndarray) -> np.ndarray | None:
     if run.test_predictions is None or len(run.test_predictions) != len(y_test):
         return None
-    return run.test_predictions == y_test
+    correct: np.ndarray = run.test_predictions == y_test
+    return correct
 
 
 def _mcnemar_pair(a: str, b: str, ra: list[RunRecord], rb: list[RunRecord],
@@ -314,7 +316,7 @@ def seeds_needed(diff: float, sd: float, alpha: float = ALPHA, power: float = 0.
     None when the difference is zero or the spread unknown."""
     if not (math.isfinite(diff) and math.isfinite(sd)) or diff == 0:
         return None
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    z: float = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return max(2, math.ceil(2 * (z * sd / abs(diff)) ** 2))
 
 

@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ def stderr_log(msg: str) -> None:
 def _save_cache(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write atomically: a crash mid-write never leaves a half cache."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    # numpy's stub types **kwds as if one could be its allow_pickle flag.
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
 
@@ -154,7 +156,7 @@ def _cache(r: Request) -> tuple[list[Candidate], str | None]:
 
 
 def _system(r: Request) -> tuple[list[Candidate], str | None]:
-    found = [Candidate(f"system package folder {f}", lambda f=f: from_user_dir(Path(f)),
+    found = [Candidate(f"system package folder {f}", partial(from_user_dir, Path(f)),
                        save=True) for f in r.info.system_dirs if Path(f).is_dir()]
     missing = [f for f in r.info.system_dirs if not Path(f).is_dir()]
     return found, "; ".join(f"system package folder {f}: not installed" for f in missing) or None
@@ -178,6 +180,7 @@ def _registry(r: Request) -> tuple[list[Candidate], str | None]:
 SOURCES: tuple[Source, ...] = (Source("user", _user), Source("cache", _cache),
                                Source("system", _system), Source("download", _downloads),
                                Source("registry", _registry))
+SOURCE_NAMES = tuple(s.name for s in SOURCES)
 
 
 def _try(c: Candidate, r: Request, log: Log, tried: list[str]) -> Dataset | None:
@@ -206,7 +209,7 @@ def _try(c: Candidate, r: Request, log: Log, tried: list[str]) -> Dataset | None
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, log: Log = stderr_log,
                  info: DatasetInfo | None = None, timeout: float = 20.0,
-                 sources: Sequence[str] = tuple(s.name for s in SOURCES),
+                 sources: Sequence[str] = SOURCE_NAMES,
                  ) -> Dataset:
     """Load a dataset from the first source that works, verifying its checksums.
 

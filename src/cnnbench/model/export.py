@@ -89,6 +89,7 @@ def onnx_bytes(loaded: LoadedModel, opset: int = 18) -> bytes:
                 external_data=False, verbose=False)
     finally:
         quiet.setLevel(level)
+    assert program is not None  # dynamo=True returns the program
     proto = program.model_proto
     for key, value in (("cnnbench.spec_yaml", spec_to_yaml(loaded.spec)),
                        ("cnnbench.classes", json.dumps(list(loaded.classes), ensure_ascii=False)),
@@ -97,7 +98,8 @@ def onnx_bytes(loaded: LoadedModel, opset: int = 18) -> bytes:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    data: bytes = proto.SerializeToString()
+    return data
 
 
 def torchscript_bytes(loaded: LoadedModel) -> bytes:

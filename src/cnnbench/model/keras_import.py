@@ -115,7 +115,7 @@ class _Follower:
         for item in items.elts:
             self._add(model, item, block)
 
-    def _add(self, model: ImportedModel, node: ast.AST, block: Block) -> None:
+    def _add(self, model: ImportedModel, node: ast.expr, block: Block) -> None:
         where = block.where(node.lineno)
         if call_name(node) in ("Input", "InputLayer"):
             assert isinstance(node, ast.Call)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import math
+import operator
 from typing import Any
 
 from cnnbench.model.layers import INITIALIZERS, KINDS, keras_snake_case
@@ -79,8 +80,9 @@ def const_value(node: ast.AST, consts: dict[str, Any]) -> Any:
             if isinstance(node.op, ast.FloorDiv | ast.Div) and b == 0:
                 raise Untranslatable(f"division by zero in {unparse(node)}")
             try:  # only the one operation asked for: a and b are bounded, so is the result
-                v = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
-                     ast.FloorDiv: lambda: a // b, ast.Div: lambda: a / b}[type(node.op)]()
+                op = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                      ast.FloorDiv: operator.floordiv, ast.Div: operator.truediv}[type(node.op)]
+                v = op(a, b)
             except OverflowError as e:  # an int too large to become a float
                 raise Untranslatable(f"'{unparse(node)}' overflows ({e})") from e
             return _bounded(v, node)

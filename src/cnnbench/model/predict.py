@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnbench.errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported when a prediction runs
+    from torch import nn
 
 FIELD, BOX = 28, 20  # MNIST: digits fitted into 20x20, centred in 28x28
 
@@ -39,7 +43,7 @@ def _load_gray(path: str | Path) -> np.ndarray:
     """The image as H x W uint8 grayscale; ImageError names the image for any failure."""
     import warnings
 
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
     _check_image_file(Path(path))
     try:
         with warnings.catch_warnings():
@@ -47,13 +51,13 @@ def _load_gray(path: str | Path) -> np.ndarray:
             # before ours; the error below says what went wrong, in one line.
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size  # from the header: nothing is decoded yet
+            with Image.open(path) as opened:
+                w, h = opened.size  # from the header: nothing is decoded yet
                 if w * h > MAX_PIXELS:
                     raise ImageError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} M pixels; predict "
                                      f"reads images of at most {MAX_PIXELS / 1e6:.0f} M pixels. "
                                      f"Scale it down first.")
-                im = ImageOps.exif_transpose(im)
+                im = ImageOps.exif_transpose(opened)
                 if im.mode in ("RGBA", "LA", "P"):
                     im = im.convert("RGBA")
                     white = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -63,7 +67,7 @@ def _load_gray(path: str | Path) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path}: refused as a decompression bomb ({e}).") from e
-    except Image.UnidentifiedImageError as e:
+    except UnidentifiedImageError as e:
         raise ImageError(f"{path}: {_not_an_image(Path(path))}; expected an image file "
                          f"(PNG, JPEG, GIF, BMP, TIFF or WebP).") from e
     except Exception as e:  # a damaged image makes Pillow raise nearly anything
@@ -168,7 +172,7 @@ def save_preview(pre: Preprocessed, image_path: str | Path) -> Path:
     return out
 
 
-def predict(model, images: np.ndarray, classes: tuple[str, ...] | list[str],
+def predict(model: nn.Module, images: np.ndarray, classes: tuple[str, ...] | list[str],
             top: int = 3) -> list[list[tuple[str, float]]]:
     """Top classes with probabilities for N x 28 x 28 uint8 images."""
     import torch

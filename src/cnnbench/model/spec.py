@@ -28,7 +28,8 @@ import yaml
 
 from cnnbench.constraints import integer, shown
 from cnnbench.errors import UsageError
-from cnnbench.model.layers import DROPOUT_KINDS, KINDS, MAX_WIDTH, LayerKind, LayerProblem
+from cnnbench.model.layers import DROPOUT_KINDS, KINDS, MAX_WIDTH, LayerKind
+from cnnbench.model.shapes import LayerProblem
 
 
 class SpecError(UsageError, ValueError):
@@ -260,7 +261,7 @@ class _StrictLoader(yaml.SafeLoader):
         # A 350-byte file of nested aliases expands to gigabytes once written out as JSON
         # (results.json, config.json): a spec needs no aliases, so none is read.
         if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves it bare
             raise yaml.composer.ComposerError(
                 None, None, f"the alias *{event.anchor} is not allowed (specs and study files "
                             f"take no YAML anchors or aliases)", event.start_mark)

@@ -54,8 +54,8 @@ def save_weights(path: str | Path, model: nn.Module, spec: ModelSpec,
 
 def load_weights(path: str | Path) -> LoadedModel:
     """Rebuild the model from a weights file; refuses a file whose tensors do not fit its spec."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
 
     from cnnbench.model.build import build_model
     path = Path(path)

@@ -36,11 +36,12 @@ def resolved_spec(spec: Any) -> dict[str, Any]:
     """A ModelSpec as plain data with every default filled in (the same model, whatever
     defaults its file spelled out); its description is left out. A variant is keyed under
     its base model's name (``run_name``), whatever the variant is called."""
-    return json.loads(json.dumps({
+    resolved: dict[str, Any] = json.loads(json.dumps({
         "name": getattr(spec, "run_name", None) or spec.name,
         "input_shape": list(spec.input_shape),
         "layers": [{layer.kind: layer.args} for layer in spec.layers],
     }))
+    return resolved
 
 
 def run_key(spec: Mapping[str, Any], training: Mapping[str, Any],

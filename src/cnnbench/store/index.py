@@ -230,7 +230,7 @@ class RunIndex:
             raise UnknownRun(f"a run id (or its start) must be hex digits (0-9, a-f). Got "
                              f"{prefix!r} instead; `cnnbench runs` lists the ids in {self.root}")
         with self.read() as db:
-            ids = [r[0] for r in db.execute(
+            ids: list[str] = [r[0] for r in db.execute(
                 "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id",
                 (len(wanted), wanted))]
         if not ids:

@@ -68,7 +68,8 @@ def pack(store: RunStore, ids: Iterable[str], out: Path, *, weights: bool = True
     """Write the finished (or diverged) runs ``ids`` of ``store`` to ``out`` (.tar.gz), written
     whole or not at all. Returns the ids packed, in the order given."""
     from cnnbench.atomic import atomic_write_bytes
-    entries, members = [], {}
+    entries: list[dict[str, Any]] = []
+    members: dict[str, bytes] = {}
     for rid in dict.fromkeys(ids):  # each run once, in the order given
         row = store.get(rid)
         if row is None:
@@ -140,7 +141,9 @@ def read_pack(path: Path) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
                 if info.size > MAX_FILE_BYTES:
                     raise PackError(f"{path}: member {info.name!r} is {info.size} bytes; no "
                                     f"run file is over {MAX_FILE_BYTES}")
-                members[info.name] = tar.extractfile(info).read()
+                member = tar.extractfile(info)
+                assert member is not None  # a plain file, checked above
+                members[info.name] = member.read()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             raise PackError(f"{path}: damaged or truncated ({e})") from e
     if MANIFEST not in members:
@@ -158,7 +161,8 @@ def read_pack(path: Path) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
     if not isinstance(entries, list):
         raise PackError(f"{path}: {MANIFEST}'s 'runs' must be a list of runs. Got "
                         f"{type(entries).__name__} instead.")
-    runs, expected = [], set()
+    runs: list[tuple[dict[str, Any], dict[str, bytes]]] = []
+    expected: set[str] = set()
     for i, entry in enumerate(entries):
         rid = entry.get("id") if isinstance(entry, dict) else None
         where = f"{path}, run {rid if isinstance(rid, str) else '#' + str(i)}"

@@ -279,7 +279,8 @@ class RunStore:
             environment=run.config.get("environment", {}),
             config=run.config.get("training", {}),
             diverged_at=((row.diverged_epoch, row.diverged_step)
-                         if row.diverged_epoch is not None else None),
+                         if row.diverged_epoch is not None and row.diverged_step is not None
+                         else None),
             run_id=rid)
 
     def checked(self, row: RunRow) -> Any:

@@ -139,8 +139,8 @@ def parse_json(data: bytes, where: str, name: str) -> Any:
 def parse_config(data: bytes, where: str) -> dict[str, Any]:
     """config.json: a JSON object with every field :data:`CONFIG` names, of its type, and its
     resolved spec's layers one kind each."""
-    doc = parse_json(data, where, "config.json")
-    check_value(where, "config.json", OBJECT, doc)
+    doc: dict[str, Any] = check_value(where, "config.json", OBJECT,
+                                      parse_json(data, where, "config.json"))
     for path, c in CONFIG.items():
         parent = doc
         for part in path[:-1]:
@@ -190,6 +190,7 @@ def parse_history(data: bytes, where: str) -> dict[str, list[float]]:
             raise RunDataError(f"{where}: {at} must be epoch {n} and {len(HISTORY_KEYS)} "
                                f"numbers. Got {_got(','.join(line))} instead.")
         for key, text in zip(HISTORY_KEYS, line[1:], strict=True):
+            value: float | str
             try:
                 value = float(text)
             except ValueError:
@@ -234,8 +235,8 @@ def parse_probabilities(data: bytes, where: str, n_test: int, n_classes: int) ->
 
 def parse_grad_norms(data: bytes, where: str) -> dict[str, float]:
     """grad_norms.json: an object of layer name -> gradient norm (a number >= 0)."""
-    doc = parse_json(data, where, "grad_norms.json")
-    check_value(where, "grad_norms.json", OBJECT, doc)
+    doc: dict[str, float] = check_value(where, "grad_norms.json", OBJECT,
+                                        parse_json(data, where, "grad_norms.json"))
     for name, value in doc.items():
         check_value(where, f"grad_norms.json's '{name}'", NOT_NEGATIVE, value)
     return doc
