@@ -27,6 +27,7 @@ run-fast: setup
 
 lint: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 # Everything, as CI runs it (-ra: every skip prints its reason; under CI=true a skip fails).
 test: lint

@@ -8,20 +8,25 @@ import io
 import re
 from collections.abc import Mapping, Sequence
 from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnbench.store.records import RunRecord
 
+if TYPE_CHECKING:  # matplotlib is imported when the first figure is drawn
+    from matplotlib.figure import Figure
 
-def _plt():
+
+def _plt() -> ModuleType:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     _plt().close(fig)
@@ -74,7 +79,7 @@ def history_png(name: str, histories: Sequence[Mapping[str, Sequence[float]]],
 
 
 def val_acc_overlay_png(groups: Mapping[str, Sequence[RunRecord]],
-                        reference: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                        reference: Mapping[str, Mapping[str, Any]] | None = None,
                         what: str = "test accuracy") -> bytes:
     """Every model's mean validation accuracy per epoch on one axis (``what`` it is: the
     test set in the notebook's protocol, else a holdout)."""

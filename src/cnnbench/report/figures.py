@@ -11,7 +11,8 @@ from typing import Any
 def notebook_reference() -> dict[str, Any]:
     """The notebook's published numbers (Keras 2.2, 2019), shipped with the package."""
     ref = resources.files("cnnbench") / "reference" / "notebook_results.json"
-    return json.loads(ref.read_text())["models"]
+    models: dict[str, Any] = json.loads(ref.read_text())["models"]
+    return models
 
 
 def plot_history(name: str, history: dict[str, list[float]], path: Path,

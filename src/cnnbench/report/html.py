@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.analysis import stats as analysis
+from cnnbench.analysis.diagnosis import Finding
 from cnnbench.atomic import write_together
 from cnnbench.report import charts
 from cnnbench.report.content import PAIRWISE_NOTE, ReportContent, collect, pairwise_rows
@@ -77,7 +78,7 @@ def _model_summary_html(run: RunRecord) -> str:
 
 def _findings_html(c: ReportContent, model: str) -> str:
     """One box per kind of finding: the evidence of each seed, then explanation and fix once."""
-    by_kind: dict[str, list] = {}
+    by_kind: dict[str, list[Finding]] = {}
     for f in c.findings:
         if f.model == model:
             by_kind.setdefault(f.kind, []).append(f)
@@ -183,7 +184,7 @@ def _representative_html(model: str, runs: Sequence[RunRecord], x_test: np.ndarr
                          y_test: np.ndarray, classes: Sequence[str]) -> str:
     """The median seed's confusion matrix and misclassified digits, side by side."""
     rep = analysis.representative_run(runs)
-    if rep is None:
+    if rep is None or rep.test_predictions is None:  # (it picks runs with predictions)
         return ""
     cm = analysis.confusion_matrix(y_test, rep.test_predictions, len(classes))
     label = f"seed {rep.seed}, {100 * rep.test_accuracy:.2f} %" + (

@@ -148,7 +148,8 @@ def shipped_seeds() -> dict[str, Any]:
     """The shipped seeds of the notebook's study by precision: ``{"fp32": {"models":
     {"CNN_MNIST_1": {"seeds", "test_accuracy_percent", "mean", "sd", "min", "max", "n"}}}}``."""
     ref = resources.files("cnnbench") / "reference" / SEEDS_FILE
-    return json.loads(ref.read_text())["precisions"]
+    precisions: dict[str, Any] = json.loads(ref.read_text())["precisions"]
+    return precisions
 
 
 def seeds_from_packs(paths: Sequence[Path]) -> dict[str, Any]:

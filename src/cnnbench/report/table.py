@@ -28,7 +28,7 @@ def add_whole_column(table: Table, header: str, **kwargs: Any) -> None:
     table.add_column(header, overflow="fold", **kwargs)
 
 
-def summary_table(rows: Sequence[dict]) -> Table:
+def summary_table(rows: Sequence[dict[str, Any]]) -> Table:
     """The notebook's summary columns, derived from the specs, plus parameters and time.
 
     Each row: spec, test_loss, test_accuracy (fraction), seconds, status.

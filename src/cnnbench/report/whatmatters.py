@@ -253,7 +253,8 @@ def stored_studies(configs: Mapping[str, Mapping[str, Any]]) -> tuple[list[Study
     for rid, config in configs.items():
         doc = config.get("study")
         if not isinstance(doc, Mapping):
-            model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+            model = config.get("model")
+            model = model if isinstance(model, Mapping) else {}
             key_spec = (config.get("key") or {}).get("spec") or {}
             if isinstance(key_spec, Mapping) and model.get("name") not in (
                     None, key_spec.get("name")):

@@ -16,6 +16,8 @@ from typing import Any
 
 from cnnbench.analysis import effects
 from cnnbench.analysis.claims import Verdict, judge
+from cnnbench.analysis.effects import Effect, Interaction, Observation
+from cnnbench.analysis.stats import ALPHA, fmt_p
 from cnnbench.model.spec import SpecError, check_name
 from cnnbench.store.records import RunRecord
 from cnnbench.store.run_store import canonical_json, resolved_spec, run_id, run_key
@@ -32,15 +34,16 @@ def variant_config(base: Mapping[str, Any], variant: Variant | None = None) -> d
 
     kw = dict(base)
     t = dict(variant.training) if variant is not None else {}
+    label = f"variant {variant.name}" if variant is not None else "the base"
     if "optimizer" in t:
-        name, args = optimizer_of(t.pop("optimizer"), f"variant {variant.name}: optimizer")
+        name, args = optimizer_of(t.pop("optimizer"), f"{label}: optimizer")
         kw.update(optimizer=name, optimizer_args=tuple(args.items()))
     name = kw.setdefault("optimizer", DEFAULT_OPTIMIZER)
     kw["optimizer_args"] = tuple(resolve_optimizer(name, kw.get("optimizer_args"), "").items())
     if "learning_rate" in t:  # of whichever optimizer the variant trains with
         kw["optimizer_args"] = with_learning_rate(name, kw["optimizer_args"],
                                                   t.pop("learning_rate"),
-                                                  f"variant {variant.name}: learning_rate")
+                                                  f"{label}: learning_rate")
     kw.update(t)  # batch_size, epochs
     return kw
 
@@ -149,9 +152,9 @@ class AblationResult:
     """One ablation's runs and what they show."""
 
     ablation: Ablation
-    observations: list[effects.Observation]
-    effects: dict[str, list[effects.Effect]]  # metric -> effects
-    interactions: dict[str, list[effects.Interaction]]
+    observations: list[Observation]
+    effects: dict[str, list[Effect]]  # metric -> effects
+    interactions: dict[str, list[Interaction]]
     seeds_per_cell: dict[str, int]  # variant -> finished runs
     stuck: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (stuck, runs)
     gradient: dict[str, float] = field(default_factory=dict)  # variant -> first/top, median
@@ -172,10 +175,10 @@ class AblationResult:
                 s = s.rstrip(".") + f"; test loss {loss.describe()}."
             out.append(s)
         for i in self.interactions.get("acc", []):
-            word = ("the effect of one depends on the other" if i.p_holm < effects.ALPHA
+            word = ("the effect of one depends on the other" if i.p_holm < ALPHA
                     else "no interaction the seeds can separate from noise")
             out.append(f"{i.a} x {i.b} interaction on test accuracy: Holm "
-                       f"{effects.fmt_p(i.p_holm)} (F test): {word}.")
+                       f"{fmt_p(i.p_holm)} (F test): {word}.")
         for v, (k, n) in self.stuck.items():
             if k:
                 g = self.gradient.get(v)

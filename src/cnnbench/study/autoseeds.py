@@ -60,7 +60,7 @@ def pairs(model_names: Sequence[str], ablations: Sequence[Ablation] = (),
 def _series(acc: Mapping[int, float]) -> list[float]:
     """Accuracies by seed, 0, 1, 2 ... up to the first seed missing or not finite (a look
     needs the same first seeds of both models)."""
-    out = []
+    out: list[float] = []
     for seed in itertools.count():
         x = acc.get(seed)
         if x is None or not math.isfinite(x):

@@ -49,7 +49,8 @@ from cnnbench.study.loggers import check_loggers
 from cnnbench.study.writeback import Outcome, PlannedRun, Session, WriteBack
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import LAST, load_checkpoint, remove_checkpoints
-from cnnbench.train.engine import EpochLogs, TrainConfig
+from cnnbench.train.engine import TrainConfig
+from cnnbench.train.history import EpochLogs
 
 Log = Callable[[str], None]
 
@@ -154,7 +155,9 @@ class StudyRunner:
             self._force_ids.discard(rid)
         folder = store.attempt_folder(rid) if d.attempt else store.folder(rid)
 
-        warn = lambda m: self.log(f"warning: {m}")  # noqa: E731
+        def warn(m: str) -> None:
+            self.log(f"warning: {m}")
+
         found = load_checkpoint(folder, warn=warn)
         start = start_from(found, rid=rid, epochs=self.config.epochs, row_status=status,
                            epochs_done=row.epochs_done if row is not None else 0)
@@ -195,6 +198,7 @@ class StudyRunner:
         logger callbacks, and where its gradient norms go."""
         if self.executor.remote:
             return InProcess()
+        assert s.saver is not None  # open() gives every in-process run its saver
         return InProcess(s.state, [*self.callbacks(s.planned.spec), s.saver, *s.loggers],
                          lambda n: self.store.write_json(s.folder / "grad_norms.json", n))
 

@@ -33,4 +33,5 @@ def study_document(ablations: Sequence[Any], claims: Sequence[Any],
         "claims": [dataclasses.asdict(c) for c in claims],
         "runs": [[a, v, seed, rid] for (a, v, seed), rid in run_ids.items()],
     }
-    return json.loads(json.dumps(doc, default=str))  # plain JSON, as it will be read back
+    plain: dict[str, Any] = json.loads(json.dumps(doc, default=str))  # as it will be read back
+    return plain

@@ -45,6 +45,7 @@ from cnnbench.settings import (
     SEED_MIN,
     SETTINGS,
     STUDY_FIELDS,
+    AutoSeeds,
     auto_seeds_of,
     check_holdout,
     seeds_of,
@@ -72,7 +73,7 @@ class StudyFile:
     batch_size: int = DEFAULTS["batch_size"]
     epochs: int = DEFAULTS["epochs"]
     seeds: tuple[int, ...] = (DEFAULTS["seed"],)
-    auto_seeds: Any = None  # settings.AutoSeeds: seeds in rounds while a comparison is open
+    auto_seeds: AutoSeeds | None = None  # seeds in rounds while a comparison is open
     train_limit: int | None = DEFAULTS["train_limit"]
     holdout: dict[str, Any] = field(default_factory=dict)  # validation_split, early_stopping...
     ablations: tuple[Any, ...] = ()  # variants.Ablation

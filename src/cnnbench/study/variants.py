@@ -237,7 +237,7 @@ def design_cells(factors: Sequence[Factor], design: str) -> list[tuple[dict[str,
                  for combo in itertools.product(*(f.labels for f in factors))]
         return [(c, c) for c in cells]
     if design == "ofat":
-        out = [(dict(base), {})]
+        out: list[tuple[dict[str, str], dict[str, str]]] = [(dict(base), {})]
         for f in factors:
             for label in f.labels:
                 if label != f.base:

@@ -33,7 +33,8 @@ from cnnbench.study.jobs import JobCheckpoint, JobOutput, TrainJob, usable_check
 from cnnbench.study.loggers import RunLogger, make_loggers
 from cnnbench.train.callbacks import Callback
 from cnnbench.train.checkpoint import remove_checkpoints
-from cnnbench.train.engine import EpochLogs, TrainConfig, TrainResult
+from cnnbench.train.engine import TrainConfig
+from cnnbench.train.history import EpochLogs, TrainResult
 
 Log = Callable[[str], None]
 
@@ -324,7 +325,8 @@ class WriteBack:
         known = (s.saver.history if s.saver is not None else None) or s.history
         state = usable_checkpoint(s.folder, s.rid, self.config.epochs)
         if state is not None and len(state["history"]["loss"]) > len(known["loss"]):
-            return state["history"]
+            newer: dict[str, list[float]] = state["history"]
+            return newer
         return known
 
     def _mark_interrupted(self, s: Session, history: dict[str, list[float]]

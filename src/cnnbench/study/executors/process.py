@@ -66,6 +66,7 @@ class ProcessExecutor:
         # spawn, not fork: a forked child of a process whose OpenMP threads exist can hang.
         context = multiprocessing.get_context("spawn")
         self._notes = context.Queue()
+        assert self._arrays is not None  # start() reads the data before the first pool
         self._pool = ProcessPoolExecutor(
             self.capacity, mp_context=context, initializer=_init_process_worker,
             initargs=(self._arrays, self._notes))

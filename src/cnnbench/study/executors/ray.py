@@ -137,11 +137,12 @@ class RayExecutor:
 
 def _connect_error(address: str | None, e: BaseException) -> str:
     """Why ray.init failed, in a line, with the fix for the usual cause."""
-    causes = []
-    while e is not None and len(causes) < 5:
-        causes.append(str(e).strip().splitlines()[-1][:300] if str(e).strip()
-                      else type(e).__name__)
-        e = e.__cause__ or e.__context__
+    causes: list[str] = []
+    err: BaseException | None = e
+    while err is not None and len(causes) < 5:
+        causes.append(str(err).strip().splitlines()[-1][:300] if str(err).strip()
+                      else type(err).__name__)
+        err = err.__cause__ or err.__context__
     text = f"cannot connect to the Ray cluster at {address or '(local)'}: {causes[-1]}"
     if any("auth" in c.lower() for c in causes):
         text += (" (the cluster uses token authentication: set RAY_AUTH_MODE=token and give "
