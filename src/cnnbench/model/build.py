@@ -220,7 +220,7 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
             sub = [m for m in sub if not isinstance(m, nn.Softmax)]
         for m in sub:
             if any(True for _ in m.parameters(recurse=False)):
-                m.keras_layer = name  # type: ignore[assignment]  # as keras_init above
+                m.keras_layer = name  # type: ignore[assignment]  # as init.py's keras_init
         mods.extend(sub)
     model = nn.Sequential(*mods)
     keras_init_(model)
