@@ -1,9 +1,8 @@
 """A planned study, end to end: the data, the settings resolved and said, every seed's runs
 through the store, each seed's result files, then the report.
 
-The work reports what happens to a :class:`RunView` (the CLI's prints it); it never prints.
-
->>> # run_study(build_plan(None, Overrides(models=("CNN_MNIST_1",))), view)
+The work reports what happens to a :class:`RunView` (the CLI's ``ConsoleView`` prints it); it
+never prints: ``run_study(build_plan(study, overrides), view)``.
 """
 
 from __future__ import annotations
