@@ -40,10 +40,11 @@ claims:
 """
 
 
-def _setup(tmp_path):
+def _setup(tmp_path, study: str = STUDY):
+    """The bars data, the spec net.yaml and ``study`` as study.yaml in ``tmp_path``."""
     make_dataset(tmp_path / "bars")
     (tmp_path / "net.yaml").write_text(SPEC.format(name="net", units=3))
-    (tmp_path / "study.yaml").write_text(STUDY)
+    (tmp_path / "study.yaml").write_text(study)
     return tmp_path / "study.yaml"
 
 

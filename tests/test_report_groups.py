@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from test_ablation_cli import _setup
 from test_cli_run_files import SPEC, make_dataset
 
 from cnnbench.analysis.effects import Observation, ofat_effects
@@ -205,10 +206,7 @@ claims:
 
 
 def _study(tmp_path):
-    make_dataset(tmp_path / "bars")
-    (tmp_path / "net.yaml").write_text(SPEC.format(name="net", units=3))
-    (tmp_path / "study.yaml").write_text(STUDY)
-    return tmp_path / "study.yaml"
+    return _setup(tmp_path, STUDY)
 
 
 @pytest.mark.slow
