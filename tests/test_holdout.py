@@ -111,6 +111,24 @@ def test_stop_state_follows_keras_wait_and_patience():
     assert best_epoch([0.3, 0.2, 0.2, 0.25]) == 2
 
 
+def test_a_baseline_keeps_the_patience_running_until_it_is_beaten():
+    # Keras 3: every value improves, but none beats 2.0, so wait is never reset; and an
+    # improving epoch never stops training, so it stops at the first that does not improve.
+    stuck = [2.33, 2.32, 2.31, 2.305, 2.306, 2.30]
+    s = stop_state(stuck, "val_loss", patience=3, baseline=2.0)
+    assert (s.stop, s.epochs, s.best_epoch) == (True, 5, 4)
+    assert not stop_state(stuck, "val_loss", patience=3).stop  # without it: wait 1 at most
+    # Once beaten, the baseline changes nothing: patience counts from the best as before.
+    learning = [2.2, 1.5, 0.4, 0.3, 0.31, 0.32, 0.33]
+    assert stop_state(learning, "val_loss", 3, baseline=2.0) == stop_state(learning, "val_loss", 3)
+    assert stop_state([0.05, 0.08, 0.07, 0.1], "val_acc", 2, baseline=0.5).epochs == 3
+
+
+def test_a_baseline_needs_early_stopping():
+    with pytest.raises(ValueError, match="baseline is early stopping's"):
+        TrainConfig(validation_split=0.1, baseline=2.0)
+
+
 def test_early_stopping_needs_a_holdout():
     with pytest.raises(ValueError, match="held-out validation set"):
         TrainConfig(early_stopping=2)

@@ -19,7 +19,8 @@ from cnnbench.train.engine import TrainConfig
 
 # What the code before KEY_VERSION 2 (main up to 6a5be10) left out of the key at its default.
 V1_ONLY_IF_SET = {"validation_split": 0.0, "validation_size": 0, "early_stopping": None,
-                  "monitor": "val_loss", "min_delta": 0.0, "restore_best_weights": True}
+                  "monitor": "val_loss", "min_delta": 0.0, "restore_best_weights": True,
+                  "baseline": None}
 
 
 def v1_training(config: TrainConfig) -> dict:

@@ -104,6 +104,7 @@ NON_NEGATIVE_INT = integer(0)
 POSITIVE = interval(0, float("inf"), "neither")
 NON_NEGATIVE = interval(0, float("inf"), "left")
 UNIT = interval(0, 1, "left")  # a rate or decay: 0 allowed, 1 not
+FINITE = Constraint(interval(float("-inf"), float("inf"), "neither").test, "a finite number")
 PAIR = pair_of(POSITIVE_INT, "a positive integer or a list of two")
 OPTIONAL_PAIR = optional(PAIR)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from cnnbench.constraints import (
     BOOLEAN,
+    FINITE,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
@@ -67,6 +68,9 @@ class Setting:
     parse: Callable[[str], Any] = int
     metavar: str | None = None
     default_text: str | None = None  # the default in words, where the value says too little
+    # Added after the run key's shape settled: it enters the key only when set, so that the
+    # ids of runs trained before it existed stay what they were.
+    key_if_set: bool = False
 
     @property
     def option(self) -> str:
@@ -103,14 +107,19 @@ SETTINGS: tuple[Setting, ...] = (
             "and restore the best epoch's weights (Keras' EarlyStopping); needs a held-out "
             "validation set", flag=True, metavar="PATIENCE", default_text="off"),
     Setting("monitor", one_of(*MONITORS), "val_loss", "what early stopping watches"),
-    Setting("min_delta", NON_NEGATIVE, 0.0, "the smallest change early stopping counts",
-            study=False),
+    Setting("min_delta", NON_NEGATIVE, 0.0, "the smallest change early stopping counts"),
     Setting("restore_best_weights", BOOLEAN, True,
             "with early stopping: end with the best epoch's weights"),
+    # Keras' EarlyStopping(baseline=): patience counts until the monitored number beats this.
+    # A run stuck at chance (val_loss ~2.30 for ten classes) then stops after PATIENCE epochs.
+    Setting("baseline", optional(FINITE), None,
+            "with early stopping: a value the monitored number must beat; until it does, "
+            "improvements do not reset the patience (Keras' baseline)", key_if_set=True),
 )
 SETTING: dict[str, Setting] = {s.name: s for s in SETTINGS}
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
 NOT_IN_KEY: tuple[str, ...] = tuple(s.name for s in SETTINGS if not s.in_key)
+KEY_IF_SET: tuple[str, ...] = tuple(s.name for s in SETTINGS if s.key_if_set)
 # A study file's training section: the settings it may set, plus the loss and several seeds.
 STUDY_FIELDS: tuple[str, ...] = (*(s.name for s in SETTINGS if s.study), "loss", "seeds")
 
@@ -124,6 +133,9 @@ def check_holdout(values: Mapping[str, Any], where: str, *, split: str = "valida
         raise ConstraintError(f"{lead}give {split} or {size}, not both. Got "
                               f"{values['validation_split']!r} and "
                               f"{values['validation_size']!r}.")
+    if values.get("baseline") is not None and values.get("early_stopping") is None:
+        raise ConstraintError(f"{lead}baseline is early stopping's; it needs {patience} too. "
+                              f"Got baseline {values['baseline']!r} without it.")
     if values.get("early_stopping") is not None and not (values.get("validation_split")
                                                          or values.get("validation_size")):
         raise ConstraintError(f"{lead}{patience} needs a held-out validation set ({split} "

@@ -7,7 +7,9 @@
 * ``EarlyStopping(monitor, patience, min_delta, restore_best_weights)`` (Keras 3): after each
   epoch ``wait`` grows by one and resets to 0 on an improvement (``value + min_delta < best``
   for a loss, ``value - min_delta > best`` for an accuracy); training stops after the epoch
-  where ``wait >= patience`` (never after the first). With ``restore_best_weights`` the best
+  where ``wait >= patience`` (never after the first, nor after an improvement). With a
+  ``baseline``, an improvement resets ``wait`` only if it also beats the baseline. With
+  ``restore_best_weights`` the best
   epoch's weights are put back at the end, also when training ran to its last epoch
   (Keras 3.15).
 
@@ -67,30 +69,37 @@ class StopState:
     best: float
     wait: int
     stop: bool  # training stops after the last epoch of the history
-
-    @property
-    def epochs(self) -> int:
-        return self.best_epoch + self.wait
+    epochs: int  # the epochs read: up to the one it stops after, else all
 
 
 def stop_state(values: Sequence[float], monitor: str = "val_loss", patience: int = 0,
-               min_delta: float = 0.0) -> StopState:
-    """Replay Keras' EarlyStopping over a monitored history (one value an epoch)."""
+               min_delta: float = 0.0, baseline: float | None = None) -> StopState:
+    """Replay Keras' EarlyStopping over a monitored history (one value an epoch). With a
+    ``baseline``, an improvement resets the patience only if it also beats the baseline, so
+    a run that never does (one stuck at chance) stops after ``patience`` epochs.
+
+    >>> stop_state([2.31, 2.305, 2.303, 2.302], patience=2, baseline=2.0).stop
+    False
+    >>> stop_state([2.31, 2.305, 2.303, 2.304, 2.2], patience=2, baseline=2.0).epochs
+    4
+    """
     if monitor not in MONITORS:
         raise ConstraintError(f"the early-stopping monitor must be one of {', '.join(MONITORS)}. "
                               f"Got {monitor!r}.")
     best = math.inf if monitor.endswith("loss") else -math.inf
-    best_epoch, wait, stop = 0, 0, False
+    best_epoch, wait, stop, i = 0, 0, False, -1
     for i, v in enumerate(values):
         stop = False
         wait += 1
         if improved(float(v), best, monitor, min_delta):
-            best, best_epoch, wait = float(v), i + 1, 0
+            best, best_epoch = float(v), i + 1
+            if baseline is None or improved(float(v), baseline, monitor, min_delta):
+                wait = 0
             continue
         if wait >= patience and i > 0:
             stop = True
             break
-    return StopState(best_epoch, best, wait, stop)
+    return StopState(best_epoch, best, wait, stop, i + 1)
 
 
 def best_epoch(values: Sequence[float], monitor: str = "val_loss") -> int:

@@ -91,7 +91,7 @@ def differences(run: RunRecord, dataset: str | None, n_train: int | None = None)
     if t.get("validation_split") or t.get("validation_size"):
         out.append("validated on a holdout, not on the test set")
     if t.get("early_stopping") is not None:
-        out.append("stopped early")
+        out.append("with early stopping")
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -58,6 +58,23 @@ def _name_families(results: Sequence[AblationResult], verdicts_: Sequence[Verdic
             e.family = f"the claim's {n} comparison{'s' if n != 1 else ''}"
 
 
+def _stopping(runs: Iterable[RunRecord]) -> str:
+    """What early stopping did over these runs, in one sentence ('' if it was off)."""
+    runs = {id(r): r for r in runs if r.finished}.values()  # a run shared by two ablations
+    on = [r for r in runs if r.config.get("early_stopping") is not None]
+    if not on:
+        return ""
+    asked = sum(int(r.config.get("epochs") or len(r.history["loss"])) for r in on)
+    done = sum(len(r.history["loss"]) for r in on)
+    stopped = sum(1 for r in on if len(r.history["loss"]) < int(r.config.get("epochs") or 0))
+    rules = sorted({f"patience {r.config['early_stopping']} on {r.config.get('monitor')}"
+                    + (f", baseline {r.config['baseline']:g}"
+                       if r.config.get("baseline") is not None else "") for r in on})
+    return (f" Early stopping ({'; '.join(rules)}) ended {stopped} of {len(on)} runs early: "
+            f"{done} of {asked} epochs trained ({100 * (asked - done) / asked:.0f} % saved); "
+            f"the variants' table marks each stopped run's epochs with *.")
+
+
 def build(ablations: Sequence[Any], claims: Sequence[Any],
           run_ids: Mapping[tuple[str, str, int], str], records: Mapping[str, RunRecord],
           y_test: Any, num_classes: int) -> WhatMatters:
@@ -79,6 +96,7 @@ def build(ablations: Sequence[Any], claims: Sequence[Any],
                       f"never trained on); best epochs and early stopping use it only. The "
                       f"test set was evaluated once per run, at the end: no number here was "
                       f"used for selection.")
+    validation += _stopping(runs.values())
     curves: dict[str, dict[str, list[RunRecord]]] = {}
     for (a, v, _), r in sorted(runs.items(), key=lambda kv: kv[0][2]):
         curves.setdefault(a, {}).setdefault(v, []).append(r)
@@ -147,8 +165,18 @@ def _variant_rows(r: AblationResult) -> list[dict[str, str]]:
             if accs else "n/a",
             "Stuck": f"{k}/{n}",
             "Gradient at layer 1 / largest": "n/a" if g is None else f"{g:.1e}",
-            "Best epoch (validation loss)": ", ".join(map(str, best)) or "n/a"})
+            "Best epoch (validation loss)": ", ".join(map(str, best)) or "n/a",
+            "Epochs trained": _epochs_trained(r.epochs_run.get(v.name, []))})
     return rows
+
+
+def _epochs_trained(runs: Sequence[tuple[int, int]]) -> str:
+    """'12' when every run trained all its epochs; else each run's, a stopped one starred."""
+    if not runs:
+        return "n/a"
+    if all(done == asked for done, asked in runs) and len({a for _, a in runs}) == 1:
+        return str(runs[0][1])
+    return ", ".join(f"{done}*" if done < asked else str(done) for done, asked in runs)
 
 
 def _design(r: AblationResult) -> str:

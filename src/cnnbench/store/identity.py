@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cnnbench.settings import NOT_IN_KEY  # settings that change speed, never numbers
+from cnnbench.settings import KEY_IF_SET, NOT_IN_KEY  # NOT_IN_KEY: speed, never numbers
 
 ID_LENGTH = 12  # hex digits of SHA-256: 48 bits, no collision in any realistic store
 HEX = frozenset("0123456789abcdef")  # the digits of a run id
@@ -48,7 +48,8 @@ def run_key(spec: Mapping[str, Any], training: Mapping[str, Any],
             dataset_fingerprint: str) -> dict[str, Any]:
     """What determines a run's result: the resolved spec, the settings, the data and the seed,
     under the key's shape version (:data:`KEY_VERSION`)."""
-    settings = {k: v for k, v in training.items() if k not in NOT_IN_KEY and k != "seed"}
+    settings = {k: v for k, v in training.items() if k not in NOT_IN_KEY and k != "seed"
+                and not (k in KEY_IF_SET and v is None)}
     return {"version": KEY_VERSION, "spec": dict(spec), "training": settings,
             "dataset": dataset_fingerprint, "seed": training["seed"]}
 

@@ -159,6 +159,12 @@ class AblationResult:
     stuck: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (stuck, runs)
     gradient: dict[str, float] = field(default_factory=dict)  # variant -> first/top, median
     best_epochs: dict[str, list[int]] = field(default_factory=dict)  # by validation loss
+    # variant -> (epochs trained, epochs asked) of each finished run, seeds in order
+    epochs_run: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def stopped_early(self, variant: str) -> list[int]:
+        """The epochs after which early stopping ended this variant's runs (those it ended)."""
+        return [done for done, asked in self.epochs_run.get(variant, []) if done < asked]
 
     def sentences(self) -> list[str]:
         a = self.ablation
@@ -185,6 +191,13 @@ class AblationResult:
                 grad = (f"; median gradient at the first layer {g:.1e} of the largest layer's"
                         if g is not None and math.isfinite(g) else "")
                 out.append(f"{v}: stuck at chance in {k} of {n} seeds{grad}.")
+        for v in self.epochs_run:
+            stopped = self.stopped_early(v)
+            if stopped:
+                asked = self.epochs_run[v][0][1]
+                out.append(f"{v}: early stopping ended {len(stopped)} of "
+                           f"{len(self.epochs_run[v])} runs, after epoch(s) "
+                           f"{', '.join(map(str, stopped))} of {asked}.")
         return out
 
 
@@ -205,7 +218,7 @@ def analyse(ablations: Sequence[Ablation], runs: Mapping[tuple[str, str, int], R
 
     out = []
     for a in ablations:
-        obs, per_cell, stuck, grads, best = [], {}, {}, {}, {}
+        obs, per_cell, stuck, grads, best, ran = [], {}, {}, {}, {}, {}
         for v in a.variants:
             recs = [r for (an, vn, _), r in runs.items() if an == a.name and vn == v.name]
             ok = [r for r in recs if r.finished]
@@ -217,6 +230,9 @@ def analyse(ablations: Sequence[Ablation], runs: Mapping[tuple[str, str, int], R
             if ratios:
                 grads[v.name] = float(np.median(ratios))
             best[v.name] = [best_epoch(r.history["val_loss"]) for r in ok]
+            ran[v.name] = [(len(r.history["loss"]), int(r.config.get("epochs") or
+                                                       len(r.history["loss"])))
+                           for r in sorted(ok, key=lambda r: r.seed)]
             obs += [effects.Observation(v.name, dict(v.levels), r.seed, r.test_accuracy,
                                         r.test_loss) for r in ok]
         eff, inter = {}, {}
@@ -225,7 +241,7 @@ def analyse(ablations: Sequence[Ablation], runs: Mapping[tuple[str, str, int], R
                 eff[metric], inter[metric] = effects.factorial_effects(obs, a.base_levels, metric)
             else:
                 eff[metric], inter[metric] = effects.ofat_effects(obs, a.base_levels, metric), []
-        out.append(AblationResult(a, obs, eff, inter, per_cell, stuck, grads, best))
+        out.append(AblationResult(a, obs, eff, inter, per_cell, stuck, grads, best, ran))
     return out
 
 

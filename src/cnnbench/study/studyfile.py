@@ -94,7 +94,7 @@ def _holdout(training: dict[str, Any], values: dict[str, Any], source: str,
              ablation: bool) -> dict[str, Any]:
     """The validation settings the study sets, checked by settings.check_holdout's rules."""
     keys = ("validation_split", "validation_size", "early_stopping", "monitor",
-            "restore_best_weights")
+            "restore_best_weights", "baseline", "min_delta")
     out = {k: values[k] for k in keys if k in training and values[k] is not None}
     out = {k: v for k, v in out.items() if v or k not in ("validation_split", "validation_size")}
     # An ablation without a word on validation gets a holdout from the plan (build_plan).

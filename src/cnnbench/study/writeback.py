@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from cnnbench.data.datasets import Dataset
+from cnnbench.data.holdout import stop_state
 from cnnbench.errors import CnnbenchError
 from cnnbench.model.spec import ModelSpec
 from cnnbench.store.records import HISTORY_KEYS, RunRecord, RunStatus
@@ -96,6 +97,16 @@ class SafeLogger(Callback):
 
     def end(self, status: RunStatus, result: TrainResult | None) -> None:
         self._call("end", status, result)
+
+
+def epochs_expected(config: TrainConfig, result: TrainResult) -> int:
+    """A finished run's epochs: all of them, or where early stopping's replay of its own
+    history stops (a worker cannot claim an early stop its numbers do not show)."""
+    if config.early_stopping is None:
+        return config.epochs
+    state = stop_state(result.history[config.monitor], config.monitor, config.early_stopping,
+                       config.min_delta, config.baseline)
+    return state.epochs if state.stop else config.epochs
 
 
 @dataclass
@@ -208,7 +219,7 @@ class WriteBack:
         or a mixed-up result must not become a finished run."""
         rid, ds, res = s.rid, self.dataset, out.result
         where = f"the output of run {rid} ({s.job.label}) from {out.host} pid {out.pid}"
-        n_test, classes, epochs = len(ds.x_test), ds.num_classes, self.config.epochs
+        n_test, classes, epochs = len(ds.x_test), ds.num_classes, s.job.config.epochs
         if out.run_id != rid:
             return f"{where} names run {out.run_id}"
         if res.status not in (RunStatus.FINISHED, RunStatus.DIVERGED):
@@ -218,7 +229,7 @@ class WriteBack:
         if len(set(lengths.values())) != 1:
             return f"{where} has history columns of different lengths {lengths}"
         if n < len(s.history["loss"]) or n > epochs or (
-                res.status == RunStatus.FINISHED and n != epochs):
+                res.status == RunStatus.FINISHED and n != epochs_expected(s.job.config, res)):
             return (f"{where} has {n} epochs of history; expected {epochs}"
                     + (f" (it resumed after {len(s.history['loss'])})" if s.history["loss"]
                        else ""))

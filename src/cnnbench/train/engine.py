@@ -63,6 +63,7 @@ class TrainConfig:
     monitor: str = DEFAULTS["monitor"]
     min_delta: float = DEFAULTS["min_delta"]
     restore_best_weights: bool = DEFAULTS["restore_best_weights"]
+    baseline: float | None = DEFAULTS["baseline"]  # Keras' EarlyStopping(baseline=)
 
     def __post_init__(self) -> None:
         for name, c in CHECKS.items():
@@ -231,7 +232,7 @@ class _BestEpoch:
     def state(self) -> Any:
         c = self.config
         return stop_state(self.result.history[c.monitor], c.monitor, c.early_stopping or 0,
-                          c.min_delta)
+                          c.min_delta, c.baseline)
 
     def resume(self, state: dict[str, Any] | None, done: int) -> None:
         if self.keep and done:
