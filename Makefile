@@ -56,4 +56,5 @@ bench-keras: setup .venv-keras/.installed
 # back (about an hour here).
 bench-study: setup .venv-keras/.installed
 	$(BIN)/python bench/bench_study.py --keras-python .venv-keras/bin/python \
+		--keras-policy float32 --keras-policy mixed_bfloat16 \
 		--run "--jobs $(JOBS)" --run "--jobs $(JOBS) --precision auto"

@@ -6,6 +6,8 @@ round, so a noisy neighbour slows all of them alike, and medians are reported.
     python bench/bench_engine.py                      # the four seed models, fp32 and bf16
     python bench/bench_engine.py --accuracy           # + one full epoch each: plain vs ours
     python bench/bench_engine.py --keras-python .venv-keras/bin/python   # + Keras 3 / TF
+        # Keras float32 beside cnnbench fp32, Keras mixed_bfloat16 beside cnnbench bf16;
+        # "x Keras" is Keras' seconds per epoch over ours, same precision
 
 Prints a table and writes bench/out/bench_engine.json.
 """
@@ -129,9 +131,15 @@ def one_epoch_accuracy(name: str, data, precisions: list[str]) -> dict[str, floa
     return out
 
 
-def keras_figures(python: str, models: list[str], images: int, threads: int) -> dict[str, dict]:
+# Like for like: cnnbench fp32 against Keras' default float32, cnnbench bf16 against Keras'
+# own fast mode, the mixed_bfloat16 policy (bf16 compute, float32 variables).
+KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def keras_figures(python: str, models: list[str], images: int, threads: int,
+                  policy: str = "float32") -> dict[str, dict]:
     cmd = [python, str(Path(__file__).parent / "keras_loop.py"), "--models", *models,
-           "--images", str(images)]
+           "--images", str(images), "--policy", policy]
     # TensorFlow reads its thread pools' sizes from these: Keras gets the threads torch has.
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -170,13 +178,13 @@ def main() -> None:
     ceil = ceilings()
     console.print(f"torch {env['torch']}, {env['threads']} threads; ceilings GFLOP/s: "
                   + ", ".join(f"{k} {v:.0f}" for k, v in ceil.items()))
-    keras = (keras_figures(args.keras_python, args.models, 128 * args.steps * 2,
-                           torch.get_num_threads())
-             if args.keras_python else {})
+    keras = {p: keras_figures(args.keras_python, args.models, 128 * args.steps * 2,
+                              torch.get_num_threads(), KERAS_POLICY[p])
+             for p in args.precisions if args.keras_python}
 
     table = Table(title="Seconds per epoch (60k train + 10k test) and training throughput")
     for col in ("model", "variant", "ms/step", "train img/s", "s/epoch", "x plain",
-                "GFLOP/s", "% of ceiling"):
+                "x Keras (same precision)", "GFLOP/s", "% of ceiling"):
         table.add_column(col, justify="left" if col in ("model", "variant") else "right")
     results = {"env": env, "ceilings": ceil, "models": {}}
     for name in args.models:
@@ -189,14 +197,18 @@ def main() -> None:
             epoch_s = per_step * TRAIN_IMAGES / 128 + ev
             rows[variant] = {"s_per_step": per_step, "train_ips": 128 / per_step,
                              "eval_s": ev, "epoch_s": epoch_s}
-        if name in keras:
-            k = keras[name]
-            rows["keras-tf"] = {"s_per_step": 128 / k["train_ips"], "train_ips": k["train_ips"],
-                                "eval_s": TEST_IMAGES / k["eval_ips"],
-                                "epoch_s": TRAIN_IMAGES / k["train_ips"]
-                                + TEST_IMAGES / k["eval_ips"]}
+        for p, figures in keras.items():
+            if name in figures:
+                k = figures[name]
+                rows[f"keras-{p}"] = {"s_per_step": 128 / k["train_ips"],
+                                      "train_ips": k["train_ips"],
+                                      "eval_s": TEST_IMAGES / k["eval_ips"],
+                                      "epoch_s": TRAIN_IMAGES / k["train_ips"]
+                                      + TEST_IMAGES / k["eval_ips"], "policy": k["policy"]}
         plain_ips = rows["plain"]["train_ips"]
         for variant, r in rows.items():
+            same = rows.get(f"keras-{variant[5:]}") if variant.startswith("ours-") else None
+            r["x_keras"] = same["epoch_s"] / r["epoch_s"] if same else None
             gflops = (spec.train_flops_per_image * TRAIN_IMAGES
                       + 2 * spec.macs * TEST_IMAGES) / r["epoch_s"] / 1e9
             ceiling = (ceil["bf16_onednn"] if variant.endswith("bf16")
@@ -205,7 +217,8 @@ def main() -> None:
                      ceiling_fraction=gflops / ceiling)
             table.add_row(name, variant, f"{1000 * r['s_per_step']:.1f}",
                           f"{r['train_ips']:.0f}", f"{r['epoch_s']:.1f}",
-                          f"{r['x_plain']:.2f}", f"{gflops:.0f}",
+                          f"{r['x_plain']:.2f}",
+                          "" if r["x_keras"] is None else f"{r['x_keras']:.2f}", f"{gflops:.0f}",
                           f"{100 * r['ceiling_fraction']:.0f} %")
         if args.accuracy:
             rows["one_epoch"] = one_epoch_accuracy(name, (xt, yt, xv, yv), args.precisions)

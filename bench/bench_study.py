@@ -4,6 +4,8 @@
     python bench/bench_study.py --run "--jobs 2" --run "--jobs 2 --precision auto"
         # each --run: options for one `cnnbench run`, one after the other
     python bench/bench_study.py --keras-python .venv-keras/bin/python   # + Keras, same work
+        --keras-policy float32 --keras-policy mixed_bfloat16   # each run vs Keras' of its
+                                                               # precision ("x Keras")
 
 Each side trains the four seed models for 12 epochs on the full data from scratch (a fresh
 store), evaluating the test set after every epoch. Prints a table and writes
@@ -39,22 +41,41 @@ def run_cnnbench(models: list[str], epochs: int, extra: list[str], work: Path) -
     wall = time.perf_counter() - start
     doc = json.loads((work / "out" / "results.json").read_text())
     acc = {m: doc["models"][m]["test_accuracy_percent"] for m in models}
-    return {"seconds": wall, "test_accuracy_percent": acc, "command": cmd}
+    return {"seconds": wall, "test_accuracy_percent": acc, "command": cmd,
+            "precision": precision_of(extra)}
 
 
-def run_keras(python: str, models: list[str], epochs: int, work: Path) -> dict:
+def run_keras(python: str, models: list[str], epochs: int, work: Path,
+              policy: str = "float32") -> dict:
     from cnnbench.data.datasets import load_dataset
     ds = load_dataset(log=lambda m: None)
     npz = work / "mnist.npz"
     np.savez(npz, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
     cmd = [python, str(HERE / "keras_loop.py"), "--models", *models, "--study", str(npz),
-           "--epochs", str(epochs)]
+           "--epochs", str(epochs), "--policy", policy]
     start = time.perf_counter()
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return {"seconds": wall, "keras": rows[0]["keras"] if rows else None,
+    return {"seconds": wall, "keras": rows[0]["keras"] if rows else None, "policy": policy,
+            "precision": "bf16" if policy == "mixed_bfloat16" else "fp32",
             "test_accuracy_percent": {r["model"]: 100 * r["test_accuracy"] for r in rows}}
+
+
+def precision_of(extra: list[str]) -> str:
+    """The precision a `cnnbench run` with these options trains in (the notebook's study
+    defaults to fp32)."""
+    from cnnbench.train.engine import resolve_device
+    from cnnbench.train.precision import resolve_precision
+    asked = extra[extra.index("--precision") + 1] if "--precision" in extra else "fp32"
+    return resolve_precision(asked, resolve_device("auto"))
+
+
+def like_for_like(results: dict[str, dict]) -> dict[str, float]:
+    """Each cnnbench run against the Keras run of its precision: Keras' wall time over ours."""
+    keras = {r["precision"]: r for r in results.values() if "policy" in r}
+    return {label: keras[r["precision"]]["seconds"] / r["seconds"]
+            for label, r in results.items() if "policy" not in r and r["precision"] in keras}
 
 
 def main() -> None:
@@ -62,6 +83,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list_models("CNN_MNIST_*"))
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--keras-python", help="a Python with keras + tensorflow (make bench-keras)")
+    ap.add_argument("--keras-policy", action="append", choices=["float32", "mixed_bfloat16"],
+                    help="Keras' dtype policy, repeatable (default: float32); each cnnbench run "
+                         "is compared with the Keras run of its precision")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "bench_study.json")
     ap.add_argument("--run", action="append", metavar="OPTIONS",
                     help="options for one `cnnbench run` (repeatable: each is timed, in a "
@@ -75,19 +99,21 @@ def main() -> None:
             work.mkdir()
             results[" ".join(["cnnbench run", *extra])] = run_cnnbench(args.models, args.epochs,
                                                                         extra, work)
-        if args.keras_python:
-            results["Keras 3 + TensorFlow (model.fit)"] = run_keras(
-                args.keras_python, args.models, args.epochs, Path(tmp))
+        for policy in (args.keras_policy or ["float32"]) if args.keras_python else []:
+            results[f"Keras 3 + TensorFlow model.fit, {policy}"] = run_keras(
+                args.keras_python, args.models, args.epochs, Path(tmp), policy)
+    ratios = like_for_like(results)
     table = Table(title=f"The whole study: {len(args.models)} models x {args.epochs} epochs")
-    for col in ("runner", "wall", *args.models):
+    for col in ("runner", "precision", "wall", "x Keras (same precision)", *args.models):
         table.add_column(col, justify="left" if col == "runner" else "right")
     for label, r in results.items():
-        table.add_row(label, f"{r['seconds'] / 60:.1f} min",
+        table.add_row(label, r["precision"], f"{r['seconds'] / 60:.1f} min",
+                      f"{ratios[label]:.2f}" if label in ratios else "",
                       *(f"{r['test_accuracy_percent'].get(m, float('nan')):.2f} %"
                         for m in args.models))
     Console(width=160).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    args.out.write_text(json.dumps({"runs": results, "x_keras": ratios}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -2,6 +2,7 @@
 
 Prints one JSON line per model: training and evaluation images per second.
 Usage: .venv-keras/bin/python bench/keras_loop.py --models CNN_MNIST_1 --images 7680
+       [--policy mixed_bfloat16]   (Keras' fast mode: bf16 compute, float32 variables)
 
 With ``--study DATA.npz`` it runs the notebook's study instead: ``model.fit`` on the real
 arrays (x_train, y_train, x_test, y_test as uint8) with ``validation_data``, ``--epochs``
@@ -27,10 +28,15 @@ from cnnbench.model.spec import get_spec  # noqa: E402  (spec.py needs only pyya
 
 
 def keras_model(spec) -> keras.Model:
-    """The spec as a Keras Sequential model, with Keras' own defaults for everything else."""
+    """The spec as a Keras Sequential model, with Keras' own defaults for everything else.
+    Under a mixed policy the last layer computes in float32, as Keras' mixed-precision guide
+    asks of a softmax output."""
     layers = [keras.Input(shape=spec.input_shape)]
-    for layer in spec.layers:
+    mixed = keras.mixed_precision.global_policy().name != "float32"
+    for i, layer in enumerate(spec.layers):
         a = dict(layer.args)
+        if mixed and i == len(spec.layers) - 1:
+            a["dtype"] = "float32"
         if layer.kind == "BatchNormalization":
             layers.append(keras.layers.BatchNormalization(momentum=0.99, epsilon=1e-3))
         else:
@@ -57,7 +63,8 @@ def study(models: list[str], path: str, epochs: int) -> None:
                          validation_data=(xt, yt))
         print(json.dumps({"model": name, "seconds": time.perf_counter() - start,
                           "test_accuracy": hist.history["val_accuracy"][-1],
-                          "keras": keras.__version__}), flush=True)
+                          "keras": keras.__version__,
+                          "policy": keras.mixed_precision.global_policy().name}), flush=True)
 
 
 def main() -> None:
@@ -67,7 +74,10 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=10000)
     p.add_argument("--study", help="an .npz of MNIST arrays: train on it as the notebook did")
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--policy", default="float32", choices=["float32", "mixed_bfloat16"],
+                   help="Keras' dtype policy: mixed_bfloat16 is its own fast mode")
     args = p.parse_args()
+    keras.mixed_precision.set_global_policy(args.policy)
     if args.study:
         study(args.models, args.study, args.epochs)
         return
@@ -88,7 +98,7 @@ def main() -> None:
         eval_s = time.perf_counter() - start
         print(json.dumps({"model": name, "train_ips": args.images / train_s,
                           "eval_ips": args.eval_images / eval_s,
-                          "keras": keras.__version__}), flush=True)
+                          "keras": keras.__version__, "policy": args.policy}), flush=True)
 
 
 if __name__ == "__main__":

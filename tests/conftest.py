@@ -57,6 +57,9 @@ def _private_run_store(tmp_path_factory, monkeypatch):
     """Every test gets its own run store: nothing lands in ./cnnbench-runs, nothing is reused
     across tests by accident. Subprocesses inherit it through the environment."""
     monkeypatch.setenv("CNNBENCH_STORE", str(tmp_path_factory.mktemp("store")))
+    # One fp32 Dense library whatever the machine measures as faster (model/gemm.py), so
+    # that no test's numbers depend on the CPU; test_gemm.py tests the measured choice.
+    monkeypatch.setenv("CNNBENCH_GEMM", "onednn")
 
 
 @pytest.fixture(scope="session")

@@ -104,3 +104,43 @@ def test_summary_lists_a_studys_variants_and_shows_one(tmp_path, capsys):
     assert 'Model: "net[activation=tanh]"' in capsys.readouterr().out
     assert main(["summary", str(tmp_path / "study.yaml"), "--variant", "net[tanh]"]) == 2
     assert "no variant 'net[tanh]'" in capsys.readouterr().err
+
+
+STOPPING = """\
+data_dir: bars
+training:
+  optimizer: {Adam: {learning_rate: 0.01}}
+  epochs: 4
+  batch_size: 32
+  seeds: [0, 1]
+  early_stopping: 1
+  monitor: val_acc
+  min_delta: 0.5     # no epoch after the first improves by half the accuracy
+  baseline: 1.01     # nor beats this: the patience runs out at epoch 2
+ablations:
+  - name: act
+    base: net.yaml
+    design: ofat
+    factors:
+      activation: {set: activation, layers: hidden, levels: [relu, tanh]}
+"""
+
+
+@pytest.mark.slow
+def test_runs_early_stopping_ends_are_finished_runs_and_the_report_counts_them(tmp_path,
+                                                                              capsys):
+    """Through worker processes (--jobs 2): a run that early stopping ended after 2 of its 4
+    epochs is a finished run, reused as one, and the report says which stopped and when."""
+    study, store, out = _setup(tmp_path, STOPPING), tmp_path / "store", tmp_path / "out"
+    args = ["run", str(study), "--store", str(store), "--out", str(out), "--jobs", "2"]
+    assert main(args) == 0, capsys.readouterr().err
+    runs = RunStore(store).runs()
+    assert len(runs) == 4 and {str(r.status) for r in runs} == {"finished"}
+    assert {(r.epochs_planned, r.epochs_done) for r in runs} == {(4, 2)}
+    md = (out / "report.md").read_text()
+    assert ("Early stopping (patience 1 on val_acc, baseline 1.01) ended 4 of 4 runs early: "
+            "8 of 16 epochs trained (50 % saved)") in md
+    assert "| 2*, 2* |" in md  # each variant's two seeds, in the Epochs trained column
+    assert "early stopping ended 2 of 2 runs, after epoch(s) 2, 2 of 4" in md
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("reused run") == 4

@@ -1,4 +1,5 @@
-"""Dense layers through oneDNN's fp32 matmul on the CPU, instead of the BLAS torch picks.
+"""Dense layers through oneDNN's fp32 matmul on the CPU, instead of the BLAS torch picks,
+where it is the faster of the two on this machine (:mod:`cnnbench.model.gemm` measures).
 
 torch's CPU ``F.linear`` in fp32 calls MKL's sgemm, which on the AMD CPUs this was built on
 runs at under half of what the same core does in oneDNN: CNN_MNIST_2's Dense(1024) over
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from cnnbench.model import gemm
 
 _linear_pointwise: Callable[..., torch.Tensor] | None = getattr(
     getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
@@ -55,14 +58,15 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether this matmul goes to oneDNN: fp32 on the CPU, 2-D input, autocast off (under
+    """Whether this matmul goes to oneDNN: the faster of the two here (gemm.py), fp32 on the
+    CPU, 2-D input, autocast off (under
     bf16 autocast ``F.linear`` already runs on oneDNN, in bf16), and not being traced or
     compiled: an exported model (TorchScript, ONNX) holds the portable ``linear``."""
     return (_linear_pointwise is not None and x.device.type == "cpu" and x.dim() == 2
             and x.dtype == weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and gemm.choice() == "onednn")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

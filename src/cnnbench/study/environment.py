@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from cnnbench import __version__
+from cnnbench.model import gemm
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -20,12 +21,14 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
+        # the library of fp32 Dense matmuls on the CPU (model/gemm.py): it changes the last bits
+        "dense_gemm": gemm.choice() if device.type == "cpu" else None,
     }
 
 
 # Settings that change the last bits of a run's numbers: a resume under other values than the
 # run started with cannot be bit-identical to an uninterrupted run.
-EXACTNESS_SETTINGS = ("torch", "device", "threads", "machine")
+EXACTNESS_SETTINGS = ("torch", "device", "threads", "machine", "dense_gemm")
 
 
 def bit_exact_under(env: dict[str, Any]) -> dict[str, Any]:

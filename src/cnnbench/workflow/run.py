@@ -160,6 +160,7 @@ def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
     device = resolve_device(plan.device)
     precision = resolve_precision(plan.precision or plan.default_precision(), device)
     plan = replace(plan, precision=precision)
+    env = environment(device)  # before any worker: they read the GEMM choice it caches
     executor, threads = _executor(plan, view.note)
     first = plan.config(plan.seeds[0])
     n_train = min(len(dataset.x_train), first.train_limit or len(dataset.x_train))
@@ -182,7 +183,6 @@ def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
         view.note(f"Ablations: {', '.join(a.name for a in plan.ablations)}: "
                   f"{len(plan.specs)} distinct variants x {len(plan.seeds)} seed(s) = "
                   f"{len(plan.specs) * len(plan.seeds)} runs")
-    env = environment(device)
     if executor.remote:  # the runs' environment, not this driver's
         env |= {"executor": executor.name, "threads": executor.threads}
     return _Ready(plan, store, dataset, device, executor, env, data_doc(dataset, n_train))
