@@ -185,12 +185,6 @@ class AblationResult:
                     else "no interaction the seeds can separate from noise")
             out.append(f"{i.a} x {i.b} interaction on test accuracy: Holm "
                        f"{fmt_p(i.p_holm)} (F test): {word}.")
-        for v, (k, n) in self.stuck.items():
-            if k:
-                g = self.gradient.get(v)
-                grad = (f"; median gradient at the first layer {g:.1e} of the largest layer's"
-                        if g is not None and math.isfinite(g) else "")
-                out.append(f"{v}: stuck at chance in {k} of {n} seeds{grad}.")
         for v in self.epochs_run:
             stopped = self.stopped_early(v)
             if stopped:
@@ -198,6 +192,13 @@ class AblationResult:
                 out.append(f"{v}: early stopping ended {len(stopped)} of "
                            f"{len(self.epochs_run[v])} runs, after epoch(s) "
                            f"{', '.join(map(str, stopped))} of {asked}.")
+        # the stuck sentences come last: the report's What matters leaves them to Diagnosis
+        for v, (k, n) in self.stuck.items():
+            if k:
+                g = self.gradient.get(v)
+                grad = (f"; median gradient at the first layer {g:.1e} of the largest layer's"
+                        if g is not None and math.isfinite(g) else "")
+                out.append(f"{v}: stuck at chance in {k} of {n} seeds{grad}.")
         return out
 
 
