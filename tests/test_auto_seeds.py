@@ -80,6 +80,8 @@ def test_a_stopped_auto_seed_study_continues_where_it_stopped_and_retrains_nothi
     rc, printed, _ = cnnbench_main(*args, "--seeds", "auto", "8")
     assert rc == 0
     assert printed.count("reused run") == 8
+    assert "Look at 3 seeds: 0 of 1 comparison(s) decided; open: a vs b" in printed
+    assert "Look at 5 seeds: 1 of 1 comparison(s) decided" in printed
     assert len(store.runs()) == 10
     assert "a vs b: futile (5 seeds, 2 look(s)" in md.read_text()
     assert "Runs used: 10 over 2 model(s); a fixed design of 8 seeds: 16." in md.read_text()

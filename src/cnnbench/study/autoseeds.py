@@ -94,6 +94,18 @@ def next_round(now: Mapping[Pair, State], design: Design, done: int
     return tuple(range(done, target)), {m for p in open_ for m in (p.a, p.b)}
 
 
+def look_line(now: Mapping[Pair, State], seeds: int) -> str:
+    """After a look, in one line: what it decided, and what stays open.
+
+    >>> look_line({Pair("", "a", "b"): State(OPEN)}, 3)
+    'Look at 3 seeds: 0 of 1 comparison(s) decided; open: a vs b'
+    """
+    decided = [p.label for p, s in now.items() if s.status != OPEN]
+    still = [p.label for p, s in now.items() if s.status == OPEN]
+    return (f"Look at {seeds} seeds: {len(decided)} of {len(now)} comparison(s) decided"
+            + (f"; open: {', '.join(still)}" if still else ""))
+
+
 def lines(now: Mapping[Pair, State], design: Design) -> list[str]:
     """The report's account: the design, then each comparison's looks and why it stopped."""
     out = [f"Seeds chosen as the study went: {design.describe()}; Holm over the comparisons "

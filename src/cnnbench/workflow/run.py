@@ -270,7 +270,14 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
     run again reuses every finished seed and goes on from there."""
     import math
 
-    from cnnbench.study.autoseeds import design_of, lines, next_round, pairs, states
+    from cnnbench.study.autoseeds import (
+        design_of,
+        lines,
+        look_line,
+        next_round,
+        pairs,
+        states,
+    )
     plan = ready.plan
     assert plan.auto is not None
     design = design_of(plan.auto)
@@ -280,8 +287,7 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
     seeds, models, done = tuple(range(plan.auto.min)), {s.name for s in plan.specs}, 0
     while seeds:
         which = f"Seed {seeds[0]}" if len(seeds) == 1 else f"Seeds {seeds[0]}-{seeds[-1]}"
-        view.note(f"{which} for {len(models)} model(s), {len(comparisons)} comparison(s) "
-                  f"(seeds auto: a round, then a look)")
+        view.note(f"{which} for {len(models)} model(s) (seeds auto: a round, then a look)")
         ready = replace(ready, plan=replace(plan, seeds=seeds))
         for group in plan.groups:
             chosen = tuple(s for s in group.specs if s.name in models)
@@ -297,6 +303,7 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
                         100 * acc if acc is not None else math.nan)
         done = seeds[-1] + 1
         now = states(comparisons, accuracy, design)
+        view.note(look_line(now, done))
         seeds, models = next_round(now, design, done)
     ready = replace(ready, plan=replace(plan, seeds=tuple(range(done))))
     account = lines(states(comparisons, accuracy, design, final=True), design)
