@@ -40,13 +40,18 @@ _chosen: str | None = None
 
 
 def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform says."""
+    """The CPU's model name, family and model numbers (Linux: a virtual machine may name
+    every EPYC generation alike), else what platform says."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields = dict(line.split(":", 1) for line in
+                      Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
     except OSError:
-        pass
+        fields = {}
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" in fields:
+        return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+                f"model {fields.get('model', '?')})")
     return platform.processor() or platform.machine()
 
 
