@@ -32,6 +32,7 @@ from plain_loop import plain_evaluate, plain_model, plain_train  # noqa: E402
 
 from cnnbench.data.tensors import images_to_tensor, labels_to_tensor  # noqa: E402
 from cnnbench.model.build import build_model, clipped_categorical_crossentropy  # noqa: E402
+from cnnbench.model.gemm import median_seconds  # noqa: E402
 from cnnbench.model.spec import get_spec, list_models  # noqa: E402
 from cnnbench.train.engine import (  # noqa: E402
     TrainConfig,
@@ -44,16 +45,6 @@ from cnnbench.train.precision import cpu_has_bf16  # noqa: E402
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def ceilings(repeats: int = 5) -> dict[str, float]:
     """GFLOP/s of 2048x2048 GEMMs: fp32 through MKL (``torch.mm``, what ``F.linear`` calls) and
     through oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``, what cnnbench's Dense
@@ -63,11 +54,11 @@ def ceilings(repeats: int = 5) -> dict[str, float]:
     a, b = torch.randn(n, n), torch.randn(n, n)
     flops = 2 * n ** 3
     matmul = torch.ops.mkldnn._linear_pointwise  # a @ b.T
-    out = {"fp32_mkl": flops / _median_seconds(lambda: a @ b, repeats) / 1e9,
-           "fp32_onednn": flops / _median_seconds(
+    out = {"fp32_mkl": flops / median_seconds(lambda: a @ b, repeats) / 1e9,
+           "fp32_onednn": flops / median_seconds(
                lambda: matmul(a, b, None, "none", [], ""), repeats) / 1e9}
     ab, bb = a.bfloat16(), b.bfloat16()
-    out["bf16_onednn"] = flops / _median_seconds(lambda: ab @ bb, repeats) / 1e9
+    out["bf16_onednn"] = flops / median_seconds(lambda: ab @ bb, repeats) / 1e9
     return out
 
 
@@ -110,10 +101,10 @@ def step_times(name: str, x: torch.Tensor, y: torch.Tensor, precisions: list[str
             times[k].append((time.perf_counter() - t) / steps)
     out = {k: statistics.median(v) for k, v in times.items()}
     for p, m in models.items():
-        out[f"eval-{p}"] = _median_seconds(
+        out[f"eval-{p}"] = median_seconds(
             lambda m=m, p=p: evaluate(m, x[:TEST_IMAGES], y[:TEST_IMAGES], 500, p), 2)
     reference = plain_model(spec)
-    out["eval-plain"] = _median_seconds(
+    out["eval-plain"] = median_seconds(
         lambda: plain_evaluate(reference, x[:TEST_IMAGES], y[:TEST_IMAGES]), 2)
     return out
 

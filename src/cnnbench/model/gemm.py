@@ -59,10 +59,11 @@ def machine_key() -> str:
     return f"{cpu_name()} | torch {torch.__version__}"
 
 
-def _median_seconds(fn: Callable[[], object]) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call."""
     fn()
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -79,9 +80,9 @@ def measure() -> dict[str, float]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {"onednn": flops / _median_seconds(
+        return {"onednn": flops / median_seconds(
                     lambda: onednn(x, w, None, "none", [], "")) / 1e9,
-                "mkl": flops / _median_seconds(lambda: torch.nn.functional.linear(x, w)) / 1e9}
+                "mkl": flops / median_seconds(lambda: torch.nn.functional.linear(x, w)) / 1e9}
     finally:
         torch.set_num_threads(threads)
 

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from cnnbench.data.datasets import Dataset
-from cnnbench.data.holdout import stop_state
 from cnnbench.errors import CnnbenchError
 from cnnbench.model.spec import ModelSpec
 from cnnbench.store.records import HISTORY_KEYS, RunRecord, RunStatus
@@ -104,8 +103,7 @@ def epochs_expected(config: TrainConfig, result: TrainResult) -> int:
     history stops (a worker cannot claim an early stop its numbers do not show)."""
     if config.early_stopping is None:
         return config.epochs
-    state = stop_state(result.history[config.monitor], config.monitor, config.early_stopping,
-                       config.min_delta, config.baseline)
+    state = config.stop_state(result.history)
     return state.epochs if state.stop else config.epochs
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, cast
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cnnbench.constraints import Constraint, check
-from cnnbench.data.holdout import split_at, stop_state
+from cnnbench.data.holdout import StopState, split_at, stop_state
 from cnnbench.errors import ConstraintError
 from cnnbench.model.build import clipped_categorical_crossentropy
 from cnnbench.settings import DEFAULTS, SETTINGS, check_holdout
@@ -71,6 +71,11 @@ class TrainConfig:
         args = resolve_optimizer(self.optimizer, self.optimizer_args, "TrainConfig")
         object.__setattr__(self, "optimizer_args", tuple(args.items()))  # frozen: once, here
         check_holdout(self.to_dict(), "TrainConfig")
+
+    def stop_state(self, history: Mapping[str, Sequence[float]]) -> StopState:
+        """Early stopping's replay of a history under these settings (patience 0 if off)."""
+        return stop_state(history[self.monitor], self.monitor, self.early_stopping or 0,
+                          self.min_delta, self.baseline)
 
     @property
     def holdout(self) -> bool:
@@ -229,10 +234,8 @@ class _BestEpoch:
         self.keep = self.active and config.restore_best_weights
         self.weights: dict[str, torch.Tensor] | None = None
 
-    def state(self) -> Any:
-        c = self.config
-        return stop_state(self.result.history[c.monitor], c.monitor, c.early_stopping or 0,
-                          c.min_delta, c.baseline)
+    def state(self) -> StopState:
+        return self.config.stop_state(self.result.history)
 
     def resume(self, state: dict[str, Any] | None, done: int) -> None:
         if self.keep and done:
