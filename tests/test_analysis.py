@@ -9,7 +9,9 @@ import pytest
 from scipy import stats
 
 from cnnbench.analysis.conclusions import conclusions
+from cnnbench.analysis.effects import welch
 from cnnbench.analysis.stats import (
+    BOTH_STUCK,
     compare_models,
     confusion_matrix,
     holm,
@@ -136,6 +138,32 @@ def test_compare_models_single_seed_uses_mcnemar_on_predictions():
     assert c.test == "mcnemar" and (c.a, c.b) == ("A", "B")
     assert c.pvalue == pytest.approx(stats.binomtest(30, 35, 0.5).pvalue)
     assert c.diff == pytest.approx(2.5)
+
+
+def test_two_models_stuck_in_every_seed_are_set_aside_not_compared():
+    y = np.repeat(np.arange(10), [98, 114, 103, 101, 98, 89, 96, 103, 97, 101])
+    answers = {"A": [1, 1, 1], "B": [0, 0, 2]}  # each stuck run answers one class
+    recs = [_record(m, s, float(np.mean(y == c)), np.full(len(y), c, np.uint8))
+            for m, cs in answers.items() for s, c in enumerate(cs)]
+    recs += [_record("C", s, float(np.mean(p == y)), p) for s, p in enumerate(
+        [np.where(np.arange(len(y)) < k, (y + 1) % 10, y).astype(np.uint8) for k in (5, 8, 6)])]
+    comps = {(c.a, c.b): c for c in compare_models(recs, y)}
+    ab = comps[("A", "B")]
+    assert ab.test == BOTH_STUCK and math.isnan(ab.p_holm) and not ab.significant()
+    assert ab.diff == pytest.approx(11.4 - (9.8 + 9.8 + 10.3) / 3)
+    assert ab.significance_label() == "no: both stuck at chance"
+    assert welch([11.4] * 3, [9.8, 9.8, 10.3])[2] < 0.05  # what Welch alone would "find"
+    ca = comps[("C", "A")]
+    assert ca.test == "welch" and ca.p_holm == pytest.approx(
+        min(1.0, max(3 * min(ca.pvalue, comps[("C", "B")].pvalue), 2 * ca.pvalue)))
+    text = conclusions(model_stats(recs), list(comps.values()))
+    assert any(s.startswith("A and B are both stuck at chance in every seed") for s in text)
+    # no spread at all (the single-network McNemar path): still set aside, every run counted
+    constant = [r for r in recs if r.model == "A"] + [
+        _record("B", s, float(np.mean(y == 0)), np.zeros(len(y), np.uint8)) for s in range(3)]
+    (c,) = compare_models(constant, y)
+    assert c.test == BOTH_STUCK and c.detail.startswith("both stuck at chance in every seed "
+                                                        "(3 and 3 runs)")
 
 
 def test_confusion_matrix_and_representative_run():

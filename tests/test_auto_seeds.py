@@ -13,7 +13,7 @@ from cnnbench.cli import main
 from cnnbench.model.spec import SpecError
 from cnnbench.settings import AutoSeeds
 from cnnbench.store.run_store import RunStore
-from cnnbench.study.autoseeds import Pair, design_of, next_round, pairs, states
+from cnnbench.study.autoseeds import Pair, design_of, lines, next_round, pairs, states
 from cnnbench.study.plan import Overrides, build_plan
 from cnnbench.study.studyfile import build_study
 
@@ -101,6 +101,24 @@ def test_the_next_round_trains_only_the_models_of_comparisons_still_open():
         == ((), set())
 
 
+def test_two_models_stuck_in_every_seed_stop_training_and_the_account_says_why():
+    design = design_of(AutoSeeds(min=3, max=10, round=2))
+    accuracy = {"base": {0: 11.35, 1: 11.35, 2: 11.35}, "lr": {0: 9.8, 1: 9.8, 2: 11.35},
+                "relu": {0: 99.1, 1: 99.0, 2: 99.2}}
+    stuck = {"base": dict.fromkeys(range(3), True), "lr": dict.fromkeys(range(3), True),
+             "relu": dict.fromkeys(range(3), False)}
+    comparisons = [Pair("m3", "lr", "base"), Pair("m3", "relu", "base")]
+    unaware = states(comparisons, accuracy, design)
+    assert unaware[comparisons[0]].status == "open"  # without the flags it would go on
+    now = states(comparisons, accuracy, design, stuck=stuck)
+    assert now[comparisons[0]].status == "both stuck" and not now[comparisons[0]].separated
+    assert now[comparisons[1]].separated
+    assert next_round(now, design, 3) == ((), set())
+    (line,) = [x for x in lines(now, design) if x.startswith("[m3] lr vs base")]
+    assert line.startswith("[m3] lr vs base: both stuck (3 seeds, 1 look(s)")
+    assert "differ only in the class a stuck network answers" in line
+
+
 @pytest.mark.slow
 def test_an_ablation_study_with_auto_seeds_tests_each_variant_against_its_base(tmp_path,
                                                                               capsys):
@@ -120,3 +138,37 @@ def test_an_ablation_study_with_auto_seeds_tests_each_variant_against_its_base(t
         assert line in section
     assert "## What matters" in md
     assert len(RunStore(tmp_path / "store").runs()) == 8  # 4 distinct variants x 2 seeds
+
+
+STUCK_STUDY = """\
+data_dir: bars
+training:
+  optimizer: {Adam: {learning_rate: 0.01}}
+  epochs: 2
+  batch_size: 32
+  seeds: {auto: true, min: 2, max: 4}
+ablations:
+  - name: frozen
+    base: net.yaml
+    design: ofat
+    factors:
+      lr: {training: learning_rate, levels: [1.0e-9, 2.0e-9]}
+"""
+
+
+@pytest.mark.slow
+def test_an_auto_seeds_study_stops_a_comparison_of_two_stuck_variants_at_its_first_look(
+        tmp_path, capsys):
+    # Adam at 1e-9 leaves each network where it started: at chance, its softmax near uniform.
+    from test_ablation_cli import _setup
+    study = _setup(tmp_path, STUCK_STUDY)
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--store", str(tmp_path / "store"), "--out",
+                 str(out)]) == 0, capsys.readouterr().err
+    assert "Look at 2 seeds: 1 of 1 comparison(s) decided" in capsys.readouterr().out
+    assert len(RunStore(tmp_path / "store").runs()) == 4  # 2 variants x 2 seeds, no more
+    md = (out / "report.md").read_text()
+    assert "[frozen] net[lr=2e-09] vs net[lr=1e-09]: both stuck (2 seeds, 1 look(s)" in md
+    assert ("lr=2e-09 vs 1e-09: test accuracy +0.00 points (set aside, not tested: both stuck "
+            "in all 2 vs 2 runs)") in md
+    assert "| 2e-09 vs 1e-09 | +0.00 | n/a | set aside: both stuck | n/a |" in md

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,16 @@ def test_a_claim_that_compares_nothing_or_is_misshapen_is_one_line(change, messa
     with pytest.raises(SpecError) as e:
         parse_claims([good | change], s.ablations, "f")
     assert message in str(e.value)
+
+
+def test_a_comparison_of_two_levels_stuck_in_every_seed_judges_nothing():
+    claim = Claim("lr", "a lower learning rate unsticks model 3", "a", "depth", "higher",
+                  "conv4", ("conv2",))
+    answers = {"conv4": [11.35, 11.35, 11.35], "conv2": [9.8, 9.8, 10.1]}  # one class each
+    obs = [Observation(f"m[{d}]", {"depth": d}, s, acc / 100, 2.301, stuck=True)
+           for d, accs in answers.items() for s, acc in enumerate(accs)]
+    v = judge(claim, obs)
+    assert v.verdict == "not separable"
+    assert v.sentences()[1].endswith("-> both stuck.") and "set aside" in v.sentences()[1]
+    unflagged = judge(claim, [replace(o, stuck=False) for o in obs])
+    assert unflagged.verdict == "supported"  # what a constant answer alone would "show"

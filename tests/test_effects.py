@@ -130,3 +130,28 @@ def test_seeds_needed_is_the_two_sample_normal_formula():
     assert seeds_needed(0.2, 0.5) == 99
     assert seeds_needed(2.0, 0.1) == 2
     assert seeds_needed(0.0, 0.5) is None
+
+
+def _stuck_runs(variant: str, levels: dict[str, str], answers: list[float]) -> list[Observation]:
+    """Runs stuck at chance: each answers one class, so its accuracy is that class's share."""
+    return [Observation(variant, levels, s, acc / 100, 2.301, stuck=True)
+            for s, acc in enumerate(answers)]
+
+
+def test_two_levels_stuck_in_every_seed_are_set_aside_and_enter_holm_at_p_1():
+    base = {"lr": "1.0", "act": "sigmoid"}
+    obs = (_stuck_runs("m[1.0,sigmoid]", base, [11.35, 11.35, 11.35])
+           + _stuck_runs("m[0.1,sigmoid]", {"lr": "0.1", "act": "sigmoid"}, [9.8, 9.8, 10.1])
+           + [Observation("m[1.0,relu]", {"lr": "1.0", "act": "relu"}, s, acc, 0.03)
+              for s, acc in enumerate([0.990, 0.991, 0.992])])
+    effs = {(e.factor, e.level): e for e in ofat_effects(obs, base)}
+    lr, relu = effs["lr", "0.1"], effs["act", "relu"]
+    assert lr.both_stuck and not lr.separable and math.isnan(lr.p_holm)
+    assert lr.estimate == pytest.approx(-1.45) and lr.pvalue < 0.01  # Welch alone: "certain"
+    assert sentence(lr).startswith("lr=0.1 vs 1.0: test accuracy -1.45 points (set aside, not "
+                                   "tested: both stuck in all 3 vs 3 runs)")
+    assert not relu.both_stuck and relu.separable
+    assert relu.p_holm == pytest.approx(min(1.0, 2 * relu.pvalue))  # Holm over 2: p 1 counts
+    # one side learning in a single seed: compared as usual
+    obs[3] = Observation("m[0.1,sigmoid]", {"lr": "0.1", "act": "sigmoid"}, 0, 0.97, 0.1)
+    assert not {(e.factor, e.level): e for e in ofat_effects(obs, base)}["lr", "0.1"].both_stuck

@@ -20,6 +20,7 @@ from cnnbench.analysis.sequential import (
     spent,
     stagewise_p,
 )
+from cnnbench.analysis.stats import BOTH_STUCK
 
 SD = 0.1  # points: a per-seed spread like the notebook models' late epochs
 
@@ -172,3 +173,26 @@ def test_the_welch_levels_spend_about_alpha_over_100000_null_studies(design):
     for n, level in zip(design.looks, design.levels, strict=True):
         crossed |= _welch_p(a[:, :n], b[:, :n]) <= level
     assert crossed.mean() <= 0.0515
+
+
+def test_two_models_stuck_in_every_seed_stop_as_both_stuck_and_are_never_separated():
+    # Stuck networks answer one class: 11.35 % ("1") against 9.80 % ("0") every seed, a gap
+    # with no spread that Welch's test alone would call certain.
+    a, b = np.full(3, 11.35), np.full(3, 9.80)
+    assert evaluate(a, b, Design()).status == SEPARATED
+    state = evaluate(a, b, Design(), [True] * 3, [True] * 3)
+    assert state.status == BOTH_STUCK and state.decided and len(state.looks) == 1
+    assert "stuck at chance in all 3 seeds" in state.reason
+    kept = holm_family({"stuck": state, "real": evaluate(np.full(3, 99.3) + [0, .01, .02],
+                                                         np.full(3, 98.0) + [0, .01, .02],
+                                                         Design())})
+    assert not kept["stuck"].separated and kept["real"].separated
+
+
+def test_a_model_stuck_in_some_seeds_only_is_compared_as_usual():
+    a, b = np.array([11.35, 98.9, 11.35]), np.full(3, 11.35)
+    state = evaluate(a, b, Design(), [True, False, True], [True] * 3)
+    assert state.status != BOTH_STUCK
+    # stuck flags missing for a seed count as not stuck: nothing is set aside on a guess
+    assert evaluate(np.full(3, 11.35), np.full(3, 9.8), Design(), [True] * 2,
+                    [True] * 3).status == SEPARATED

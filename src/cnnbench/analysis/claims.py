@@ -15,7 +15,9 @@ not separable, with the effect sizes and intervals behind the verdict.
 Each (level, than) pair is compared in every cell of the ablation's other factors (they are
 held fixed; Welch's t-test over seeds), Holm-adjusted over all the claim's comparisons. A
 comparison **supports** the claim when its adjusted p is below 0.05 in the expected direction,
-**contradicts** it when below 0.05 the other way, and is **not separable** otherwise. The claim:
+**contradicts** it when below 0.05 the other way, and is **not separable** otherwise; two
+levels stuck at chance in every seed are **both stuck** (set aside: effects.py), which counts as
+not separable. The claim:
 supported (or contradicted) when every comparison is; not separable when none is separable;
 otherwise mixed, and the sentences say where it holds.
 """
@@ -73,6 +75,8 @@ class Verdict:
 
 def judge_one(e: Effect, expect: str) -> str:
     """One comparison's verdict: its Holm-adjusted p, and the sign of its effect."""
+    if e.both_stuck:
+        return "both stuck"
     if math.isnan(e.p_holm) or e.p_holm >= ALPHA:
         return "not separable"
     wanted = e.estimate < 0 if expect == "lower" else e.estimate > 0
@@ -87,7 +91,7 @@ def judge(claim: Claim, obs: Sequence[Observation]) -> Verdict:
     for e, p in zip(comparisons, holm([e.pvalue for e in comparisons]), strict=True):
         e.p_holm = float(p)
     each = [judge_one(e, claim.expect) for e in comparisons]
-    if not each or all(v == "not separable" for v in each):
+    if not each or all(v in ("not separable", "both stuck") for v in each):
         verdict = "not separable"
     elif all(v == "supported" for v in each):
         verdict = "supported"

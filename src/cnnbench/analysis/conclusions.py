@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cnnbench.analysis.stats import ALPHA, Comparison, ModelStats, fmt_p, seeds_needed
+from cnnbench.analysis.stats import ALPHA, BOTH_STUCK, Comparison, ModelStats, fmt_p, seeds_needed
 
 
 def _single_seed(c: Comparison, spread: dict[str, tuple[float, int]], alpha: float) -> str:
@@ -55,6 +55,11 @@ def conclusions(model_stats_: Sequence[ModelStats], comparisons: Sequence[Compar
                 if len(runs) == 1 else "over the finished seeds")
         out.append(f"Mean test accuracy {over}: " + ", ".join(parts) + ".")
     for c in comparisons:
+        if c.test == BOTH_STUCK:
+            out.append(f"{c.a} and {c.b} are both stuck at chance in every seed: their "
+                       f"{c.diff:.2f}-point difference is only which class each stuck network "
+                       f"answers, so they are not compared.")
+            continue
         evidence = f"{fmt_p(c.p_holm)} {c.holm_label} ({c.detail}; raw {fmt_p(c.pvalue)})"
         if c.test == "mcnemar":
             out.append(_single_seed(c, epochs_spread or {}, alpha))

@@ -12,6 +12,9 @@ The methods (stated in the report with :data:`METHOD_NOTE`):
   t-test (unequal variances), its 95 % interval from the Welch-Satterthwaite degrees of
   freedom.
 * Holm's step-down correction over every test of one ablation and one metric.
+* Two levels stuck at chance in every seed (each run answers one class whatever the image)
+  are set aside, not tested: they differ only in which class, which says nothing about
+  learning. Such a comparison enters Holm at p 1, so it never loosens the others.
 
 An interval is a 95 % confidence interval for the difference a retrained network would show
 on this test set, with the seed-to-seed spread as the noise; it says nothing about other data.
@@ -49,7 +52,9 @@ METHOD_NOTE = (
     "levels apart, which is not the same as the levels being equal. A 95 % interval is for "
     "the difference retrained networks show on this test set, the seed-to-seed spread being "
     "the noise; intervals are not adjusted for the number of tests, the p-values are, so an "
-    "interval can exclude 0 while its adjusted p is above 0.05.")
+    "interval can exclude 0 while its adjusted p is above 0.05. Two variants stuck in every "
+    "seed (Diagnosis' rule) are set aside, not tested (a stuck network scores the share of the "
+    "class it leans to, so their gap says nothing about learning); each enters Holm at p 1.")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Observation:
     seed: int
     acc: float  # test accuracy, fraction
     loss: float
+    stuck: bool = False  # at chance: analysis.diagnosis.detect_stuck
 
 
 @dataclass
@@ -82,10 +88,11 @@ class Effect:
     # What p_holm is adjusted over, in words ("the 3 tests of ablation depth"): the same two
     # variants get another p in the report's pairwise table, adjusted over its model pairs.
     family: str = ""
+    both_stuck: bool = False  # every run of both sides stuck at chance: set aside, untested
 
     @property
     def separable(self) -> bool:
-        return bool(self.p_holm < ALPHA)
+        return bool(self.p_holm < ALPHA) and not self.both_stuck
 
     def describe(self) -> str:
         """``+0.52 points (95 % CI 0.10 to 0.94, Holm p=0.03 over the 3 tests of ablation
@@ -96,6 +103,9 @@ class Effect:
         ci = ("no interval (fewer than two runs a side, or no spread)" if math.isnan(lo)
               else f"95 % CI {lo:+.{digits}f} to {hi:+.{digits}f}")
         over = f" over {self.family}" if self.family else ""
+        if self.both_stuck:
+            return (f"{self.estimate:+.{digits}f}{unit} (set aside, not tested: both stuck in "
+                    f"all {self.n} vs {self.n_ref} runs)")
         return (f"{self.estimate:+.{digits}f}{unit} ({ci}, Holm {fmt_p(self.p_holm)}{over}, "
                 f"{self.n} vs {self.n_ref} runs)")
 
@@ -218,10 +228,20 @@ def ofat_effects(obs: Sequence[Observation], base_levels: Mapping[str, str],
                 continue
             d, ci, p = welch(_values(runs, metric), _values(base, metric))
             out.append(Effect(f, level, base_levels[f], metric, d, ci, p, len(runs),
-                              len(base), "welch"))
-    for e, p in zip(out, holm([e.pvalue for e in out]), strict=True):
-        e.p_holm, e.family = float(p), tests_family(len(out))
+                              len(base), "welch", both_stuck=_both_stuck(runs, base)))
+    _adjust(out, tests_family(len(out)))
     return out
+
+
+def _both_stuck(a: Sequence[Observation], b: Sequence[Observation]) -> bool:
+    return bool(a) and bool(b) and all(o.stuck for o in [*a, *b])
+
+
+def _adjust(out: Sequence[Effect], family: str) -> None:
+    """Holm over ``out``: a comparison set aside as both stuck enters at p 1."""
+    ps = [1.0 if e.both_stuck else e.pvalue for e in out]
+    for e, p in zip(out, holm(ps), strict=True):
+        e.p_holm, e.family = (math.nan if e.both_stuck else float(p)), family
 
 
 def held_fixed(obs: Sequence[Observation], factor: str, level: str, reference: str,
@@ -240,10 +260,8 @@ def held_fixed(obs: Sequence[Observation], factor: str, level: str, reference: s
             continue
         d, ci, p = welch(_values(a, metric), _values(b, metric))
         out.append(Effect(factor, level, reference, metric, d, ci, p, len(a), len(b), "welch",
-                          within))
-    family = f"the {len(out)} cell{'s' if len(out) != 1 else ''} of the other factors"
-    for e, p in zip(out, holm([e.pvalue for e in out]), strict=True):
-        e.p_holm, e.family = float(p), family
+                          within, both_stuck=_both_stuck(a, b)))
+    _adjust(out, f"the {len(out)} cell{'s' if len(out) != 1 else ''} of the other factors")
     return out
 
 
@@ -252,6 +270,9 @@ def sentence(e: Effect, what: str = "") -> str:
     name = METRICS[e.metric][0]
     held = (" with " + ", ".join(f"{k}={v}" for k, v in e.within.items()) if e.within else "")
     subject = f"{what}{e.factor}={e.level} vs {e.reference}{held}"
+    if e.both_stuck:
+        return (f"{subject}: {name} {e.describe()}; a stuck network scores the share of the "
+                f"class it leans to, so the gap says nothing about learning.")
     if math.isnan(e.p_holm):
         return (f"{subject}: {name} {e.describe()}; too few runs to estimate the spread, "
                 f"so no conclusion.")

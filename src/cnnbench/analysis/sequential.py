@@ -17,6 +17,11 @@ separate an effect of the size that matters with probability below ``futility_po
 or when a ``smallest_effect`` is given and the 95 % interval already excludes effects that
 large. It reports the seeds an effect of that size would need.
 
+Both stuck (never declares a difference either): a comparison whose two models are stuck at
+chance in every seed so far stops there. Two networks that answer one class whatever the
+image differ only in which class that is (11.35 % for "1", 9.8 % for "0" on MNIST's test set),
+so Welch's test would "separate" them with no spread at all; that is no comparison of learning.
+
 Holm across the comparisons of one family, at the end, on stage-wise ordered p values
 (valid p values of a group-sequential test): only a comparison that crossed its boundary can
 be separated, and only if Holm keeps it.
@@ -32,7 +37,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import special, stats
 
-from cnnbench.analysis.stats import holm, seeds_needed
+from cnnbench.analysis.stats import BOTH_STUCK, holm, seeds_needed
 
 ALPHA = 0.05
 MIN_SEEDS = 3  # Welch's test needs 2 per model; 3 gives its spread a first footing
@@ -171,7 +176,8 @@ class Design:
                 f"{', '.join(map(str, self.looks))} seeds per model, Welch's test at each look; "
                 f"futility below {self.futility_power:.0%} conditional power"
                 + (f" for a {self.smallest_effect:g}-point effect"
-                   if self.smallest_effect else " under the observed difference"))
+                   if self.smallest_effect else " under the observed difference")
+                + "; two models stuck at chance in every seed are set aside (both stuck)")
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ class Look:
 @dataclass(frozen=True)
 class State:
     """Where one comparison stands: open, separated (at a look), futile (with the seeds an
-    effect of the size that matters would need) or max reached."""
+    effect of the size that matters would need), both stuck or max reached."""
 
     status: str
     looks: tuple[Look, ...] = ()
@@ -258,9 +264,11 @@ def _futility(design: Design, k: int, w: Welch, sd: float) -> tuple[str, int | N
     return None
 
 
-def evaluate(a: Sequence[float], b: Sequence[float], design: Design) -> State:
+def evaluate(a: Sequence[float], b: Sequence[float], design: Design,
+             stuck_a: Sequence[bool] = (), stuck_b: Sequence[bool] = ()) -> State:
     """The state of one comparison after the looks its seeds allow (the same number of
-    seeds per model, the first ``n`` of each, in seed order)."""
+    seeds per model, the first ``n`` of each, in seed order). ``stuck_a``, ``stuck_b``:
+    whether each of those seeds' runs is stuck at chance (missing: not stuck)."""
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     n_have = min(len(xa), len(xb))
     levels = design.levels
@@ -272,6 +280,10 @@ def evaluate(a: Sequence[float], b: Sequence[float], design: Design) -> State:
         looks.append(Look(n, w.diff, w.p, levels[k], spent(design.fractions[k], design.alpha)))
         sd = w.se * math.sqrt(n / 2)  # the per-seed spread, pooled over the two models
         p_stage = stagewise_p(design.fractions, k, w.z, design.alpha)
+        if _all_stuck(stuck_a, n) and _all_stuck(stuck_b, n):
+            return State(BOTH_STUCK, tuple(looks), reason=f"both models stuck at chance in "
+                         f"all {n} seeds: they differ only in the class a stuck network "
+                         f"answers, which says nothing about learning", p_stagewise=1.0)
         if w.p <= levels[k]:
             return State(SEPARATED, tuple(looks), reason=f"crossed the boundary at look "
                          f"{k + 1} (p {w.p:.2g} <= {levels[k]:.2g})", p_stagewise=p_stage)
@@ -283,6 +295,10 @@ def evaluate(a: Sequence[float], b: Sequence[float], design: Design) -> State:
         if why:
             return State(FUTILE, tuple(looks), why[1], why[0], p_stage)
     return State(OPEN, tuple(looks))
+
+
+def _all_stuck(flags: Sequence[bool], n: int) -> bool:
+    return len(flags) >= n and all(flags[:n])
 
 
 def holm_family(states: Mapping[str, State], alpha: float = ALPHA) -> dict[str, State]:

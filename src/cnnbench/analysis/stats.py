@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
@@ -30,6 +30,7 @@ from scipy import stats
 from cnnbench.store.records import RunRecord
 
 ALPHA = 0.05
+BOTH_STUCK = "both stuck"  # a comparison of two models stuck at chance in every seed
 
 METHOD_NOTE = (
     "With one run per model, two models are compared by McNemar's exact test on per-example "
@@ -210,6 +211,8 @@ class Comparison:
 
     def significance_label(self, alpha: float = ALPHA) -> str:
         """For tables: a single-seed McNemar result is about two trained networks only."""
+        if self.test == BOTH_STUCK:
+            return "no: both stuck at chance"
         if not self.significant(alpha):
             return "no"
         return "yes, for these two trained networks" if self.test == "mcnemar" else "yes"
@@ -280,23 +283,46 @@ def compare_pair(a: str, b: str, ra: list[RunRecord], rb: list[RunRecord],
     return _mcnemar_pair(a, b, ra, rb, y_test)
 
 
-def compare_models(records: Sequence[RunRecord], y_test: np.ndarray, family: str = ""
-                   ) -> list[Comparison]:
+def compare_models(records: Sequence[RunRecord], y_test: np.ndarray, family: str = "",
+                   num_classes: int = 10) -> list[Comparison]:
     """Every pair of models, better-by-mean first in each pair, Holm-adjusted over all pairs.
-    ``family`` names the pairs in words (default: "the N model pairs")."""
+    ``family`` names the pairs in words (default: "the N model pairs").
+
+    Two models stuck at chance in every finished seed are set aside, not tested: each run
+    answers one class whatever the image, so they differ only in which class (a "difference"
+    with no spread that any test would call certain). Such a pair enters Holm at p 1."""
     groups = group_by_model(records)
     y_test = np.asarray(y_test)
     means = {s.model: s.acc_mean for s in model_stats(records)}
+    at_chance = _stuck_models(groups, y_test, num_classes)
     out = []
     for a, b in combinations(groups, 2):
         if means[b] > means[a]:
             a, b = b, a
         c = compare_pair(a, b, groups[a], groups[b], y_test)
+        if c is not None and a in at_chance and b in at_chance:
+            n_a, n_b = (sum(r.finished for r in groups[m]) for m in (a, b))
+            c = replace(c, test=BOTH_STUCK, pvalue=math.nan, n_a=n_a, n_b=n_b,
+                        detail=f"both stuck at chance in every seed ({n_a} and {n_b} runs): "
+                               f"set aside, not tested")
         if c is not None:
             out.append(c)
     family = family or f"the {len(out)} model pair{'s' if len(out) != 1 else ''}"
-    for c, p in zip(out, holm([c.pvalue for c in out]), strict=True):
-        c.p_holm, c.family = float(p), family
+    ps = [1.0 if c.test == BOTH_STUCK else c.pvalue for c in out]
+    for c, p in zip(out, holm(ps), strict=True):
+        c.p_holm, c.family = (math.nan if c.test == BOTH_STUCK else float(p)), family
+    return out
+
+
+def _stuck_models(groups: dict[str, list[RunRecord]], y_test: np.ndarray,
+                  num_classes: int) -> set[str]:
+    """The models whose every finished run is stuck at chance."""
+    from cnnbench.analysis.diagnosis import detect_stuck
+    out = set()
+    for model, runs in groups.items():
+        done = [r for r in runs if r.finished]
+        if done and all(detect_stuck(r, y_test, num_classes) is not None for r in done):
+            out.add(model)
     return out
 
 

@@ -199,7 +199,8 @@ PAIRWISE_NOTE = (
     "seeds (McNemar's exact test with one seed each), Holm-adjusted over the pairs the "
     "'Holm over' column names. What matters, where present, tests an ablation's designed "
     "effects and adjusts over that ablation's own tests: another family, so the same two "
-    "variants can show another p there.")
+    "variants can show another p there. Two models stuck at chance in every seed are set "
+    "aside, not tested, and count in Holm at p 1.")
 
 
 def pairwise_rows(comparisons: Sequence[analysis.Comparison]) -> list[dict[str, str]]:
@@ -375,7 +376,7 @@ def collect(records: Sequence[RunRecord], y_test: np.ndarray,
     records = [r for g in sgroups for r in g.records]
     y_test = np.asarray(y_test)
     for g in sgroups:
-        g.comparisons = analysis.compare_models(g.records, y_test)
+        g.comparisons = analysis.compare_models(g.records, y_test, num_classes=len(classes))
         if len(sgroups) > 1:
             for c in g.comparisons:
                 c.family += f" under [{g.label}]"

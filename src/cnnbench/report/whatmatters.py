@@ -140,12 +140,13 @@ def _effect_rows(r: AblationResult) -> list[dict[str, str]]:
         rows.append({
             "Factor": e.factor, "Level vs base": f"{e.level} vs {e.reference}",
             "Δ accuracy (points)": f"{e.estimate:+.2f}",
-            "95 % CI": "n/a" if math.isnan(lo) else f"{lo:+.2f} to {hi:+.2f}",
-            "Test": "OLS coefficient" if e.method == "ols" else "Welch t-test vs the base",
+            "95 % CI": "n/a" if math.isnan(lo) or e.both_stuck else f"{lo:+.2f} to {hi:+.2f}",
+            "Test": ("set aside: both stuck" if e.both_stuck else
+                     "OLS coefficient" if e.method == "ols" else "Welch t-test vs the base"),
             "p (Holm)": fmt_p(e.p_holm).removeprefix("p").lstrip("="),
             "Holm over": e.family or "this ablation's tests",
             "Δ loss": "n/a" if el is None else f"{el.estimate:+.4f}",
-            "Separable": "yes" if e.separable else "no",
+            "Separable": "yes" if e.separable else "no: both stuck" if e.both_stuck else "no",
             "Runs": f"{e.n} vs {e.n_ref}"})
     return rows
 

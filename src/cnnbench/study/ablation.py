@@ -224,8 +224,8 @@ def analyse(ablations: Sequence[Ablation], runs: Mapping[tuple[str, str, int], R
             recs = [r for (an, vn, _), r in runs.items() if an == a.name and vn == v.name]
             ok = [r for r in recs if r.finished]
             per_cell[v.name] = len(ok)
-            stuck[v.name] = (sum(detect_stuck(r, y_test, num_classes) is not None for r in ok),
-                             len(ok))
+            at_chance = [detect_stuck(r, y_test, num_classes) is not None for r in ok]
+            stuck[v.name] = (sum(at_chance), len(ok))
             ratios = [_first_over_top(r.grad_norms) for r in recs if r.grad_norms]
             ratios = [x for x in ratios if math.isfinite(x)]
             if ratios:
@@ -235,7 +235,8 @@ def analyse(ablations: Sequence[Ablation], runs: Mapping[tuple[str, str, int], R
                                                        len(r.history["loss"])))
                            for r in sorted(ok, key=lambda r: r.seed)]
             obs += [effects.Observation(v.name, dict(v.levels), r.seed, r.test_accuracy,
-                                        r.test_loss) for r in ok]
+                                        r.test_loss, at)
+                    for r, at in zip(ok, at_chance, strict=True)]
         eff, inter = {}, {}
         for metric in effects.METRICS:
             if a.design == "factorial":

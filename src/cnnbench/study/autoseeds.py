@@ -70,10 +70,19 @@ def _series(acc: Mapping[int, float]) -> list[float]:
 
 
 def states(comparisons: Sequence[Pair], accuracy: Mapping[str, Mapping[int, float]],
-           design: Design, final: bool = False) -> dict[Pair, State]:
+           design: Design, final: bool = False,
+           stuck: Mapping[str, Mapping[int, bool]] | None = None) -> dict[Pair, State]:
     """Each comparison after the looks its seeds allow; Holm within each family once every
-    comparison of that family is decided (``final``: at the end, whatever is left open)."""
-    now = {p: evaluate(_series(accuracy.get(p.a, {})), _series(accuracy.get(p.b, {})), design)
+    comparison of that family is decided (``final``: at the end, whatever is left open).
+    ``stuck``: model -> seed -> whether that run is stuck at chance (a comparison of two
+    models stuck in every seed stops: sequential.py)."""
+    def flags(model: str) -> list[bool]:
+        by_seed = (stuck or {}).get(model, {})
+        return [by_seed.get(seed, False) for seed in range(len(_series(accuracy.get(model,
+                                                                                  {}))))]
+
+    now = {p: evaluate(_series(accuracy.get(p.a, {})), _series(accuracy.get(p.b, {})), design,
+                       flags(p.a), flags(p.b))
            for p in comparisons}
     for family in dict.fromkeys(p.family for p in comparisons):
         members = [p for p in comparisons if p.family == family]

@@ -270,6 +270,7 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
     run again reuses every finished seed and goes on from there."""
     import math
 
+    from cnnbench.analysis.diagnosis import detect_stuck
     from cnnbench.study.autoseeds import (
         design_of,
         lines,
@@ -283,6 +284,8 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
     design = design_of(plan.auto)
     comparisons = pairs([s.name for s in plan.specs], plan.ablations, plan.training)
     accuracy: dict[str, dict[int, float]] = {}
+    stuck: dict[str, dict[int, bool]] = {}
+    y_test, classes = ready.dataset.y_test, ready.dataset.num_classes
     run_ids: list[str] = []
     seeds, models, done = tuple(range(plan.auto.min)), {s.name for s in plan.specs}, 0
     while seeds:
@@ -301,12 +304,14 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
                     acc = o.record.test_accuracy
                     accuracy.setdefault(o.record.spec.name, {})[config.seed] = (
                         100 * acc if acc is not None else math.nan)
+                    stuck.setdefault(o.record.spec.name, {})[config.seed] = (
+                        acc is not None and detect_stuck(o.record, y_test, classes) is not None)
         done = seeds[-1] + 1
-        now = states(comparisons, accuracy, design)
+        now = states(comparisons, accuracy, design, stuck=stuck)
         view.note(look_line(now, done))
         seeds, models = next_round(now, design, done)
     ready = replace(ready, plan=replace(plan, seeds=tuple(range(done))))
-    account = lines(states(comparisons, accuracy, design, final=True), design)
+    account = lines(states(comparisons, accuracy, design, final=True, stuck=stuck), design)
     for line in account:
         view.note(line)
     return ready, run_ids, account
