@@ -8,8 +8,9 @@
                                                                # precision ("x Keras")
 
 Each side trains the four seed models for 12 epochs on the full data from scratch (a fresh
-store), evaluating the test set after every epoch. Prints a table and writes
-bench/out/bench_study.json.
+store), evaluating the test set after every epoch. Prints a table, then where each cnnbench
+run's wall time went (before the first run, epochs, runs outside epochs, waiting, the report),
+and writes bench/out/bench_study.json.
 """
 
 from __future__ import annotations
@@ -33,16 +34,41 @@ HERE = Path(__file__).parent
 
 
 def run_cnnbench(models: list[str], epochs: int, extra: list[str], work: Path) -> dict:
-    """`cnnbench run` in a fresh store; the wall time of the whole command."""
+    """`cnnbench run` in a fresh store; the wall time of the whole command, and where it
+    went (:func:`where_time_went`)."""
     cmd = [sys.executable, "-m", "cnnbench", "run", "--models", *models, "--epochs",
            str(epochs), "--store", str(work / "store"), "--out", str(work / "out"), *extra]
+    began = time.time()
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     doc = json.loads((work / "out" / "results.json").read_text())
     acc = {m: doc["models"][m]["test_accuracy_percent"] for m in models}
+    jobs = int(extra[extra.index("--jobs") + 1]) if "--jobs" in extra else 1
     return {"seconds": wall, "test_accuracy_percent": acc, "command": cmd,
-            "precision": precision_of(extra)}
+            "precision": precision_of(extra),
+            "where": where_time_went(work / "store", began, wall, jobs)}
+
+
+def where_time_went(store: Path, began: float, wall: float, jobs: int) -> dict[str, float]:
+    """The command's wall time split by the store's own clocks (index timestamps, to the
+    second; each epoch's seconds, training plus validation): before the first run began
+    (imports, data, worker start), in epochs, in runs outside their epochs (building the
+    model, checkpoints, the final test evaluation, writing the run), waiting (a worker with
+    no run left while another trains) and after the last run ended (the report). Runs'
+    seconds are per worker: summed over runs and divided by ``jobs``."""
+    import datetime as dt
+
+    from cnnbench.store.run_store import RunStore
+    rows = RunStore(store).runs()
+    stamp = [(dt.datetime.fromisoformat(r.started).timestamp(),
+              dt.datetime.fromisoformat(r.finished or r.updated).timestamp()) for r in rows]
+    first, last = min(a for a, _ in stamp), max(b for _, b in stamp)
+    epochs = sum(r.train_seconds for r in rows)
+    in_runs = sum(b - a for a, b in stamp)
+    return {"before_first_run": first - began, "epochs": epochs / jobs,
+            "runs_outside_epochs": (in_runs - epochs) / jobs,
+            "waiting": (last - first) - in_runs / jobs, "after_last_run": began + wall - last}
 
 
 def run_keras(python: str, models: list[str], epochs: int, work: Path,
@@ -112,6 +138,15 @@ def main() -> None:
                       *(f"{r['test_accuracy_percent'].get(m, float('nan')):.2f} %"
                         for m in args.models))
     Console(width=160).print(table)
+    parts = Table(title="Where each cnnbench run's wall time went (minutes; runs per worker)")
+    names = ("before_first_run", "epochs", "runs_outside_epochs", "waiting", "after_last_run")
+    for col in ("runner", "wall", *(n.replace("_", " ") for n in names)):
+        parts.add_column(col, justify="left" if col == "runner" else "right")
+    for label, r in results.items():
+        if "where" in r:
+            parts.add_row(label, f"{r['seconds'] / 60:.2f}",
+                          *(f"{r['where'][n] / 60:.2f}" for n in names))
+    Console(width=160).print(parts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"runs": results, "x_keras": ratios}, indent=1))
     print(f"wrote {args.out}")
