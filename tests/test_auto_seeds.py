@@ -116,7 +116,7 @@ def test_two_models_stuck_in_every_seed_stop_training_and_the_account_says_why()
     assert next_round(now, design, 3) == ((), set())
     (line,) = [x for x in lines(now, design) if x.startswith("[m3] lr vs base")]
     assert line.startswith("[m3] lr vs base: both stuck (3 seeds, 1 look(s)")
-    assert "differ only in the class a stuck network answers" in line
+    assert "differ only in the class a stuck network leans to" in line
 
 
 @pytest.mark.slow

@@ -57,8 +57,8 @@ def conclusions(model_stats_: Sequence[ModelStats], comparisons: Sequence[Compar
     for c in comparisons:
         if c.test == BOTH_STUCK:
             out.append(f"{c.a} and {c.b} are both stuck at chance in every seed: their "
-                       f"{c.diff:.2f}-point difference is only which class each stuck network "
-                       f"answers, so they are not compared.")
+                       f"{c.diff:.2f}-point difference is only the class each stuck network "
+                       f"leans to, so they are not compared.")
             continue
         evidence = f"{fmt_p(c.p_holm)} {c.holm_label} ({c.detail}; raw {fmt_p(c.pvalue)})"
         if c.test == "mcnemar":

@@ -12,9 +12,9 @@ The methods (stated in the report with :data:`METHOD_NOTE`):
   t-test (unequal variances), its 95 % interval from the Welch-Satterthwaite degrees of
   freedom.
 * Holm's step-down correction over every test of one ablation and one metric.
-* Two levels stuck at chance in every seed (each run answers one class whatever the image)
-  are set aside, not tested: they differ only in which class, which says nothing about
-  learning. Such a comparison enters Holm at p 1, so it never loosens the others.
+* Two levels stuck at chance in every seed (each run gives nearly the same answer whatever
+  the image) are set aside, not tested: they differ only in the class each leans to, which
+  says nothing about learning. Such a comparison enters Holm at p 1, so it never loosens the others.
 
 An interval is a 95 % confidence interval for the difference a retrained network would show
 on this test set, with the seed-to-seed spread as the noise; it says nothing about other data.

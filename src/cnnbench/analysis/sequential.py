@@ -18,9 +18,10 @@ or when a ``smallest_effect`` is given and the 95 % interval already excludes ef
 large. It reports the seeds an effect of that size would need.
 
 Both stuck (never declares a difference either): a comparison whose two models are stuck at
-chance in every seed so far stops there. Two networks that answer one class whatever the
-image differ only in which class that is (11.35 % for "1", 9.8 % for "0" on MNIST's test set),
-so Welch's test would "separate" them with no spread at all; that is no comparison of learning.
+chance in every seed so far stops there. Two networks that give nearly the same answer
+whatever the image differ only in the class each leans to (11.35 % for "1", 9.8 % for "0" on
+MNIST's test set), a gap with little or no spread that Welch's test would "separate"; that is
+no comparison of learning.
 
 Holm across the comparisons of one family, at the end, on stage-wise ordered p values
 (valid p values of a group-sequential test): only a comparison that crossed its boundary can
@@ -283,7 +284,7 @@ def evaluate(a: Sequence[float], b: Sequence[float], design: Design,
         if _all_stuck(stuck_a, n) and _all_stuck(stuck_b, n):
             return State(BOTH_STUCK, tuple(looks), reason=f"both models stuck at chance in "
                          f"all {n} seeds: they differ only in the class a stuck network "
-                         f"answers, which says nothing about learning", p_stagewise=1.0)
+                         f"leans to, which says nothing about learning", p_stagewise=1.0)
         if w.p <= levels[k]:
             return State(SEPARATED, tuple(looks), reason=f"crossed the boundary at look "
                          f"{k + 1} (p {w.p:.2g} <= {levels[k]:.2g})", p_stagewise=p_stage)

@@ -289,8 +289,9 @@ def compare_models(records: Sequence[RunRecord], y_test: np.ndarray, family: str
     ``family`` names the pairs in words (default: "the N model pairs").
 
     Two models stuck at chance in every finished seed are set aside, not tested: each run
-    answers one class whatever the image, so they differ only in which class (a "difference"
-    with no spread that any test would call certain). Such a pair enters Holm at p 1."""
+    gives nearly the same answer whatever the image, so they differ only in the class each
+    leans to (a gap with little or no spread that a test reads as certain). Such a pair
+    enters Holm at p 1."""
     groups = group_by_model(records)
     y_test = np.asarray(y_test)
     means = {s.model: s.acc_mean for s in model_stats(records)}
