@@ -110,3 +110,16 @@ def test_a_comparison_of_two_levels_stuck_in_every_seed_judges_nothing():
     assert v.sentences()[1].endswith("-> both stuck.") and "set aside" in v.sentences()[1]
     unflagged = judge(claim, [replace(o, stuck=False) for o in obs])
     assert unflagged.verdict == "supported"  # what a constant answer alone would "show"
+
+
+def test_a_both_stuck_comparison_enters_the_claims_holm_at_p_1():
+    # sigmoid: both stuck, a tiny raw Welch p; relu: a real, modest difference
+    accs = {("conv4", "sigmoid"): [11.35] * 3, ("conv2", "sigmoid"): [9.8, 9.8, 10.1],
+            ("conv4", "relu"): [99.0, 99.1, 99.2], ("conv2", "relu"): [99.3, 99.4, 99.5]}
+    obs = [Observation(f"m[{d},{a}]", {"depth": d, "act": a}, s, acc / 100, 0.05,
+                       stuck=a == "sigmoid") for (d, a), v in accs.items()
+           for s, acc in enumerate(v)]
+    stuck, real = judge(DEPTH, obs).comparisons
+    assert stuck.both_stuck and stuck.pvalue < real.pvalue / 2  # raw Welch would rank it first
+    assert np.isnan(stuck.p_holm) and real.p_holm == pytest.approx(min(1.0, 2 * real.pvalue))
+    assert real.family == "the claim's 2 comparisons"

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnbench.analysis.effects import Effect, Observation, held_fixed
-from cnnbench.analysis.stats import ALPHA, holm
+from cnnbench.analysis.effects import Effect, Observation, adjust_holm, held_fixed
+from cnnbench.analysis.stats import ALPHA
 from cnnbench.constraints import shown
 from cnnbench.model.spec import SpecError
 
@@ -88,8 +88,8 @@ def judge(claim: Claim, obs: Sequence[Observation]) -> Verdict:
     comparisons: list[Effect] = []
     for ref in claim.than:
         comparisons += held_fixed(obs, claim.factor, claim.level, ref, "acc")
-    for e, p in zip(comparisons, holm([e.pvalue for e in comparisons]), strict=True):
-        e.p_holm = float(p)
+    n = len(comparisons)
+    adjust_holm(comparisons, f"the claim's {n} comparison{'s' if n != 1 else ''}")
     each = [judge_one(e, claim.expect) for e in comparisons]
     if not each or all(v in ("not separable", "both stuck") for v in each):
         verdict = "not separable"

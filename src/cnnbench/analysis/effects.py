@@ -229,7 +229,7 @@ def ofat_effects(obs: Sequence[Observation], base_levels: Mapping[str, str],
             d, ci, p = welch(_values(runs, metric), _values(base, metric))
             out.append(Effect(f, level, base_levels[f], metric, d, ci, p, len(runs),
                               len(base), "welch", both_stuck=_both_stuck(runs, base)))
-    _adjust(out, tests_family(len(out)))
+    adjust_holm(out, tests_family(len(out)))
     return out
 
 
@@ -237,8 +237,9 @@ def _both_stuck(a: Sequence[Observation], b: Sequence[Observation]) -> bool:
     return bool(a) and bool(b) and all(o.stuck for o in [*a, *b])
 
 
-def _adjust(out: Sequence[Effect], family: str) -> None:
-    """Holm over ``out``: a comparison set aside as both stuck enters at p 1."""
+def adjust_holm(out: Sequence[Effect], family: str) -> None:
+    """Holm over ``out``, named ``family``: a comparison set aside as both stuck enters at
+    p 1 (and keeps no p of its own), so it never loosens the others."""
     ps = [1.0 if e.both_stuck else e.pvalue for e in out]
     for e, p in zip(out, holm(ps), strict=True):
         e.p_holm, e.family = (math.nan if e.both_stuck else float(p)), family
@@ -261,7 +262,7 @@ def held_fixed(obs: Sequence[Observation], factor: str, level: str, reference: s
         d, ci, p = welch(_values(a, metric), _values(b, metric))
         out.append(Effect(factor, level, reference, metric, d, ci, p, len(a), len(b), "welch",
                           within, both_stuck=_both_stuck(a, b)))
-    _adjust(out, f"the {len(out)} cell{'s' if len(out) != 1 else ''} of the other factors")
+    adjust_holm(out, f"the {len(out)} cell{'s' if len(out) != 1 else ''} of the other factors")
     return out
 
 

@@ -279,12 +279,12 @@ def evaluate(a: Sequence[float], b: Sequence[float], design: Design,
             break
         w = welch(xa[:n], xb[:n])
         looks.append(Look(n, w.diff, w.p, levels[k], spent(design.fractions[k], design.alpha)))
-        sd = w.se * math.sqrt(n / 2)  # the per-seed spread, pooled over the two models
-        p_stage = stagewise_p(design.fractions, k, w.z, design.alpha)
         if _all_stuck(stuck_a, n) and _all_stuck(stuck_b, n):
             return State(BOTH_STUCK, tuple(looks), reason=f"both models stuck at chance in "
                          f"all {n} seeds: they differ only in the class a stuck network "
                          f"leans to, which says nothing about learning", p_stagewise=1.0)
+        sd = w.se * math.sqrt(n / 2)  # the per-seed spread, pooled over the two models
+        p_stage = stagewise_p(design.fractions, k, w.z, design.alpha)
         if w.p <= levels[k]:
             return State(SEPARATED, tuple(looks), reason=f"crossed the boundary at look "
                          f"{k + 1} (p {w.p:.2g} <= {levels[k]:.2g})", p_stagewise=p_stage)

@@ -44,18 +44,15 @@ def findings(r: AblationResult) -> list[str]:
     return sentences[:len(sentences) - stuck] if stuck else sentences
 
 
-def _name_families(results: Sequence[AblationResult], verdicts_: Sequence[Verdict]) -> None:
-    """Each Holm-adjusted p says over which tests: an ablation's, or a claim's."""
+def _name_families(results: Sequence[AblationResult]) -> None:
+    """Each Holm-adjusted p of an ablation's effects says over which tests (a claim's
+    comparisons are named by claims.judge)."""
     for r in results:
         for metric, effs in r.effects.items():
             family = effects.tests_family(len(effs), len(r.interactions.get(metric, [])),
                                           of=f"ablation {r.ablation.name}")
             for e in effs:
                 e.family = family
-    for v in verdicts_:
-        n = len(v.comparisons)
-        for e in v.comparisons:
-            e.family = f"the claim's {n} comparison{'s' if n != 1 else ''}"
 
 
 def _stopping(runs: Iterable[RunRecord]) -> str:
@@ -101,7 +98,7 @@ def build(ablations: Sequence[Any], claims: Sequence[Any],
     for (a, v, _), r in sorted(runs.items(), key=lambda kv: kv[0][2]):
         curves.setdefault(a, {}).setdefault(v, []).append(r)
     judged = verdicts(claims, results)
-    _name_families(results, judged)
+    _name_families(results)
     return WhatMatters(results, judged, validation, curves, bool(splits - {(None, None)}))
 
 

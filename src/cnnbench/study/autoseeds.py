@@ -76,13 +76,11 @@ def states(comparisons: Sequence[Pair], accuracy: Mapping[str, Mapping[int, floa
     comparison of that family is decided (``final``: at the end, whatever is left open).
     ``stuck``: model -> seed -> whether that run is stuck at chance (a comparison of two
     models stuck in every seed stops: sequential.py)."""
-    def flags(model: str) -> list[bool]:
-        by_seed = (stuck or {}).get(model, {})
-        return [by_seed.get(seed, False) for seed in range(len(_series(accuracy.get(model,
-                                                                                  {}))))]
-
-    now = {p: evaluate(_series(accuracy.get(p.a, {})), _series(accuracy.get(p.b, {})), design,
-                       flags(p.a), flags(p.b))
+    models = {m for p in comparisons for m in (p.a, p.b)}
+    series = {m: _series(accuracy.get(m, {})) for m in models}
+    at_chance = {m: [(stuck or {}).get(m, {}).get(seed, False) for seed in range(len(series[m]))]
+                 for m in models}
+    now = {p: evaluate(series[p.a], series[p.b], design, at_chance[p.a], at_chance[p.b])
            for p in comparisons}
     for family in dict.fromkeys(p.family for p in comparisons):
         members = [p for p in comparisons if p.family == family]
