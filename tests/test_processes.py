@@ -156,3 +156,40 @@ def test_a_killed_worker_fails_its_run_only_and_the_same_command_resumes_it(
     assert f"resuming run {victim} after epoch {killed_after}/3" in again.stdout, again.stdout
     assert again.stdout.count("Reused from") == 1  # the finished one is not trained again
     assert sorted(assert_same_runs(uninterrupted, tmp_path / "s")) == sorted([victim, other])
+
+
+def test_runs_are_handed_out_longest_expected_first_and_unknown_ones_before_them():
+    from types import SimpleNamespace
+
+    from cnnbench.study.driver import handout_order
+
+    def jobs(*names: str) -> list:
+        return [SimpleNamespace(spec=SimpleNamespace(name=n)) for n in names]
+    work = [(None, jobs("short", "new", "long")), (None, jobs("long", "short"))]
+    order = handout_order(work, {"short": 60.0, "long": 300.0})
+    assert order == [(0, 1), (0, 2), (1, 0), (0, 0), (1, 1)]
+    assert handout_order(work, {}) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seeds", [["--seeds", "1"], []], ids=["fixed", "auto"])
+def test_a_process_pool_trains_the_runs_of_every_settings_group_at_once(
+        tmp_path, capsys, monkeypatch, seeds):
+    # The study's two learning rates are two groups of settings. Handed to the pool group by
+    # group, a worker would idle at each group's end while the other trains its last run.
+    from test_ablation_cli import _setup
+    from test_auto_seeds import STUCK_STUDY
+
+    from cnnbench.cli import main
+    from cnnbench.study.executors.process import ProcessExecutor
+    busy: list[int] = []  # at each run handed to the pool: how many it was training already
+    submit = ProcessExecutor.submit
+
+    def counting(self, job, here):
+        busy.append(len(self._pending))
+        return submit(self, job, here)
+    monkeypatch.setattr(ProcessExecutor, "submit", counting)
+    study = _setup(tmp_path, STUCK_STUDY)
+    assert main(["run", str(study), "--jobs", "2", *seeds, "--store", str(tmp_path / "store"),
+                 "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert busy == ([0, 1] if seeds else [0, 1, 1, 1])  # 2 groups x 1 or 2 seeds

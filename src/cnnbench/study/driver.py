@@ -10,7 +10,8 @@ what it leaves in the store, the write-back's (``writeback.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,15 +41,30 @@ class StudyRunner(Protocol):
 POLL_SECONDS = 2.0  # how often the driver looks at remote runs' checkpoints
 
 
-def run_studies(studies: Sequence[StudyRunner], specs: Sequence[ModelSpec]
-                ) -> list[list[Outcome]]:
-    """Several studies of the same models (one a seed), sharing one executor: a remote one
-    gets every seed's jobs at once. Each study's outcomes, in order."""
-    executors = {id(s.executor) for s in studies}
+def run_studies(work: Sequence[tuple[StudyRunner, Sequence[ModelSpec]]],
+                expected_seconds: Mapping[str, float] | None = None) -> list[list[Outcome]]:
+    """Several studies (a seed, or a group of settings, each) and their models, sharing one
+    executor: a remote one gets every study's jobs at once, so no worker waits at one study's
+    end while another trains its last run. ``expected_seconds`` (model name -> seconds a run
+    of it is expected to take) hands out the longest runs first, so the last to end are
+    short; models without an estimate go first, in their order. Each study's outcomes, in
+    order."""
+    executors = {id(s.executor) for s, _ in work}
     if len(executors) != 1:
         raise ValueError(f"run_studies: the studies have {len(executors)} executors; "
                          f"give them one")
-    return Driver(studies[0].executor).run([(s, s.plan(specs)) for s in studies])
+    return Driver(work[0][0].executor).run([(s, s.plan(specs)) for s, specs in work],
+                                           expected_seconds or {})
+
+
+def handout_order(work: Sequence[tuple[object, Sequence[PlannedRun]]],
+                  expected_seconds: Mapping[str, float]) -> list[tuple[int, int]]:
+    """(study, job) indices in the order jobs are handed out: the longest expected first
+    (longest-processing-time scheduling), runs of models without an estimate before them, in
+    the order given. Example: runs of a (no estimate), b (60 s), c (300 s) go a, c, b."""
+    flat = [(k, i) for k, (_, jobs) in enumerate(work) for i in range(len(jobs))]
+    return sorted(flat, key=lambda ki: -expected_seconds.get(work[ki[0]][1][ki[1]].spec.name,
+                                                             math.inf))
 
 
 @dataclass
@@ -71,22 +87,22 @@ class Driver:
         self.results: list[list[Outcome | None]] = []
         self.failures: list[tuple[int, str]] = []  # (study, what failed)
 
-    def run(self, work: Sequence[tuple[StudyRunner, list[PlannedRun]]]
-            ) -> list[list[Outcome]]:
+    def run(self, work: Sequence[tuple[StudyRunner, list[PlannedRun]]],
+            expected_seconds: Mapping[str, float] | None = None) -> list[list[Outcome]]:
         self.studies = [study for study, _ in work]
         self.results = [[None] * len(jobs) for _, jobs in work]
         self.failures = []
         deferred = []
         try:
-            for k, (study, jobs) in enumerate(work):
-                for i, job in enumerate(jobs):
-                    lock = study.store.lock(job.id)
-                    if not lock.acquire(blocking=False):
-                        study.log(f"{job.spec.name}: run {job.id} is being trained by another "
-                                  f"process; coming back to it at the end")
-                        deferred.append((k, i))
-                        continue
-                    self._submit(k, i, job, lock)
+            for k, i in handout_order(work, expected_seconds or {}):
+                study, job = work[k][0], work[k][1][i]
+                lock = study.store.lock(job.id)
+                if not lock.acquire(blocking=False):
+                    study.log(f"{job.spec.name}: run {job.id} is being trained by another "
+                              f"process; coming back to it at the end")
+                    deferred.append((k, i))
+                    continue
+                self._submit(k, i, job, lock)
             self._drain()
             for k, i in deferred:
                 study, job = work[k][0], work[k][1][i]

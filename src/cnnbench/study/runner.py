@@ -115,7 +115,7 @@ class StudyRunner:
 
     def run(self, specs: Sequence[ModelSpec]) -> list[Outcome]:
         from cnnbench.study.driver import run_studies
-        return run_studies([self], specs)[0]
+        return run_studies([(self, specs)])[0]
 
     def plan(self, specs: Sequence[ModelSpec]) -> list[PlannedRun]:
         """Check the study can run, and ready the executor; its jobs."""

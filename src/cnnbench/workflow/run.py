@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -188,17 +188,20 @@ def _load(plan: StudyPlan, store: RunStore, view: RunView) -> _Ready:
     return _Ready(plan, store, dataset, device, executor, env, data_doc(dataset, n_train))
 
 
-def _seeds(ready: _Ready, group: PlanGroup, view: RunView
-           ) -> Iterator[tuple[TrainConfig, list[Outcome]]]:
-    """Each seed's runs of ``group`` through the store: (its config, its outcomes), seed after
-    seed; a remote executor takes every seed's jobs at once."""
+def _seeds(ready: _Ready, groups: Sequence[PlanGroup], view: RunView,
+           expected_seconds: Mapping[str, float] | None = None
+           ) -> Iterator[tuple[PlanGroup, TrainConfig, list[Outcome]]]:
+    """Each group's runs of each seed through the store: (the group, the seed's config, its
+    outcomes), group after group, seed after seed. A remote executor takes every group's and
+    seed's jobs at once (``driver.run_studies``: no worker idles at a group's end), the longest
+    expected first where ``expected_seconds`` has an estimate."""
     from cnnbench.study.driver import run_studies
     from cnnbench.study.runner import StudyRunner
     plan = ready.plan
-    configs = plan.configs(group)
+    work = [(group, config) for group in groups for config in plan.configs(group)]
 
     def callbacks_for(seed: int) -> Callable[[Any], list[Callback]]:
-        return lambda spec: view.run_starts(spec.name if len(configs) == 1
+        return lambda spec: view.run_starts(spec.name if len(plan.seeds) == 1
                                             else f"{spec.name}, seed {seed}")
 
     study = None
@@ -208,12 +211,14 @@ def _seeds(ready: _Ready, group: PlanGroup, view: RunView
     runners = [StudyRunner(ready.store, ready.dataset, config, ready.device, force=plan.force,
                            log=view.note, callbacks=callbacks_for(config.seed),
                            loggers=plan.loggers, executor=ready.executor, study=study)
-               for config in configs]
+               for _, config in work]
     if ready.executor.remote:
-        yield from zip(configs, run_studies(runners, group.specs), strict=True)
+        outcomes = run_studies([(r, g.specs) for r, (g, _) in zip(runners, work, strict=True)],
+                               expected_seconds)
+        yield from ((g, c, o) for (g, c), o in zip(work, outcomes, strict=True))
     else:
-        for config, runner in zip(configs, runners, strict=True):
-            yield config, runner.run(group.specs)
+        for (group, config), runner in zip(work, runners, strict=True):
+            yield group, config, runner.run(group.specs)
 
 
 def _seed_files(ready: _Ready, group: PlanGroup, config: TrainConfig,
@@ -248,17 +253,16 @@ def run_study(plan: StudyPlan, view: RunView) -> StudyDone:
         if plan.auto is not None:
             ready, run_ids, sequential = _auto_rounds(ready, view)
             return _report(ready, run_ids, sequential)
-        for group in ready.plan.groups:
-            run_ids += _train(ready, group, view)
+        run_ids = _train(ready, view)
     finally:
         ready.executor.close()
     return _report(ready, run_ids)
 
 
-def _train(ready: _Ready, group: PlanGroup, view: RunView) -> list[str]:
-    """Every seed of the plan for ``group``: its runs through the store, its files written."""
+def _train(ready: _Ready, view: RunView) -> list[str]:
+    """Every seed of every group of the plan: its runs through the store, its files written."""
     run_ids = []
-    for config, outcomes in _seeds(ready, group, view):
+    for group, config, outcomes in _seeds(ready, ready.plan.groups, view):
         view.seed_done(group, _seed_files(ready, group, config, outcomes), ready.store)
         run_ids += [o.run_id for o in outcomes]
     return run_ids
@@ -286,26 +290,27 @@ def _auto_rounds(ready: _Ready, view: RunView) -> tuple[_Ready, list[str], list[
     accuracy: dict[str, dict[int, float]] = {}
     stuck: dict[str, dict[int, bool]] = {}
     y_test, classes = ready.dataset.y_test, ready.dataset.num_classes
+    seconds: dict[str, list[float]] = {}  # each model's runs' epoch seconds: longest first
     run_ids: list[str] = []
     seeds, models, done = tuple(range(plan.auto.min)), {s.name for s in plan.specs}, 0
     while seeds:
         which = f"Seed {seeds[0]}" if len(seeds) == 1 else f"Seeds {seeds[0]}-{seeds[-1]}"
         view.note(f"{which} for {len(models)} model(s) (seeds auto: a round, then a look)")
         ready = replace(ready, plan=replace(plan, seeds=seeds))
-        for group in plan.groups:
-            chosen = tuple(s for s in group.specs if s.name in models)
-            if not chosen:
-                continue
-            for config, outcomes in _seeds(ready, replace(group, specs=chosen), view):
-                view.seed_done(group, _seed_files(ready, group, config, outcomes),
-                               ready.store)
-                run_ids += [o.run_id for o in outcomes]
-                for o in outcomes:
-                    acc = o.record.test_accuracy
-                    accuracy.setdefault(o.record.spec.name, {})[config.seed] = (
-                        100 * acc if acc is not None else math.nan)
-                    stuck.setdefault(o.record.spec.name, {})[config.seed] = (
-                        acc is not None and detect_stuck(o.record, y_test, classes) is not None)
+        chosen = [replace(g, specs=tuple(s for s in g.specs if s.name in models))
+                  for g in plan.groups]
+        expected = {m: sum(t) / len(t) for m, t in seconds.items()}
+        for group, config, outcomes in _seeds(ready, [g for g in chosen if g.specs], view,
+                                              expected):
+            view.seed_done(group, _seed_files(ready, group, config, outcomes), ready.store)
+            run_ids += [o.run_id for o in outcomes]
+            for o in outcomes:
+                name, acc = o.record.spec.name, o.record.test_accuracy
+                accuracy.setdefault(name, {})[config.seed] = (
+                    100 * acc if acc is not None else math.nan)
+                stuck.setdefault(name, {})[config.seed] = (
+                    acc is not None and detect_stuck(o.record, y_test, classes) is not None)
+                seconds.setdefault(name, []).append(o.record.train_seconds)
         done = seeds[-1] + 1
         now = states(comparisons, accuracy, design, stuck=stuck)
         view.note(look_line(now, done))
