@@ -369,6 +369,9 @@ class RunStore:
             n = len(self.read_history(rid)["loss"])
             if row.status.done:
                 self.checked(row)
+            # early stopping ends a finished run before its planned epochs
+            early = row.status == RunStatus.FINISHED and bool(
+                self.read_config(rid)["training"].get("early_stopping"))
         except StoreError as e:
             return problems + [str(e)]
         if n != row.epochs_done:
@@ -380,7 +383,8 @@ class RunStore:
                     continue
                 if not (folder / name).exists():
                     problems.append(f"{rid}: finished but {name} is missing")
-            if row.epochs_done != row.epochs_planned:
+            if row.epochs_done != row.epochs_planned and not (
+                    early and row.epochs_done < row.epochs_planned):
                 problems.append(f"{rid}: finished after {row.epochs_done} of "
                                 f"{row.epochs_planned} epochs")
         return problems
