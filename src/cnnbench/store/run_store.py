@@ -367,11 +367,9 @@ class RunStore:
             return problems + [f"{folder}: no config.json"]
         try:
             n = len(self.read_history(rid)["loss"])
-            if row.status.done:
-                self.checked(row)
+            config = self.checked(row).config if row.status.done else {}
             # early stopping ends a finished run before its planned epochs
-            early = row.status == RunStatus.FINISHED and bool(
-                self.read_config(rid)["training"].get("early_stopping"))
+            early = bool(config.get("training", {}).get("early_stopping"))
         except StoreError as e:
             return problems + [str(e)]
         if n != row.epochs_done:
